@@ -1,0 +1,186 @@
+//! The [`Kernel`] trait: the one boundary between resystance and an operating-system kernel.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    Cqe, KernelResult, MapFd, MapSpec, ProgFd, ProgLoad, ProgLoaded, RingId, Sqe, SyscallCounts,
+    TestRunResult, UringParams,
+};
+
+/// A file descriptor handed out by a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Fd(pub i32);
+
+/// A region of memory owned by the kernel side and shared with user space: anonymous memory,
+/// or an mmapped BPF map. io_uring reads and writes and BPF programs address memory through it,
+/// so both kernels can model exactly who touches which bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct MemId(pub u32);
+
+/// How to open a file (the subset of `open(2)` flags the engine uses).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct OpenFlags {
+    /// Open for reading.
+    pub read: bool,
+    /// Open for writing.
+    pub write: bool,
+    /// Create the file if it does not exist (`O_CREAT`).
+    pub create: bool,
+    /// Fail if the file exists (`O_EXCL`, with `create`).
+    pub exclusive: bool,
+    /// Truncate to zero length (`O_TRUNC`).
+    pub truncate: bool,
+    /// Bypass the page cache (`O_DIRECT`): offsets, lengths and buffers must be aligned.
+    pub direct: bool,
+    /// Open a directory, e.g. to fsync it (`O_DIRECTORY`).
+    pub directory: bool,
+}
+
+impl OpenFlags {
+    /// Read-only.
+    pub const READ: OpenFlags = OpenFlags {
+        read: true,
+        write: false,
+        create: false,
+        exclusive: false,
+        truncate: false,
+        direct: false,
+        directory: false,
+    };
+    /// Create a new file for writing; fails if it exists.
+    pub const CREATE_NEW: OpenFlags = OpenFlags {
+        read: false,
+        write: true,
+        create: true,
+        exclusive: true,
+        truncate: false,
+        direct: false,
+        directory: false,
+    };
+    /// Create or truncate a file for writing.
+    pub const CREATE_TRUNCATE: OpenFlags = OpenFlags {
+        read: false,
+        write: true,
+        create: true,
+        exclusive: false,
+        truncate: true,
+        direct: false,
+        directory: false,
+    };
+    /// A directory, opened to be fsynced.
+    pub const DIRECTORY: OpenFlags = OpenFlags {
+        read: true,
+        write: false,
+        create: false,
+        exclusive: false,
+        truncate: false,
+        direct: false,
+        directory: true,
+    };
+}
+
+/// Everything resystance needs from a kernel: files, io_uring, BPF and the clock.
+///
+/// Calls take `&self` so one kernel can be shared by the engine's foreground and background
+/// work. Each method documents which system call it is; purely user-space operations (writing
+/// an SQE into the ring, reading a CQE, touching mapped memory) are marked as such and are not
+/// counted as system calls.
+pub trait Kernel: Send + Sync + std::fmt::Debug {
+    // ---- files -------------------------------------------------------------------------
+
+    /// `openat(2)`.
+    fn open(&self, path: &Path, flags: OpenFlags) -> KernelResult<Fd>;
+    /// `close(2)`.
+    fn close(&self, fd: Fd) -> KernelResult<()>;
+    /// `pread64(2)`: reads up to `buf.len()` bytes at `offset`; returns how many (0 at EOF).
+    fn pread(&self, fd: Fd, buf: &mut [u8], offset: u64) -> KernelResult<usize>;
+    /// `pwrite64(2)`: writes up to `buf.len()` bytes at `offset`; returns how many.
+    fn pwrite(&self, fd: Fd, buf: &[u8], offset: u64) -> KernelResult<usize>;
+    /// `fsync(2)`: data and metadata durable.
+    fn fsync(&self, fd: Fd) -> KernelResult<()>;
+    /// `fdatasync(2)`: data durable (and the metadata needed to read it back).
+    fn fdatasync(&self, fd: Fd) -> KernelResult<()>;
+    /// `fstat(2)`, reduced to the file size in bytes.
+    fn file_size(&self, fd: Fd) -> KernelResult<u64>;
+    /// `unlink(2)`.
+    fn unlink(&self, path: &Path) -> KernelResult<()>;
+    /// `rename(2)`: atomically replaces `to`.
+    fn rename(&self, from: &Path, to: &Path) -> KernelResult<()>;
+    /// `mkdir(2)`; `EEXIST` if it exists.
+    fn mkdir(&self, path: &Path) -> KernelResult<()>;
+    /// `getdents64(2)` over a directory: the names of its entries, without `.` and `..`.
+    fn list_dir(&self, path: &Path) -> KernelResult<Vec<String>>;
+
+    // ---- memory shared between user space, io_uring and BPF -------------------------------
+
+    /// `mmap(2)` of anonymous memory: `len` bytes, page-aligned (so usable for `O_DIRECT`).
+    fn mem_alloc(&self, len: usize) -> KernelResult<MemId>;
+    /// `munmap(2)`.
+    fn mem_free(&self, mem: MemId) -> KernelResult<()>;
+    /// User space reads mapped memory (a memcpy, no system call).
+    fn mem_read(&self, mem: MemId, offset: usize, buf: &mut [u8]) -> KernelResult<()>;
+    /// User space writes mapped memory (a memcpy, no system call).
+    fn mem_write(&self, mem: MemId, offset: usize, data: &[u8]) -> KernelResult<()>;
+
+    // ---- io_uring ----------------------------------------------------------------------
+
+    /// `io_uring_setup(2)` (plus the mmaps of its rings).
+    fn uring_setup(&self, params: &UringParams) -> KernelResult<RingId>;
+    /// `io_uring_register(IORING_REGISTER_BUFFERS)`: buffer index `i` is `regions[i]`.
+    fn uring_register_buffers(&self, ring: RingId, regions: &[MemId]) -> KernelResult<()>;
+    /// `io_uring_register(IORING_REGISTER_FILES)`: fixed file index `i` is `fds[i]`.
+    fn uring_register_files(&self, ring: RingId, fds: &[Fd]) -> KernelResult<()>;
+    /// Writes one SQE into the submission ring (user space; `EBUSY` when the ring is full).
+    fn uring_queue(&self, ring: RingId, sqe: &Sqe) -> KernelResult<()>;
+    /// Submits the queued SQEs and waits until at least `wait_nr` completions are available:
+    /// `io_uring_enter(2)`, unless an awake SQPOLL thread makes it unnecessary. Returns how many
+    /// SQEs were submitted and how many `io_uring_enter` calls it took.
+    fn uring_submit_and_wait(&self, ring: RingId, wait_nr: u32) -> KernelResult<Submitted>;
+    /// Moves up to `max` completions from the completion ring into `out` (user space).
+    fn uring_reap(&self, ring: RingId, out: &mut Vec<Cqe>, max: usize) -> KernelResult<usize>;
+    /// Tears the ring down (`close(2)` of its fd).
+    fn uring_close(&self, ring: RingId) -> KernelResult<()>;
+
+    // ---- BPF ---------------------------------------------------------------------------
+
+    /// `bpf(BPF_MAP_CREATE)`.
+    fn bpf_map_create(&self, spec: &MapSpec) -> KernelResult<MapFd>;
+    /// `mmap(2)` of a `BPF_F_MMAPABLE` array map's values.
+    fn bpf_map_mmap(&self, map: MapFd) -> KernelResult<MemId>;
+    /// `bpf(BPF_MAP_LOOKUP_ELEM)`: copies the value of `key` into `value`.
+    fn bpf_map_lookup(&self, map: MapFd, key: &[u8], value: &mut [u8]) -> KernelResult<()>;
+    /// `bpf(BPF_MAP_UPDATE_ELEM)` with the kernel's `flags` (`BPF_ANY`, `BPF_NOEXIST`, `BPF_EXIST`).
+    fn bpf_map_update(&self, map: MapFd, key: &[u8], value: &[u8], flags: u64) -> KernelResult<()>;
+    /// `bpf(BPF_PROG_LOAD)`: the verifier's verdict and log.
+    fn bpf_prog_load(&self, prog: &ProgLoad) -> KernelResult<ProgLoaded>;
+    /// `bpf(BPF_PROG_TEST_RUN)` with `ctx` as the program's context (copied in and back out).
+    fn bpf_prog_test_run(&self, prog: ProgFd, ctx: &mut [u8]) -> KernelResult<TestRunResult>;
+
+    // ---- clock -------------------------------------------------------------------------
+
+    /// Monotonic time in nanoseconds (`CLOCK_MONOTONIC`; the vDSO on Linux, so not counted as a
+    /// system call). Virtual time in the simulator.
+    fn now_ns(&self) -> u64;
+    /// Sleeps for `ns` nanoseconds (`clock_nanosleep(2)`); advances virtual time in the simulator.
+    fn sleep_ns(&self, ns: u64);
+
+    // ---- accounting --------------------------------------------------------------------
+
+    /// System calls made through this kernel so far, by kind.
+    fn syscall_counts(&self) -> SyscallCounts;
+    /// A short name for reports: `real` or `sim`.
+    fn name(&self) -> &'static str;
+    /// Where a database may be created by default on this kernel.
+    fn default_db_dir(&self) -> PathBuf;
+}
+
+/// The outcome of [`Kernel::uring_submit_and_wait`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Submitted {
+    /// SQEs the kernel consumed.
+    pub submitted: u32,
+    /// `io_uring_enter(2)` calls it took (0 when an awake SQPOLL thread picked the SQEs up).
+    pub enter_calls: u32,
+}

@@ -1,0 +1,130 @@
+//! io_uring vocabulary: ring parameters, submission and completion entries.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Fd, MemId};
+
+/// An io_uring instance handed out by a kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct RingId(pub u32);
+
+/// Parameters of `io_uring_setup(2)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UringParams {
+    /// Submission-queue entries (a power of two; the kernel rounds up).
+    pub sq_entries: u32,
+    /// Completion-queue entries; `None` for the kernel's default of twice `sq_entries`.
+    pub cq_entries: Option<u32>,
+    /// `IORING_SETUP_SQPOLL`: a kernel thread polls the submission queue.
+    pub sqpoll: bool,
+    /// How long the SQPOLL thread spins before it sleeps and needs a wakeup, in milliseconds.
+    pub sq_thread_idle_ms: u32,
+}
+
+impl Default for UringParams {
+    fn default() -> Self {
+        UringParams {
+            sq_entries: 64,
+            cq_entries: None,
+            sqpoll: false,
+            sq_thread_idle_ms: 10,
+        }
+    }
+}
+
+/// The file an SQE targets: a plain descriptor or an index into the registered files.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SqeFile {
+    /// A plain file descriptor.
+    Fd(Fd),
+    /// `IOSQE_FIXED_FILE`: an index into the files registered with the ring.
+    Fixed(u32),
+}
+
+/// The operation of one submission-queue entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SqeOp {
+    /// `IORING_OP_NOP`.
+    Nop,
+    /// `IORING_OP_READ` into `len` bytes of `mem` at `mem_offset`, from the file at `offset`.
+    Read {
+        /// The file.
+        file: SqeFile,
+        /// Destination memory.
+        mem: MemId,
+        /// Offset within `mem`.
+        mem_offset: usize,
+        /// Bytes to read.
+        len: u32,
+        /// File offset.
+        offset: u64,
+    },
+    /// `IORING_OP_WRITE` of `len` bytes of `mem` at `mem_offset` to the file at `offset`.
+    Write {
+        /// The file.
+        file: SqeFile,
+        /// Source memory.
+        mem: MemId,
+        /// Offset within `mem`.
+        mem_offset: usize,
+        /// Bytes to write.
+        len: u32,
+        /// File offset.
+        offset: u64,
+    },
+    /// `IORING_OP_READ_FIXED` into registered buffer `buf_index`.
+    ReadFixed {
+        /// The file.
+        file: SqeFile,
+        /// Registered buffer index.
+        buf_index: u16,
+        /// Offset within that buffer.
+        buf_offset: usize,
+        /// Bytes to read.
+        len: u32,
+        /// File offset.
+        offset: u64,
+    },
+    /// `IORING_OP_WRITE_FIXED` from registered buffer `buf_index`.
+    WriteFixed {
+        /// The file.
+        file: SqeFile,
+        /// Registered buffer index.
+        buf_index: u16,
+        /// Offset within that buffer.
+        buf_offset: usize,
+        /// Bytes to write.
+        len: u32,
+        /// File offset.
+        offset: u64,
+    },
+    /// `IORING_OP_FSYNC` (`IORING_FSYNC_DATASYNC` when `datasync`).
+    Fsync {
+        /// The file.
+        file: SqeFile,
+        /// Data only.
+        datasync: bool,
+    },
+}
+
+/// One submission-queue entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sqe {
+    /// What to do.
+    pub op: SqeOp,
+    /// Returned unchanged in the completion.
+    pub user_data: u64,
+    /// `IOSQE_IO_LINK`: the next SQE starts only after this one succeeds.
+    pub link: bool,
+}
+
+/// One completion-queue entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cqe {
+    /// The SQE's `user_data`.
+    pub user_data: u64,
+    /// Bytes transferred, or a negative errno.
+    pub res: i32,
+    /// `IORING_CQE_F_*` flags.
+    pub flags: u32,
+}
