@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use resystance_traces::KernelError;
 
 /// Everything that can go wrong in the engine.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum Error {
     /// A kernel call failed.
     #[error("{op} {}: {source}", path.display())]

@@ -4,6 +4,8 @@
 pub mod coding;
 pub mod error;
 pub mod file;
+pub mod iter;
 pub mod key;
+pub mod sst;
 
 pub use error::{Error, Result};

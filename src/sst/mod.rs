@@ -1,0 +1,1 @@
+//! SST files in RocksDB's block-based table format.
