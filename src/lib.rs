@@ -9,3 +9,19 @@ pub mod key;
 pub mod sst;
 
 pub use error::{Error, Result};
+pub mod compaction;
+pub mod crc;
+pub mod db;
+pub mod filename;
+pub mod log;
+pub mod memtable;
+pub mod merge_iter;
+pub mod options;
+pub mod stats;
+pub mod table_cache;
+pub mod version;
+pub mod write_batch;
+
+pub use db::{Db, DbIter, Snapshot};
+pub use options::{BackgroundMode, CompactionMode, Options};
+pub use write_batch::WriteBatch;

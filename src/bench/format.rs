@@ -1,0 +1,301 @@
+//! The text report: db_bench's result line, then latency and engine statistics.
+
+use std::fmt::Write as _;
+
+use super::latency::LatencySummary;
+use super::results::{BenchmarkResult, Rates, GB, MB};
+use crate::stats::DbStats;
+
+/// db_bench 7.8's result line (`Stats::Report`): name, µs/op, ops/sec, seconds, operations,
+/// then the MB/s rate when bytes moved and the benchmark's message, e.g.
+/// `fillrandom   :       6.368 micros/op 156855 ops/sec 0.064 seconds 10000 operations;   17.4 MB/s`.
+pub fn db_bench_line(name: &str, rates: &Rates, bytes: u64, message: &str) -> String {
+    let mut extra = String::new();
+    if bytes > 0 {
+        extra = format!("{:6.1} MB/s", rates.mb_per_sec);
+    }
+    // db_bench's AppendWithSpace.
+    if !message.is_empty() {
+        if !extra.is_empty() {
+            extra.push(' ');
+        }
+        extra.push_str(message);
+    }
+    format!(
+        "{name:<12} : {:11.3} micros/op {} ops/sec {:.3} seconds {} operations;{}{extra}",
+        rates.micros_per_op,
+        // db_bench prints the throughput cast to long: truncated, not rounded.
+        rates.ops_per_sec as i64,
+        rates.seconds,
+        rates.ops,
+        if extra.is_empty() { "" } else { " " },
+    )
+}
+
+/// db_bench's readrandom message; its trailing newline leaves a blank line after the result,
+/// as db_bench's output has.
+pub fn found_message(found: u64, reads: u64) -> String {
+    format!("({found} of {reads} found)\n")
+}
+
+/// The latency block, shaped like db_bench's `--histogram` header.
+pub fn latency_lines(op: &str, s: &LatencySummary) -> String {
+    format!(
+        "Microseconds per {op}:\nCount: {} Average: {:.4}  Max: {:.2}\nPercentiles: P50: {:.2} P99: {:.2} P99.9: {:.2}\n",
+        s.count, s.mean_us, s.max_us, s.p50_us, s.p99_us, s.p999_us
+    )
+}
+
+/// Bytes as db_bench's binary MB, one decimal.
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / MB)
+}
+
+/// Nanoseconds as seconds, three decimals.
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// The engine's statistics, as of `uptime_ns` after the database was opened.
+pub fn db_stats_lines(stats: &DbStats, uptime_ns: u64) -> String {
+    let mut out = String::new();
+    let c = &stats.compaction;
+    let f = &stats.flush;
+    let s = &stats.stall;
+    let uptime = secs(uptime_ns).max(1e-9);
+
+    // RocksDB's "Cumulative compaction" line counts flushes as L0 compactions (bytes written
+    // and time), so this line does too, to be read side by side with db_bench's.
+    let written = f.bytes_written + c.bytes_written;
+    let _ = writeln!(
+        out,
+        "Cumulative compaction: {:.2} GB write, {:.2} MB/s write, {:.2} GB read, {:.2} MB/s read, {:.1} seconds",
+        written as f64 / GB,
+        written as f64 / MB / uptime,
+        c.bytes_read as f64 / GB,
+        c.bytes_read as f64 / MB / uptime,
+        secs(f.time_ns + c.time_ns),
+    );
+    let _ = writeln!(
+        out,
+        "Compaction: {} jobs ({} trivial moves), {} input files, {} output files, {} read, {} written, {} data blocks read, {} entries in, {} out, {:.3} seconds",
+        c.jobs,
+        c.trivial_moves,
+        c.input_files,
+        c.output_files,
+        mb(c.bytes_read),
+        mb(c.bytes_written),
+        c.data_blocks_read,
+        c.entries_in,
+        c.entries_out,
+        secs(c.time_ns),
+    );
+    let calls: Vec<String> = c
+        .syscalls
+        .nonzero()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
+    if calls.is_empty() {
+        out.push_str("Compaction syscalls: none\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "Compaction syscalls: {} (total {})",
+            calls.join(", "),
+            c.syscalls.total()
+        );
+    }
+    let _ = writeln!(
+        out,
+        "Flush: {} flushes, {} written, {:.3} seconds",
+        f.flushes,
+        mb(f.bytes_written),
+        secs(f.time_ns)
+    );
+    let _ = writeln!(
+        out,
+        "Stall: {:.3} seconds (stop {:.3}, delay {:.3}; {} writes stopped, {} delayed)",
+        secs(s.stop_ns + s.delay_ns),
+        secs(s.stop_ns),
+        secs(s.delay_ns),
+        s.stopped_writes,
+        s.delayed_writes
+    );
+    let _ = writeln!(
+        out,
+        "Write amplification: {:.2} ({} user, {} WAL)",
+        stats.write_amplification(),
+        mb(stats.user_bytes_written),
+        mb(stats.wal_bytes_written)
+    );
+    let levels: Vec<String> = stats
+        .levels
+        .iter()
+        .filter(|l| l.files > 0)
+        .map(|l| format!("L{} {} files {}", l.level, l.files, mb(l.bytes)))
+        .collect();
+    if levels.is_empty() {
+        out.push_str("Levels: empty\n");
+    } else {
+        let _ = writeln!(out, "Levels: {}", levels.join(", "));
+    }
+    out
+}
+
+/// Everything printed for one benchmark: the db_bench line, latency, engine statistics.
+pub fn benchmark_report(r: &BenchmarkResult) -> String {
+    let rates = Rates::new(r.ops, r.elapsed_ns, r.bytes);
+    let message = r.found.map_or_else(String::new, |found| found_message(found, r.ops));
+    let mut out = db_bench_line(r.name.name(), &rates, r.bytes, &message);
+    out.push('\n');
+    out.push_str(&latency_lines(r.op.name(), &r.latency));
+    out.push_str(&db_stats_lines(&r.db_stats, r.db_uptime_ns));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use resystance_traces::SyscallKind;
+
+    use super::*;
+    use crate::bench::cli::Benchmark;
+    use crate::bench::results::Measured;
+    use crate::stats::LevelStats;
+
+    #[test]
+    fn write_line_matches_db_bench() {
+        // Numbers from a db_bench 7.8.3 run on this machine:
+        // fillrandom 10000 ops, 0.063680 s, 116 bytes each.
+        let rates = Rates::new(10_000, 63_680_000, 1_160_000);
+        assert_eq!(
+            db_bench_line("fillrandom", &rates, 1_160_000, ""),
+            "fillrandom   :       6.368 micros/op 157035 ops/sec 0.064 seconds 10000 operations;   17.4 MB/s"
+        );
+    }
+
+    #[test]
+    fn read_line_carries_the_found_message() {
+        let rates = Rates::new(10_000, 23_070_000, 1_160_000);
+        assert_eq!(
+            db_bench_line("readrandom", &rates, 1_160_000, &found_message(10_000, 10_000)),
+            "readrandom   :       2.307 micros/op 433463 ops/sec 0.023 seconds 10000 operations;   47.9 MB/s (10000 of 10000 found)\n"
+        );
+    }
+
+    #[test]
+    fn nothing_found_means_no_rate_but_the_message() {
+        let rates = Rates::new(5, 5_000, 0);
+        assert_eq!(
+            db_bench_line("readrandom", &rates, 0, &found_message(0, 5)),
+            "readrandom   :       1.000 micros/op 1000000 ops/sec 0.000 seconds 5 operations; (0 of 5 found)\n"
+        );
+    }
+
+    #[test]
+    fn long_names_are_not_cut() {
+        let rates = Rates::new(1, 1_000, 0);
+        assert!(db_bench_line("averyverylongname", &rates, 0, "")
+            .starts_with("averyverylongname :       1.000 micros/op"));
+    }
+
+    #[test]
+    fn latency_block() {
+        let s = LatencySummary {
+            count: 10,
+            mean_us: 6.36694,
+            p50_us: 5.1498,
+            p99_us: 13.59,
+            p999_us: 60.62,
+            max_us: 3470.0,
+        };
+        assert_eq!(
+            latency_lines("write", &s),
+            "Microseconds per write:\nCount: 10 Average: 6.3669  Max: 3470.00\nPercentiles: P50: 5.15 P99: 13.59 P99.9: 60.62\n"
+        );
+    }
+
+    fn sample_stats() -> DbStats {
+        let mut stats = DbStats::default();
+        stats.compaction.jobs = 3;
+        stats.compaction.trivial_moves = 1;
+        stats.compaction.input_files = 6;
+        stats.compaction.output_files = 4;
+        stats.compaction.bytes_read = 12 << 20;
+        stats.compaction.bytes_written = 10 << 20;
+        stats.compaction.data_blocks_read = 3072;
+        stats.compaction.time_ns = 50_000_000;
+        stats.compaction.syscalls.add(SyscallKind::Pread, 3072);
+        stats.compaction.syscalls.add(SyscallKind::Pwrite, 40);
+        stats.flush.flushes = 7;
+        stats.flush.bytes_written = 21 << 20;
+        stats.flush.time_ns = 90_000_000;
+        stats.stall.stop_ns = 1_500_000_000;
+        stats.stall.stopped_writes = 2;
+        stats.user_bytes_written = 22 << 20;
+        stats.wal_bytes_written = 23 << 20;
+        stats.levels = vec![
+            LevelStats {
+                level: 0,
+                files: 3,
+                bytes: 9 << 20,
+            },
+            LevelStats {
+                level: 1,
+                files: 0,
+                bytes: 0,
+            },
+            LevelStats {
+                level: 2,
+                files: 2,
+                bytes: 10 << 20,
+            },
+        ];
+        stats
+    }
+
+    #[test]
+    fn stats_block() {
+        let text = db_stats_lines(&sample_stats(), 1_000_000_000);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            vec![
+                "Cumulative compaction: 0.03 GB write, 31.00 MB/s write, 0.01 GB read, 12.00 MB/s read, 0.1 seconds",
+                "Compaction: 3 jobs (1 trivial moves), 6 input files, 4 output files, 12.0 MB read, 10.0 MB written, 3072 data blocks read, 0 entries in, 0 out, 0.050 seconds",
+                "Compaction syscalls: pread64 3072, pwrite64 40 (total 3112)",
+                "Flush: 7 flushes, 21.0 MB written, 0.090 seconds",
+                "Stall: 1.500 seconds (stop 1.500, delay 0.000; 2 writes stopped, 0 delayed)",
+                "Write amplification: 1.41 (22.0 MB user, 23.0 MB WAL)",
+                "Levels: L0 3 files 9.0 MB, L2 2 files 10.0 MB",
+            ]
+        );
+    }
+
+    #[test]
+    fn empty_stats_block() {
+        let text = db_stats_lines(&DbStats::default(), 0);
+        assert!(text.contains("Compaction syscalls: none\n"));
+        assert!(text.contains("Levels: empty\n"));
+        assert!(text.contains("Write amplification: 0.00"));
+    }
+
+    #[test]
+    fn full_report_of_a_read_benchmark() {
+        let r = BenchmarkResult::new(Measured {
+            name: Benchmark::ReadRandom,
+            ops: 4,
+            found: Some(3),
+            bytes: 348,
+            elapsed_ns: 4_000,
+            latency: LatencySummary::default(),
+            db_uptime_ns: 1_000_000_000,
+            db_stats: sample_stats(),
+        });
+        let text = benchmark_report(&r);
+        assert!(
+            text.starts_with("readrandom   :       1.000 micros/op 1000000 ops/sec 0.000 seconds 4 operations;   83.0 MB/s (3 of 4 found)\n\nMicroseconds per read:\n"),
+            "{text}"
+        );
+        assert!(text.ends_with("Levels: L0 3 files 9.0 MB, L2 2 files 10.0 MB\n"));
+    }
+}

@@ -1,0 +1,142 @@
+//! Writing compaction and flush outputs: tables cut at a target size on user-key boundaries.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use resystance_traces::Kernel;
+
+use crate::error::Result;
+use crate::file::{sync_dir, AppendFile, WRITE_BUFFER_BYTES_DEFAULT};
+use crate::filename::table_path;
+use crate::key;
+use crate::sst::{TableBuilder, TableOptions};
+use crate::version::{remove_file, FileMeta};
+
+/// Builds output tables from entries given in internal-key order.
+pub struct OutputWriter<'a> {
+    kernel: Arc<dyn Kernel>,
+    dir: &'a Path,
+    new_file_number: &'a (dyn Fn() -> u64 + Sync),
+    table_options: TableOptions,
+    target_file_size: u64,
+    current: Option<Current>,
+    finished: Vec<FileMeta>,
+    /// Paths created so far, to remove if the job fails.
+    created: Vec<PathBuf>,
+    last_user_key: Vec<u8>,
+}
+
+struct Current {
+    number: u64,
+    builder: TableBuilder<AppendFile>,
+    smallest_seq: u64,
+    largest_seq: u64,
+}
+
+impl std::fmt::Debug for OutputWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputWriter")
+            .field("finished", &self.finished.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> OutputWriter<'a> {
+    /// Outputs in `dir`, each cut once it reaches `target_file_size` bytes.
+    pub fn new(
+        kernel: Arc<dyn Kernel>,
+        dir: &'a Path,
+        new_file_number: &'a (dyn Fn() -> u64 + Sync),
+        table_options: TableOptions,
+        target_file_size: u64,
+    ) -> Self {
+        OutputWriter {
+            kernel,
+            dir,
+            new_file_number,
+            table_options,
+            target_file_size,
+            current: None,
+            finished: Vec::new(),
+            created: Vec::new(),
+            last_user_key: Vec::new(),
+        }
+    }
+
+    /// Adds the next entry. A new file starts only between two user keys, so one key's
+    /// versions never straddle files of a sorted level.
+    pub fn add(&mut self, ikey: &[u8], value: &[u8]) -> Result<()> {
+        let parsed = key::parse_internal_key(ikey).expect("validated input key");
+        let new_user_key = parsed.user_key != self.last_user_key.as_slice();
+        if new_user_key {
+            let full = self
+                .current
+                .as_ref()
+                .is_some_and(|c| c.builder.file_size_estimate() >= self.target_file_size);
+            if full {
+                self.finish_current()?;
+            }
+            self.last_user_key.clear();
+            self.last_user_key.extend_from_slice(parsed.user_key);
+        }
+        if self.current.is_none() {
+            let number = (self.new_file_number)();
+            let path = table_path(self.dir, number);
+            self.created.push(path.clone());
+            let file = AppendFile::create(&self.kernel, &path, WRITE_BUFFER_BYTES_DEFAULT)?;
+            self.current = Some(Current {
+                number,
+                builder: TableBuilder::new(self.table_options.clone(), file),
+                smallest_seq: u64::MAX,
+                largest_seq: 0,
+            });
+        }
+        let c = self.current.as_mut().expect("current output");
+        c.builder.add(ikey, value)?;
+        c.smallest_seq = c.smallest_seq.min(parsed.sequence);
+        c.largest_seq = c.largest_seq.max(parsed.sequence);
+        Ok(())
+    }
+
+    fn finish_current(&mut self) -> Result<()> {
+        let Some(c) = self.current.take() else {
+            return Ok(());
+        };
+        let (mut file, summary) = c.builder.finish()?;
+        // fdatasync: data plus the size needed to read it back; the directory entry is synced
+        // once for all outputs in `finish`.
+        file.sync(false)?;
+        assert!(summary.num_entries > 0, "outputs are only started with an entry");
+        self.finished.push(FileMeta {
+            number: c.number,
+            file_size: summary.file_size,
+            smallest: summary.smallest_key,
+            largest: summary.largest_key,
+            num_entries: summary.num_entries,
+            smallest_seq: c.smallest_seq,
+            largest_seq: c.largest_seq,
+        });
+        Ok(())
+    }
+
+    /// Finishes the last file and syncs the directory: every output is durable.
+    pub fn finish(mut self) -> Result<Vec<FileMeta>> {
+        self.finish_current()?;
+        if !self.finished.is_empty() {
+            sync_dir(&self.kernel, self.dir)?;
+        }
+        self.created.clear();
+        Ok(std::mem::take(&mut self.finished))
+    }
+}
+
+impl Drop for OutputWriter<'_> {
+    fn drop(&mut self) {
+        // Reached with files still listed only when the job failed: remove partial outputs.
+        // They are not in any version, so removing them loses nothing.
+        self.current = None;
+        for path in &self.created {
+            let _ = remove_file(self.kernel.as_ref(), path);
+        }
+    }
+}

@@ -1,0 +1,1176 @@
+//! The database: write path, read path, flushes, compactions, recovery.
+//!
+//! Durability order, the invariant every crash point relies on:
+//! 1. a write is in the WAL (handed to the kernel; fdatasynced with `sync_wal`) before it is
+//!    acknowledged;
+//! 2. a flush or compaction output is written, fdatasynced and its directory entry synced
+//!    before the MANIFEST edit that references it is appended and fsynced;
+//! 3. a version is installed only after its edit is durable;
+//! 4. a file is deleted only when no live version references it and the MANIFEST no longer
+//!    needs it (WALs: only once a durable edit says their contents are in an SST).
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+
+use resystance_traces::{Accounted, Errno, Kernel};
+
+use crate::compaction::job::{CompactionExecutor, CompactionJob, JobEnv};
+use crate::compaction::output::OutputWriter;
+use crate::compaction::picker::{pick_compaction, PickedCompaction};
+use crate::compaction::visibility::VersionFilter;
+use crate::compaction::executor_for;
+use crate::error::{Error, KernelContext, Result};
+use crate::filename::{self, FileKind};
+use crate::iter::InternalIterator;
+use crate::key::{self, ValueType};
+use crate::log::{read_log, LogWriter};
+use crate::memtable::{Lookup, Memtable};
+use crate::merge_iter::{file_covers, LevelIterator, MergingIterator};
+use crate::options::{BackgroundMode, Options};
+use crate::stats::{DbStats, LevelStats};
+use crate::table_cache::TableCache;
+use crate::version::{self, remove_file, FileMeta, Manifest, Version, VersionEdit};
+use crate::write_batch::WriteBatch;
+
+/// A key-value store whose SSTs are RocksDB block-based tables.
+#[derive(Debug)]
+pub struct Db {
+    inner: Arc<DbInner>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct DbInner {
+    kernel: Arc<dyn Kernel>,
+    dir: PathBuf,
+    options: Options,
+    tables: Arc<TableCache>,
+    executor: Box<dyn CompactionExecutor>,
+    state: Mutex<State>,
+    /// Signalled whenever background work finishes, work appears, or the DB shuts down.
+    cond: Condvar,
+    /// Serialises MANIFEST appends so edits are applied in the order they are logged.
+    manifest: Mutex<Manifest>,
+}
+
+impl std::fmt::Debug for DbInner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbInner")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+struct State {
+    mem: Arc<Memtable>,
+    wal: LogWriter,
+    wal_number: u64,
+    /// Full memtables waiting for their flush, oldest first, with their WAL numbers.
+    imm: VecDeque<(Arc<Memtable>, u64)>,
+    current: Arc<Version>,
+    /// Every installed version, so files stay while a reader still holds an old one.
+    versions: Vec<Weak<Version>>,
+    last_sequence: u64,
+    next_file_number: u64,
+    /// WALs below this number are no longer needed (durably recorded).
+    log_number: u64,
+    /// Live snapshots: sequence → reference count.
+    snapshots: BTreeMap<u64, usize>,
+    compacting: HashSet<u64>,
+    /// Output files being written and not yet installed.
+    pending_outputs: HashSet<u64>,
+    flush_running: bool,
+    compaction_running: bool,
+    bg_error: Option<Error>,
+    shutting_down: bool,
+    stats: DbStats,
+    next_job_id: u64,
+}
+
+/// A consistent read view: reads through it see the database as of its creation.
+#[derive(Debug)]
+pub struct Snapshot {
+    inner: Arc<DbInner>,
+    sequence: u64,
+}
+
+impl Snapshot {
+    /// The last sequence number visible through this snapshot.
+    pub fn sequence(&self) -> u64 {
+        self.sequence
+    }
+}
+
+impl Drop for Snapshot {
+    fn drop(&mut self) {
+        let mut st = self.inner.lock();
+        let n = st
+            .snapshots
+            .get_mut(&self.sequence)
+            .expect("a live snapshot is registered");
+        *n -= 1;
+        if *n == 0 {
+            st.snapshots.remove(&self.sequence);
+        }
+    }
+}
+
+fn ignore_enoent(r: std::result::Result<(), resystance_traces::KernelError>) -> bool {
+    match r {
+        Ok(()) => true,
+        Err(e) => e.errno() == Some(Errno::EEXIST),
+    }
+}
+
+impl Db {
+    /// Opens (or creates) the database in `dir`, replaying its MANIFEST and WALs.
+    pub fn open(kernel: Arc<dyn Kernel>, dir: &Path, options: Options) -> Result<Db> {
+        options.validate().map_err(Error::InvalidArgument)?;
+        let executor = executor_for(options.compaction_mode)?;
+        if options.create_if_missing && !ignore_enoent(kernel.mkdir(dir)) {
+            kernel.mkdir(dir).ctx("creating database directory", dir)?;
+        }
+        let recovered = version::recover(&kernel, dir, options.num_levels)?;
+        let recovered = match recovered {
+            Some(r) => {
+                if r.version.levels.len() != options.num_levels {
+                    return Err(Error::InvalidArgument(format!(
+                        "database has {} levels, options say {}",
+                        r.version.levels.len(),
+                        options.num_levels
+                    )));
+                }
+                r
+            }
+            None if options.create_if_missing => version::Recovered {
+                version: Version::empty(options.num_levels),
+                log_number: 0,
+                next_file_number: 1,
+                last_sequence: 0,
+                manifest_number: 0,
+            },
+            None => {
+                return Err(Error::InvalidArgument(format!(
+                    "no database in {} (create_if_missing is off)",
+                    dir.display()
+                )))
+            }
+        };
+        let tables = Arc::new(TableCache::new(Arc::clone(&kernel), dir));
+        let names = kernel.list_dir(dir).ctx("listing", dir)?;
+        let mut next_file_number = recovered.next_file_number;
+        let mut logs = Vec::new();
+        for name in &names {
+            match filename::parse(name) {
+                Some(FileKind::Table(n) | FileKind::Manifest(n)) => {
+                    next_file_number = next_file_number.max(n + 1);
+                }
+                Some(FileKind::Log(n)) => {
+                    next_file_number = next_file_number.max(n + 1);
+                    if n >= recovered.log_number {
+                        logs.push(n);
+                    }
+                }
+                _ => {}
+            }
+        }
+        for f in recovered.version.levels.iter().flatten() {
+            if !names.contains(&format!("{:06}.sst", f.number)) {
+                return Err(Error::corruption(
+                    filename::table_path(dir, f.number),
+                    0,
+                    "file listed in the MANIFEST is missing",
+                ));
+            }
+        }
+        logs.sort_unstable();
+
+        // Replay WALs into one memtable, then write it to L0 so the new WAL starts empty.
+        let mut last_sequence = recovered.last_sequence;
+        let mem = Arc::new(Memtable::new());
+        for &n in &logs {
+            let path = filename::log_path(dir, n);
+            let data = crate::file::read_whole(&kernel, &path)?;
+            let contents = read_log(&data);
+            for record in &contents.records {
+                let batch = WriteBatch::decode(record)
+                    .map_err(|what| Error::corruption(&path, 0, format!("WAL record: {what}")))?;
+                let mut seq = batch.sequence();
+                for op in batch.iter() {
+                    let (t, k, v) = op.map_err(|what| Error::corruption(&path, 0, what))?;
+                    if seq > last_sequence {
+                        mem.add(seq, t, k, v.unwrap_or_default());
+                    }
+                    seq += 1;
+                }
+                last_sequence = last_sequence.max(seq - 1);
+            }
+            // A torn tail is a write whose pwrite never completed: it was not acknowledged.
+            // Damage before the tail loses the records after it (point-in-time recovery).
+        }
+        let mut version = recovered.version;
+        let numbers = Mutex::new(next_file_number);
+        let allocate = || {
+            let mut n = numbers.lock().expect("file numbers");
+            *n += 1;
+            *n - 1
+        };
+        let added = if mem.is_empty() {
+            Vec::new()
+        } else {
+            flush_memtable(&kernel, dir, &mem, &[], &options, &allocate)?
+        };
+        let wal_number = allocate();
+        let manifest_number = allocate();
+        let next_file_number = numbers.into_inner().expect("file numbers");
+        let edit = VersionEdit {
+            added: added.iter().map(|f| (0, f.clone())).collect(),
+            ..VersionEdit::default()
+        };
+        version = version
+            .apply(&edit)
+            .map_err(|what| Error::corruption(dir, 0, what))?;
+        let wal = LogWriter::create(&kernel, &filename::log_path(dir, wal_number))?;
+        let mut snapshot = version.snapshot_edit();
+        snapshot.log_number = Some(wal_number);
+        snapshot.next_file_number = Some(next_file_number);
+        snapshot.last_sequence = Some(last_sequence);
+        let manifest = Manifest::create(&kernel, dir, manifest_number, &snapshot)?;
+        crate::file::sync_dir(&kernel, dir)?;
+
+        let mut stats = DbStats::default();
+        stats.flush.flushes = added.len() as u64;
+        stats.flush.bytes_written = added.iter().map(|f| f.file_size).sum();
+        let current = Arc::new(version);
+        let state = State {
+            mem: Arc::new(Memtable::new()),
+            wal,
+            wal_number,
+            imm: VecDeque::new(),
+            versions: vec![Arc::downgrade(&current)],
+            current,
+            last_sequence,
+            next_file_number,
+            log_number: wal_number,
+            snapshots: BTreeMap::new(),
+            compacting: HashSet::new(),
+            pending_outputs: HashSet::new(),
+            flush_running: false,
+            compaction_running: false,
+            bg_error: None,
+            shutting_down: false,
+            stats,
+            next_job_id: 1,
+        };
+        let inner = Arc::new(DbInner {
+            kernel,
+            dir: dir.to_path_buf(),
+            options,
+            tables,
+            executor,
+            state: Mutex::new(state),
+            cond: Condvar::new(),
+            manifest: Mutex::new(manifest),
+        });
+        inner.delete_obsolete_files();
+        let mut threads = Vec::new();
+        if inner.options.background == BackgroundMode::Threads {
+            for (name, work) in [
+                ("resystance-flush", DbInner::flush_thread as fn(&DbInner)),
+                ("resystance-compact", DbInner::compaction_thread as fn(&DbInner)),
+            ] {
+                let i = Arc::clone(&inner);
+                let handle = std::thread::Builder::new()
+                    .name(name.into())
+                    .spawn(move || work(&i))
+                    .map_err(|e| Error::Unavailable(format!("spawning {name}: {e}")))?;
+                threads.push(handle);
+            }
+        } else {
+            inner.run_pending_work_inline()?;
+        }
+        Ok(Db { inner, threads })
+    }
+
+    /// Removes every file of the database in `dir`. A missing directory is not an error.
+    pub fn destroy(kernel: &Arc<dyn Kernel>, dir: &Path) -> Result<()> {
+        let names = match kernel.list_dir(dir) {
+            Ok(n) => n,
+            Err(e) if e.errno() == Some(Errno::ENOENT) => return Ok(()),
+            Err(e) => return Err(e).ctx("listing", dir),
+        };
+        // Only the database's own files go; anything else in the directory is left alone
+        // (and so is the directory itself).
+        for name in names {
+            if filename::parse(&name).is_some() || name == "LOCK" {
+                remove_file(kernel.as_ref(), &dir.join(&name))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.put(key, value);
+        self.write(b)
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&self, key: &[u8]) -> Result<()> {
+        let mut b = WriteBatch::new();
+        b.delete(key);
+        self.write(b)
+    }
+
+    /// Applies `batch` atomically.
+    pub fn write(&self, mut batch: WriteBatch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        let mut st = inner.lock();
+        st = inner.make_room_for_write(st, batch.user_bytes())?;
+        let first = st.last_sequence + 1;
+        batch.set_sequence(first);
+        if let Err(e) = st.wal.add_record(batch.encoded(), inner.options.sync_wal) {
+            // The WAL may now end in a torn record; refuse further writes.
+            st.bg_error.get_or_insert(e.clone());
+            return Err(e);
+        }
+        let mem = Arc::clone(&st.mem);
+        let mut seq = first;
+        for op in batch.iter() {
+            let (t, k, v) = op.expect("a batch we built is well formed");
+            mem.add(seq, t, k, v.unwrap_or_default());
+            seq += 1;
+        }
+        st.last_sequence = seq - 1;
+        st.stats.user_bytes_written += batch.user_bytes();
+        st.stats.wal_bytes_written += batch.encoded().len() as u64;
+        Ok(())
+    }
+
+    /// The value of `key`, or `None` if absent or deleted.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let seq = self.inner.lock().last_sequence;
+        self.inner.get(key, seq)
+    }
+
+    /// The value of `key` as of `snapshot`.
+    pub fn get_at(&self, key: &[u8], snapshot: &Snapshot) -> Result<Option<Vec<u8>>> {
+        self.check_snapshot(snapshot)?;
+        self.inner.get(key, snapshot.sequence)
+    }
+
+    fn check_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
+        if !Arc::ptr_eq(&self.inner, &snapshot.inner) {
+            return Err(Error::InvalidArgument(
+                "snapshot belongs to another database".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A snapshot of the current state.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut st = self.inner.lock();
+        let sequence = st.last_sequence;
+        *st.snapshots.entry(sequence).or_insert(0) += 1;
+        Snapshot {
+            inner: Arc::clone(&self.inner),
+            sequence,
+        }
+    }
+
+    /// Iterates live keys in `[lower, upper)` (each bound optional) in key order.
+    pub fn iter(&self, lower: Option<&[u8]>, upper: Option<&[u8]>) -> DbIter {
+        let seq = self.inner.lock().last_sequence;
+        self.inner.iter(seq, lower, upper)
+    }
+
+    /// Like [`Db::iter`], as of `snapshot`.
+    pub fn iter_at(
+        &self,
+        snapshot: &Snapshot,
+        lower: Option<&[u8]>,
+        upper: Option<&[u8]>,
+    ) -> Result<DbIter> {
+        self.check_snapshot(snapshot)?;
+        Ok(self.inner.iter(snapshot.sequence, lower, upper))
+    }
+
+    /// Flushes the memtable to L0 and waits until every full memtable is flushed.
+    pub fn flush(&self) -> Result<()> {
+        let inner = &self.inner;
+        {
+            let mut st = inner.lock();
+            if !st.mem.is_empty() {
+                inner.switch_memtable(&mut st)?;
+            }
+        }
+        match inner.options.background {
+            BackgroundMode::Inline => inner.run_pending_work_inline(),
+            BackgroundMode::Threads => {
+                let mut st = inner.lock();
+                while !st.imm.is_empty() || st.flush_running {
+                    if let Some(e) = &st.bg_error {
+                        return Err(Error::Unavailable(format!("background error: {e}")));
+                    }
+                    st = inner.cond.wait(st).expect("state lock");
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Waits until no flush or compaction is pending or running.
+    pub fn wait_for_background_work(&self) -> Result<()> {
+        let inner = &self.inner;
+        match inner.options.background {
+            BackgroundMode::Inline => inner.run_pending_work_inline(),
+            BackgroundMode::Threads => {
+                let mut st = inner.lock();
+                loop {
+                    if let Some(e) = &st.bg_error {
+                        return Err(Error::Unavailable(format!("background error: {e}")));
+                    }
+                    let idle = st.imm.is_empty()
+                        && !st.flush_running
+                        && !st.compaction_running
+                        && pick_compaction(&st.current, &inner.options, &st.compacting).is_none();
+                    if idle {
+                        return Ok(());
+                    }
+                    st = inner.cond.wait(st).expect("state lock");
+                }
+            }
+        }
+    }
+
+    /// Flushes, then compacts every level fully into the next, down to the deepest level that
+    /// holds data (at least L1), which is rewritten in place: RocksDB's `CompactRange` over the
+    /// whole key space with a forced bottommost compaction.
+    pub fn compact_all(&self) -> Result<()> {
+        self.flush()?;
+        let inner = &self.inner;
+        let levels = inner.options.num_levels;
+        let last_with_data = {
+            let st = inner.lock();
+            (0..levels).rev().find(|&l| !st.current.levels[l].is_empty())
+        };
+        let Some(last_with_data) = last_with_data else {
+            return Ok(());
+        };
+        for level in 0..=last_with_data {
+            // Take the compaction slot so the background picker stays out of the way.
+            let mut st = inner.lock();
+            while st.compaction_running {
+                DbInner::unavailable(&st)?;
+                st = inner.cond.wait(st).expect("state lock");
+            }
+            DbInner::unavailable(&st)?;
+            let v = Arc::clone(&st.current);
+            if v.levels[level].is_empty() {
+                continue;
+            }
+            // Each level goes into the next; the deepest level with data is rewritten in place
+            // (L0 always goes to L1), so old versions and tombstones at the bottom go too.
+            let output_level = if level == last_with_data && level > 0 {
+                level
+            } else {
+                level + 1
+            };
+            let inputs = v.levels[level].clone();
+            let lo = inputs.iter().map(|f| f.smallest_user_key()).min().expect("files");
+            let hi = inputs.iter().map(|f| f.largest_user_key()).max().expect("files");
+            let below = if output_level == level {
+                Vec::new()
+            } else {
+                v.overlapping(output_level, lo, hi)
+            };
+            let bottommost =
+                ((output_level + 1)..levels).all(|l| v.overlapping(l, lo, hi).is_empty());
+            let picked = PickedCompaction {
+                level,
+                output_level,
+                trivial_move: false,
+                bottommost,
+                score: 0.0,
+                inputs,
+                output_level_inputs: below,
+            };
+            for f in picked.all_inputs() {
+                st.compacting.insert(f.number);
+            }
+            st.compaction_running = true;
+            drop(st);
+            inner.run_compaction(picked)?;
+        }
+        Ok(())
+    }
+
+    /// Counters and the current shape of the tree.
+    pub fn stats(&self) -> DbStats {
+        let st = self.inner.lock();
+        let mut s = st.stats.clone();
+        s.levels = st
+            .current
+            .levels
+            .iter()
+            .enumerate()
+            .map(|(level, files)| LevelStats {
+                level,
+                files: files.len(),
+                bytes: files.iter().map(|f| f.file_size).sum(),
+            })
+            .collect();
+        s
+    }
+
+    /// The files of each level (for tests and tools).
+    pub fn current_version(&self) -> Arc<Version> {
+        Arc::clone(&self.inner.lock().current)
+    }
+
+    /// The database directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// Stops background work (waiting for running jobs), syncs the WAL and closes.
+    pub fn close(mut self) -> Result<()> {
+        self.shutdown()
+    }
+
+    /// Ends the database as a crashing process would, as far as files are concerned: the
+    /// background threads stop at their next job boundary and nothing else happens — no WAL
+    /// sync, no cleanup, no MANIFEST write. Everything acknowledged must survive a reopen.
+    /// (Crashes in the middle of a job are the simulator's business: it can cut at any event.)
+    pub fn simulate_crash(mut self) {
+        // `shutting_down` is now set, so the drop that follows only closes descriptors,
+        // which writes nothing.
+        self.stop_threads();
+    }
+
+    fn stop_threads(&mut self) {
+        {
+            let mut st = self.inner.lock();
+            st.shutting_down = true;
+            self.inner.cond.notify_all();
+        }
+        for t in self.threads.drain(..) {
+            // A panicked thread already reported through its panic message.
+            let _ = t.join();
+        }
+    }
+
+    fn shutdown(&mut self) -> Result<()> {
+        {
+            let mut st = self.inner.lock();
+            if st.shutting_down {
+                return Ok(());
+            }
+            st.shutting_down = true;
+            self.inner.cond.notify_all();
+        }
+        for t in self.threads.drain(..) {
+            t.join().map_err(|_| Error::Unavailable("a background thread panicked".into()))?;
+        }
+        let mut st = self.inner.lock();
+        st.wal.sync(true)
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = self.shutdown();
+    }
+}
+
+/// Writes `mem` as L0 table(s): one output, versions filtered for `snapshots`.
+fn flush_memtable(
+    kernel: &Arc<dyn Kernel>,
+    dir: &Path,
+    mem: &Arc<Memtable>,
+    snapshots: &[u64],
+    options: &Options,
+    new_file_number: &(dyn Fn() -> u64 + Sync),
+) -> Result<Vec<FileMeta>> {
+    let mut out = OutputWriter::new(
+        Arc::clone(kernel),
+        dir,
+        new_file_number,
+        options.table.clone(),
+        u64::MAX,
+    );
+    let mut filter = VersionFilter::new(snapshots.to_vec(), false);
+    let mut it = mem.iter();
+    it.seek_to_first();
+    while it.valid() {
+        if filter.keep(it.key()) {
+            out.add(it.key(), it.value())?;
+        }
+        it.next();
+    }
+    it.status()?;
+    out.finish()
+}
+
+impl DbInner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("state lock poisoned")
+    }
+
+    fn unavailable(st: &State) -> Result<()> {
+        if let Some(e) = &st.bg_error {
+            return Err(Error::Unavailable(format!("background error: {e}")));
+        }
+        if st.shutting_down {
+            return Err(Error::Unavailable("database is closing".into()));
+        }
+        Ok(())
+    }
+
+    /// Waits, delays or switches memtables until the write can go in (RocksDB's
+    /// `MakeRoomForWrite` and write controller).
+    fn make_room_for_write<'a>(
+        &'a self,
+        mut st: MutexGuard<'a, State>,
+        bytes: u64,
+    ) -> Result<MutexGuard<'a, State>> {
+        let o = &self.options;
+        let mut delayed = false;
+        let mut stopped = false;
+        loop {
+            Self::unavailable(&st)?;
+            let l0 = st.current.levels[0].len();
+            let mem_full = st.mem.approximate_bytes() >= o.write_buffer_size;
+            let imm_full = st.imm.len() + 1 >= o.max_write_buffer_number;
+            if l0 >= o.level0_stop_writes_trigger || (mem_full && imm_full) {
+                if o.background == BackgroundMode::Inline {
+                    drop(st);
+                    self.run_pending_work_inline()?;
+                    st = self.lock();
+                    continue;
+                }
+                if !stopped {
+                    stopped = true;
+                    st.stats.stall.stopped_writes += 1;
+                }
+                let t0 = self.kernel.now_ns();
+                self.cond.notify_all();
+                st = self.cond.wait(st).expect("state lock");
+                st.stats.stall.stop_ns += self.kernel.now_ns().saturating_sub(t0);
+                continue;
+            }
+            if l0 >= o.level0_slowdown_writes_trigger && !delayed {
+                delayed = true;
+                // Delay this write by its size at the delayed write rate.
+                let delay_ns = (bytes.max(1) * 1_000_000_000 / o.delayed_write_rate_bytes_per_sec).max(1_000);
+                st.stats.stall.delayed_writes += 1;
+                drop(st);
+                let t0 = self.kernel.now_ns();
+                self.kernel.sleep_ns(delay_ns);
+                let slept = self.kernel.now_ns().saturating_sub(t0);
+                st = self.lock();
+                st.stats.stall.delay_ns += slept;
+                continue;
+            }
+            if mem_full {
+                self.switch_memtable(&mut st)?;
+                if o.background == BackgroundMode::Inline {
+                    drop(st);
+                    self.run_pending_work_inline()?;
+                    st = self.lock();
+                }
+                continue;
+            }
+            return Ok(st);
+        }
+    }
+
+    /// Makes the active memtable immutable and starts a new one with a new WAL.
+    fn switch_memtable(&self, st: &mut State) -> Result<()> {
+        let number = st.next_file_number;
+        let wal = LogWriter::create(&self.kernel, &filename::log_path(&self.dir, number))?;
+        st.next_file_number += 1;
+        let old_wal_number = std::mem::replace(&mut st.wal_number, number);
+        let mut old_wal = std::mem::replace(&mut st.wal, wal);
+        if self.options.sync_wal {
+            old_wal.sync(false)?;
+        }
+        let old = std::mem::replace(&mut st.mem, Arc::new(Memtable::new()));
+        st.imm.push_back((old, old_wal_number));
+        self.cond.notify_all();
+        Ok(())
+    }
+
+    fn allocate_output_number(&self) -> u64 {
+        let mut st = self.lock();
+        let n = st.next_file_number;
+        st.next_file_number += 1;
+        st.pending_outputs.insert(n);
+        n
+    }
+
+    /// Appends `edit` to the MANIFEST (durably), then installs the resulting version.
+    fn log_and_apply(&self, mut edit: VersionEdit) -> Result<()> {
+        let mut manifest = self.manifest.lock().expect("manifest lock");
+        let version = {
+            let st = self.lock();
+            edit.next_file_number = Some(st.next_file_number);
+            edit.last_sequence = Some(st.last_sequence);
+            edit.log_number = Some(edit.log_number.unwrap_or(st.log_number).max(st.log_number));
+            st.current
+                .apply(&edit)
+                .map_err(|what| Error::corruption(&self.dir, 0, format!("version edit: {what}")))?
+        };
+        if let Err(e) = manifest.append(&edit) {
+            self.lock().bg_error.get_or_insert(e.clone());
+            self.cond.notify_all();
+            return Err(e);
+        }
+        let mut st = self.lock();
+        let v = Arc::new(version);
+        st.versions.retain(|w| w.strong_count() > 0);
+        st.versions.push(Arc::downgrade(&v));
+        st.current = v;
+        st.log_number = edit.log_number.expect("set above");
+        Ok(())
+    }
+
+    fn flush_thread(&self) {
+        loop {
+            {
+                let mut st = self.lock();
+                while !st.shutting_down && (st.imm.is_empty() || st.bg_error.is_some()) {
+                    st = self.cond.wait(st).expect("state lock");
+                }
+                if st.shutting_down {
+                    return;
+                }
+            }
+            if let Err(e) = self.flush_one() {
+                self.record_bg_error(e);
+            }
+        }
+    }
+
+    fn compaction_thread(&self) {
+        loop {
+            let picked = {
+                let mut st = self.lock();
+                loop {
+                    if st.shutting_down {
+                        return;
+                    }
+                    if st.bg_error.is_none() && !st.compaction_running {
+                        if let Some(p) = pick_compaction(&st.current, &self.options, &st.compacting) {
+                            for f in p.all_inputs() {
+                                st.compacting.insert(f.number);
+                            }
+                            st.compaction_running = true;
+                            break p;
+                        }
+                    }
+                    st = self.cond.wait(st).expect("state lock");
+                }
+            };
+            if let Err(e) = self.run_compaction(picked) {
+                self.record_bg_error(e);
+            }
+        }
+    }
+
+    fn record_bg_error(&self, e: Error) {
+        let mut st = self.lock();
+        st.bg_error.get_or_insert(e);
+        self.cond.notify_all();
+    }
+
+    /// Runs flushes and compactions until none is needed (inline mode).
+    fn run_pending_work_inline(&self) -> Result<()> {
+        loop {
+            if self.flush_one()? {
+                continue;
+            }
+            let picked = {
+                let mut st = self.lock();
+                Self::unavailable(&st)?;
+                match pick_compaction(&st.current, &self.options, &st.compacting) {
+                    Some(p) => {
+                        for f in p.all_inputs() {
+                            st.compacting.insert(f.number);
+                        }
+                        st.compaction_running = true;
+                        p
+                    }
+                    None => return Ok(()),
+                }
+            };
+            self.run_compaction(picked)?;
+        }
+    }
+
+    /// Flushes the oldest immutable memtable; `Ok(false)` if there is none.
+    fn flush_one(&self) -> Result<bool> {
+        let (mem, snapshots) = {
+            let mut st = self.lock();
+            Self::unavailable(&st)?;
+            if st.flush_running {
+                return Ok(false);
+            }
+            let Some((mem, _)) = st.imm.front() else {
+                return Ok(false);
+            };
+            let mem = Arc::clone(mem);
+            st.flush_running = true;
+            (mem, st.snapshots.keys().copied().collect::<Vec<_>>())
+        };
+        let t0 = self.kernel.now_ns();
+        let allocated = Mutex::new(Vec::new());
+        let alloc = || {
+            let n = self.allocate_output_number();
+            allocated.lock().expect("allocated").push(n);
+            n
+        };
+        let result = flush_memtable(&self.kernel, &self.dir, &mem, &snapshots, &self.options, &alloc)
+            .and_then(|files| {
+                // The oldest WAL still needed after this flush: the next immutable memtable's,
+                // or the active one's.
+                let log_number = {
+                    let st = self.lock();
+                    st.imm.get(1).map_or(st.wal_number, |(_, n)| *n)
+                };
+                let edit = VersionEdit {
+                    log_number: Some(log_number),
+                    added: files.iter().map(|f| (0, f.clone())).collect(),
+                    ..VersionEdit::default()
+                };
+                self.log_and_apply(edit)?;
+                Ok(files)
+            });
+        let elapsed = self.kernel.now_ns().saturating_sub(t0);
+        {
+            let mut st = self.lock();
+            st.flush_running = false;
+            // Installed or removed by now: no longer in flight.
+            for n in allocated.into_inner().expect("allocated") {
+                st.pending_outputs.remove(&n);
+            }
+            if let Ok(files) = &result {
+                st.imm.pop_front();
+                st.stats.flush.flushes += 1;
+                st.stats.flush.bytes_written += files.iter().map(|f| f.file_size).sum::<u64>();
+                st.stats.flush.time_ns += elapsed;
+            }
+            self.cond.notify_all();
+        }
+        result?;
+        self.delete_obsolete_files();
+        Ok(true)
+    }
+
+    /// Runs a picked compaction whose inputs are already marked as compacting.
+    fn run_compaction(&self, picked: PickedCompaction) -> Result<()> {
+        let result = self.run_compaction_inner(&picked);
+        {
+            let mut st = self.lock();
+            for f in picked.all_inputs() {
+                st.compacting.remove(&f.number);
+            }
+            st.compaction_running = false;
+            self.cond.notify_all();
+        }
+        self.delete_obsolete_files();
+        result
+    }
+
+    fn run_compaction_inner(&self, picked: &PickedCompaction) -> Result<()> {
+        let (job_id, snapshots) = {
+            let mut st = self.lock();
+            let id = st.next_job_id;
+            st.next_job_id += 1;
+            (id, st.snapshots.keys().copied().collect::<Vec<_>>())
+        };
+        if picked.trivial_move {
+            let f = &picked.inputs[0];
+            let edit = VersionEdit {
+                deleted: vec![(picked.level, f.number)],
+                added: vec![(picked.output_level, (**f).clone())],
+                ..VersionEdit::default()
+            };
+            self.log_and_apply(edit)?;
+            let mut st = self.lock();
+            st.stats.compaction.jobs += 1;
+            st.stats.compaction.trivial_moves += 1;
+            return Ok(());
+        }
+        let mut runs: Vec<Vec<Arc<FileMeta>>> = if picked.level == 0 {
+            picked.inputs.iter().map(|f| vec![Arc::clone(f)]).collect()
+        } else {
+            vec![picked.inputs.clone()]
+        };
+        if !picked.output_level_inputs.is_empty() {
+            runs.push(picked.output_level_inputs.clone());
+        }
+        let job = CompactionJob {
+            id: job_id,
+            level: picked.level,
+            output_level: picked.output_level,
+            runs,
+            snapshots,
+            bottommost: picked.bottommost,
+            target_file_size: self.options.target_file_size(picked.output_level),
+            table_options: self.options.table.clone(),
+        };
+        let accounted = Arc::new(Accounted::new(Arc::clone(&self.kernel)));
+        let allocated = Mutex::new(Vec::new());
+        let alloc = || {
+            let n = self.allocate_output_number();
+            allocated.lock().expect("allocated").push(n);
+            n
+        };
+        let env = JobEnv {
+            kernel: Arc::clone(&accounted) as Arc<dyn Kernel>,
+            dir: &self.dir,
+            tables: &self.tables,
+            new_file_number: &alloc,
+        };
+        let t0 = self.kernel.now_ns();
+        let result = self.executor.run(&job, &env).and_then(|out| {
+            let edit = VersionEdit {
+                deleted: job.inputs().map(|f| {
+                    let level = if picked.output_level_inputs.iter().any(|o| o.number == f.number) {
+                        picked.output_level
+                    } else {
+                        picked.level
+                    };
+                    (level, f.number)
+                }).collect(),
+                added: out.files.iter().map(|f| (picked.output_level, f.clone())).collect(),
+                ..VersionEdit::default()
+            };
+            self.log_and_apply(edit)?;
+            Ok(out)
+        });
+        let elapsed = self.kernel.now_ns().saturating_sub(t0);
+        let mut st = self.lock();
+        // Installed or removed by now: no longer in flight.
+        for n in allocated.into_inner().expect("allocated") {
+            st.pending_outputs.remove(&n);
+        }
+        if let Ok(out) = &result {
+                let c = &mut st.stats.compaction;
+                c.jobs += 1;
+                c.input_files += job.inputs().count() as u64;
+                c.output_files += out.files.len() as u64;
+                c.bytes_read += out.bytes_read;
+                c.bytes_written += out.bytes_written;
+                c.data_blocks_read += out.data_blocks_read;
+                c.entries_in += out.entries_in;
+                c.entries_out += out.entries_out;
+                c.time_ns += elapsed;
+                c.syscalls = c.syscalls.merged(&accounted.syscall_counts());
+        }
+        drop(st);
+        result.map(|_| ())
+    }
+
+    /// Deletes files no live version, pending output or needed WAL refers to. Failures are
+    /// harmless (the next pass retries) and are not reported.
+    fn delete_obsolete_files(&self) {
+        let (live, pending, log_number, wal_numbers, manifest_number, next_number) = {
+            let mut st = self.lock();
+            st.versions.retain(|w| w.strong_count() > 0);
+            let mut live: HashSet<u64> = st.current.file_numbers().collect();
+            for v in st.versions.iter().filter_map(Weak::upgrade) {
+                live.extend(v.file_numbers());
+            }
+            let mut wals: HashSet<u64> = st.imm.iter().map(|(_, n)| *n).collect();
+            wals.insert(st.wal_number);
+            let manifest_number = self.manifest.try_lock().map(|m| m.number()).ok();
+            (
+                live,
+                st.pending_outputs.clone(),
+                st.log_number,
+                wals,
+                manifest_number,
+                st.next_file_number,
+            )
+        };
+        let Ok(names) = self.kernel.list_dir(&self.dir) else {
+            return;
+        };
+        for name in names {
+            let obsolete = match filename::parse(&name) {
+                Some(FileKind::Table(n)) => {
+                    n < next_number && !live.contains(&n) && !pending.contains(&n)
+                }
+                Some(FileKind::Log(n)) => n < log_number && !wal_numbers.contains(&n),
+                Some(FileKind::Manifest(n)) => manifest_number.is_some_and(|m| n < m),
+                _ => false,
+            };
+            if obsolete {
+                if let Some(FileKind::Table(n)) = filename::parse(&name) {
+                    self.tables.evict(n);
+                }
+                let _ = remove_file(self.kernel.as_ref(), &self.dir.join(&name));
+            }
+        }
+    }
+
+    fn get(&self, user_key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
+        let (mem, imm, version) = {
+            let st = self.lock();
+            (
+                Arc::clone(&st.mem),
+                st.imm.iter().rev().map(|(m, _)| Arc::clone(m)).collect::<Vec<_>>(),
+                Arc::clone(&st.current),
+            )
+        };
+        for m in std::iter::once(&mem).chain(imm.iter()) {
+            match m.get(user_key, seq) {
+                Lookup::Found(v) => return Ok(Some(v)),
+                Lookup::Deleted => return Ok(None),
+                Lookup::Absent => {}
+            }
+        }
+        let lookup = key::internal_key(user_key, seq, key::VALUE_TYPE_FOR_SEEK);
+        let kernel = self.kernel.as_ref();
+        for (level, files) in version.levels.iter().enumerate() {
+            let candidates: Vec<&Arc<FileMeta>> = if level == 0 {
+                files.iter().filter(|f| file_covers(f, user_key)).collect()
+            } else {
+                let i = files.partition_point(|f| f.largest_user_key() < user_key);
+                files.get(i).filter(|f| file_covers(f, user_key)).into_iter().collect()
+            };
+            for f in candidates {
+                let table = self.tables.get(f.number)?;
+                if let Some((ikey, value)) = table.get(kernel, &lookup)? {
+                    let p = key::parse_internal_key(&ikey).ok_or_else(|| {
+                        Error::corruption(table.path(), 0, "table returned a malformed key")
+                    })?;
+                    debug_assert_eq!(p.user_key, user_key);
+                    return Ok(match p.value_type {
+                        ValueType::Value => Some(value),
+                        ValueType::Deletion => None,
+                    });
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    fn iter(&self, seq: u64, lower: Option<&[u8]>, upper: Option<&[u8]>) -> DbIter {
+        let (mem, imm, version) = {
+            let st = self.lock();
+            (
+                Arc::clone(&st.mem),
+                st.imm.iter().map(|(m, _)| Arc::clone(m)).collect::<Vec<_>>(),
+                Arc::clone(&st.current),
+            )
+        };
+        let mut children: Vec<Box<dyn InternalIterator>> = vec![Box::new(mem.iter())];
+        for m in &imm {
+            children.push(Box::new(m.iter()));
+        }
+        let mut open_error = None;
+        for f in &version.levels[0] {
+            match self.tables.get(f.number) {
+                Ok(t) => children.push(Box::new(crate::sst::Table::iter(&t, Arc::clone(&self.kernel)))),
+                Err(e) => {
+                    open_error.get_or_insert(e);
+                }
+            }
+        }
+        for files in version.levels.iter().skip(1).filter(|l| !l.is_empty()) {
+            children.push(Box::new(LevelIterator::new(
+                files.clone(),
+                Arc::clone(&self.tables),
+                Arc::clone(&self.kernel),
+            )));
+        }
+        let mut merged = MergingIterator::new(children);
+        match lower {
+            Some(lo) => merged.seek(&key::internal_key(lo, seq, key::VALUE_TYPE_FOR_SEEK)),
+            None => merged.seek_to_first(),
+        }
+        DbIter {
+            merged,
+            sequence: seq,
+            upper: upper.map(<[u8]>::to_vec),
+            last_user_key: None,
+            error: open_error,
+            done: false,
+            _version: version,
+        }
+    }
+}
+
+/// An iterator over live keys and values, as of one sequence number. Holds the version it
+/// reads, so its files stay while it lives.
+pub struct DbIter {
+    merged: MergingIterator,
+    sequence: u64,
+    upper: Option<Vec<u8>>,
+    last_user_key: Option<Vec<u8>>,
+    error: Option<Error>,
+    done: bool,
+    _version: Arc<Version>,
+}
+
+impl std::fmt::Debug for DbIter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbIter")
+            .field("sequence", &self.sequence)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Iterator for DbIter {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        if let Some(e) = self.error.take() {
+            self.done = true;
+            return Some(Err(e));
+        }
+        while self.merged.valid() {
+            let ikey = self.merged.key();
+            let Some(p) = key::parse_internal_key(ikey) else {
+                self.done = true;
+                return Some(Err(Error::corruption("<merged iterator>", 0, "malformed internal key")));
+            };
+            if p.sequence > self.sequence
+                || self.last_user_key.as_deref() == Some(p.user_key)
+            {
+                self.merged.next();
+                continue;
+            }
+            if let Some(upper) = &self.upper {
+                if p.user_key >= upper.as_slice() {
+                    self.done = true;
+                    return None;
+                }
+            }
+            self.last_user_key = Some(p.user_key.to_vec());
+            let item = (p.value_type == ValueType::Value)
+                .then(|| (p.user_key.to_vec(), self.merged.value().to_vec()));
+            self.merged.next();
+            if let Some(item) = item {
+                return Some(Ok(item));
+            }
+        }
+        self.done = true;
+        match self.merged.status() {
+            Ok(()) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! Engine options, with RocksDB's defaults.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::sst::TableOptions;
+
+/// How a compaction job moves its bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CompactionMode {
+    /// RocksDB's way: one `pread` per input data block, merge in user space, buffered writes.
+    Baseline,
+    /// io_uring batched reads and writes, merge in user space.
+    Uring,
+    /// io_uring reads into BPF map memory, merge by the eBPF program in the kernel.
+    Resystance,
+}
+
+impl CompactionMode {
+    /// Every mode, in the order reports list them.
+    pub const ALL: [CompactionMode; 3] = [
+        CompactionMode::Baseline,
+        CompactionMode::Uring,
+        CompactionMode::Resystance,
+    ];
+
+    /// The flag spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            CompactionMode::Baseline => "baseline",
+            CompactionMode::Uring => "uring",
+            CompactionMode::Resystance => "resystance",
+        }
+    }
+}
+
+impl fmt::Display for CompactionMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for CompactionMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        CompactionMode::ALL
+            .into_iter()
+            .find(|m| m.name() == s)
+            .ok_or_else(|| format!("unknown compaction mode {s:?} (baseline, uring, resystance)"))
+    }
+}
+
+/// Where flushes and compactions run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BackgroundMode {
+    /// On background threads (one for flushes, one for compactions), like RocksDB's default of
+    /// two background jobs. Used with the real kernel.
+    Threads,
+    /// Inline in the writing thread, at deterministic points (after a write makes work
+    /// pending). Used by the simulator and by deterministic tests.
+    Inline,
+}
+
+/// Engine options. [`Options::default`] gives RocksDB's defaults.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Memtable size at which it is switched and flushed, in bytes (RocksDB: 64 MiB).
+    pub write_buffer_size: usize,
+    /// Memtables (active + immutable) before writes stop (RocksDB: 2).
+    pub max_write_buffer_number: usize,
+    /// L0 files that trigger an L0→L1 compaction (RocksDB: 4).
+    pub level0_file_num_compaction_trigger: usize,
+    /// L0 files at which writes are delayed (RocksDB: 20).
+    pub level0_slowdown_writes_trigger: usize,
+    /// L0 files at which writes stop (RocksDB: 36).
+    pub level0_stop_writes_trigger: usize,
+    /// Target size of compaction output files, in bytes (RocksDB: 64 MiB).
+    pub target_file_size_base: u64,
+    /// Target size multiplier from one level to the next (RocksDB: 1).
+    pub target_file_size_multiplier: u64,
+    /// Maximum bytes in L1 (RocksDB: 256 MiB).
+    pub max_bytes_for_level_base: u64,
+    /// Growth of the per-level maximum from one level to the next (RocksDB: 10).
+    pub max_bytes_for_level_multiplier: f64,
+    /// Number of levels (RocksDB: 7).
+    pub num_levels: usize,
+    /// Write rate while writes are delayed, in bytes per second (RocksDB: 16 MiB/s).
+    pub delayed_write_rate_bytes_per_sec: u64,
+    /// How compactions move their bytes.
+    pub compaction_mode: CompactionMode,
+    /// Create the database if it does not exist.
+    pub create_if_missing: bool,
+    /// `fdatasync` the WAL after every write (RocksDB: off; writes survive a process crash,
+    /// not a power loss).
+    pub sync_wal: bool,
+    /// SST layout.
+    pub table: TableOptions,
+    /// Where flushes and compactions run.
+    pub background: BackgroundMode,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            write_buffer_size: 64 << 20,
+            max_write_buffer_number: 2,
+            level0_file_num_compaction_trigger: 4,
+            level0_slowdown_writes_trigger: 20,
+            level0_stop_writes_trigger: 36,
+            target_file_size_base: 64 << 20,
+            target_file_size_multiplier: 1,
+            max_bytes_for_level_base: 256 << 20,
+            max_bytes_for_level_multiplier: 10.0,
+            num_levels: 7,
+            delayed_write_rate_bytes_per_sec: 16 << 20,
+            compaction_mode: CompactionMode::Baseline,
+            create_if_missing: true,
+            sync_wal: false,
+            table: TableOptions::default(),
+            background: BackgroundMode::Threads,
+        }
+    }
+}
+
+impl Options {
+    /// Checks relationships between the knobs; a clear message for each violation.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.write_buffer_size < 4096 {
+            return Err(format!(
+                "write_buffer_size {} is below 4096 bytes",
+                self.write_buffer_size
+            ));
+        }
+        if self.max_write_buffer_number < 2 {
+            return Err("max_write_buffer_number must be at least 2".into());
+        }
+        if !(self.level0_file_num_compaction_trigger >= 1
+            && self.level0_file_num_compaction_trigger <= self.level0_slowdown_writes_trigger
+            && self.level0_slowdown_writes_trigger <= self.level0_stop_writes_trigger)
+        {
+            return Err(format!(
+                "need 1 <= level0_file_num_compaction_trigger ({}) <= level0_slowdown_writes_trigger ({}) <= level0_stop_writes_trigger ({})",
+                self.level0_file_num_compaction_trigger,
+                self.level0_slowdown_writes_trigger,
+                self.level0_stop_writes_trigger
+            ));
+        }
+        if !(2..=64).contains(&self.num_levels) {
+            return Err(format!("num_levels {} outside 2..=64", self.num_levels));
+        }
+        if self.target_file_size_base < 4096 || self.max_bytes_for_level_base < 4096 {
+            return Err("target_file_size_base and max_bytes_for_level_base must be >= 4096".into());
+        }
+        if self.target_file_size_multiplier == 0 || self.max_bytes_for_level_multiplier < 1.0 {
+            return Err("level size multipliers must be >= 1".into());
+        }
+        if self.delayed_write_rate_bytes_per_sec == 0 {
+            return Err("delayed_write_rate must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Target output file size for compactions into `level`.
+    pub fn target_file_size(&self, level: usize) -> u64 {
+        let mut size = self.target_file_size_base;
+        for _ in 1..level.max(1) {
+            size = size.saturating_mul(self.target_file_size_multiplier);
+        }
+        size
+    }
+
+    /// Maximum bytes for `level` (>= 1).
+    pub fn max_bytes_for_level(&self, level: usize) -> u64 {
+        assert!(level >= 1, "L0 is sized by file count");
+        let mut size = self.max_bytes_for_level_base as f64;
+        for _ in 1..level {
+            size *= self.max_bytes_for_level_multiplier;
+        }
+        size as u64
+    }
+}
