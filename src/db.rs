@@ -16,11 +16,11 @@ use std::thread::JoinHandle;
 
 use resystance_traces::{Accounted, Errno, Kernel};
 
+use crate::compaction::executor_for;
 use crate::compaction::job::{CompactionExecutor, CompactionJob, JobEnv};
 use crate::compaction::output::OutputWriter;
 use crate::compaction::picker::{pick_compaction, PickedCompaction};
 use crate::compaction::visibility::VersionFilter;
-use crate::compaction::executor_for;
 use crate::error::{Error, KernelContext, Result};
 use crate::filename::{self, FileKind};
 use crate::iter::InternalIterator;
@@ -196,11 +196,27 @@ impl Db {
             for record in &contents.records {
                 let batch = WriteBatch::decode(record)
                     .map_err(|what| Error::corruption(&path, 0, format!("WAL record: {what}")))?;
+                // Every record in a WAL at or above `log_number` is unflushed by construction
+                // (the MANIFEST's last sequence may already count them), so all are replayed.
                 let mut seq = batch.sequence();
+                if seq == 0 || seq + u64::from(batch.count()) > key::SEQUENCE_MAX {
+                    return Err(Error::corruption(
+                        &path,
+                        0,
+                        format!(
+                            "WAL batch with sequence {seq} and {} updates",
+                            batch.count()
+                        ),
+                    ));
+                }
                 for op in batch.iter() {
                     let (t, k, v) = op.map_err(|what| Error::corruption(&path, 0, what))?;
-                    if seq > last_sequence {
-                        mem.add(seq, t, k, v.unwrap_or_default());
+                    if !mem.try_add(seq, t, k, v.unwrap_or_default()) {
+                        return Err(Error::corruption(
+                            &path,
+                            0,
+                            format!("sequence {seq} appears twice in the WALs"),
+                        ));
                     }
                     seq += 1;
                 }
@@ -278,7 +294,10 @@ impl Db {
         if inner.options.background == BackgroundMode::Threads {
             for (name, work) in [
                 ("resystance-flush", DbInner::flush_thread as fn(&DbInner)),
-                ("resystance-compact", DbInner::compaction_thread as fn(&DbInner)),
+                (
+                    "resystance-compact",
+                    DbInner::compaction_thread as fn(&DbInner),
+                ),
             ] {
                 let i = Arc::clone(&inner);
                 let handle = std::thread::Builder::new()
@@ -458,7 +477,9 @@ impl Db {
         let levels = inner.options.num_levels;
         let last_with_data = {
             let st = inner.lock();
-            (0..levels).rev().find(|&l| !st.current.levels[l].is_empty())
+            (0..levels)
+                .rev()
+                .find(|&l| !st.current.levels[l].is_empty())
         };
         let Some(last_with_data) = last_with_data else {
             return Ok(());
@@ -483,8 +504,16 @@ impl Db {
                 level + 1
             };
             let inputs = v.levels[level].clone();
-            let lo = inputs.iter().map(|f| f.smallest_user_key()).min().expect("files");
-            let hi = inputs.iter().map(|f| f.largest_user_key()).max().expect("files");
+            let lo = inputs
+                .iter()
+                .map(|f| f.smallest_user_key())
+                .min()
+                .expect("files");
+            let hi = inputs
+                .iter()
+                .map(|f| f.largest_user_key())
+                .max()
+                .expect("files");
             let below = if output_level == level {
                 Vec::new()
             } else {
@@ -506,6 +535,8 @@ impl Db {
             }
             st.compaction_running = true;
             drop(st);
+            // Holding the old version would keep its files alive past the compaction.
+            drop(v);
             inner.run_compaction(picked)?;
         }
         Ok(())
@@ -576,7 +607,8 @@ impl Db {
             self.inner.cond.notify_all();
         }
         for t in self.threads.drain(..) {
-            t.join().map_err(|_| Error::Unavailable("a background thread panicked".into()))?;
+            t.join()
+                .map_err(|_| Error::Unavailable("a background thread panicked".into()))?;
         }
         let mut st = self.inner.lock();
         st.wal.sync(true)
@@ -668,7 +700,8 @@ impl DbInner {
             if l0 >= o.level0_slowdown_writes_trigger && !delayed {
                 delayed = true;
                 // Delay this write by its size at the delayed write rate.
-                let delay_ns = (bytes.max(1) * 1_000_000_000 / o.delayed_write_rate_bytes_per_sec).max(1_000);
+                let delay_ns =
+                    (bytes.max(1) * 1_000_000_000 / o.delayed_write_rate_bytes_per_sec).max(1_000);
                 st.stats.stall.delayed_writes += 1;
                 drop(st);
                 let t0 = self.kernel.now_ns();
@@ -767,7 +800,8 @@ impl DbInner {
                         return;
                     }
                     if st.bg_error.is_none() && !st.compaction_running {
-                        if let Some(p) = pick_compaction(&st.current, &self.options, &st.compacting) {
+                        if let Some(p) = pick_compaction(&st.current, &self.options, &st.compacting)
+                        {
                             for f in p.all_inputs() {
                                 st.compacting.insert(f.number);
                             }
@@ -836,22 +870,29 @@ impl DbInner {
             allocated.lock().expect("allocated").push(n);
             n
         };
-        let result = flush_memtable(&self.kernel, &self.dir, &mem, &snapshots, &self.options, &alloc)
-            .and_then(|files| {
-                // The oldest WAL still needed after this flush: the next immutable memtable's,
-                // or the active one's.
-                let log_number = {
-                    let st = self.lock();
-                    st.imm.get(1).map_or(st.wal_number, |(_, n)| *n)
-                };
-                let edit = VersionEdit {
-                    log_number: Some(log_number),
-                    added: files.iter().map(|f| (0, f.clone())).collect(),
-                    ..VersionEdit::default()
-                };
-                self.log_and_apply(edit)?;
-                Ok(files)
-            });
+        let result = flush_memtable(
+            &self.kernel,
+            &self.dir,
+            &mem,
+            &snapshots,
+            &self.options,
+            &alloc,
+        )
+        .and_then(|files| {
+            // The oldest WAL still needed after this flush: the next immutable memtable's,
+            // or the active one's.
+            let log_number = {
+                let st = self.lock();
+                st.imm.get(1).map_or(st.wal_number, |(_, n)| *n)
+            };
+            let edit = VersionEdit {
+                log_number: Some(log_number),
+                added: files.iter().map(|f| (0, f.clone())).collect(),
+                ..VersionEdit::default()
+            };
+            self.log_and_apply(edit)?;
+            Ok(files)
+        });
         let elapsed = self.kernel.now_ns().saturating_sub(t0);
         {
             let mut st = self.lock();
@@ -942,15 +983,26 @@ impl DbInner {
         let t0 = self.kernel.now_ns();
         let result = self.executor.run(&job, &env).and_then(|out| {
             let edit = VersionEdit {
-                deleted: job.inputs().map(|f| {
-                    let level = if picked.output_level_inputs.iter().any(|o| o.number == f.number) {
-                        picked.output_level
-                    } else {
-                        picked.level
-                    };
-                    (level, f.number)
-                }).collect(),
-                added: out.files.iter().map(|f| (picked.output_level, f.clone())).collect(),
+                deleted: job
+                    .inputs()
+                    .map(|f| {
+                        let level = if picked
+                            .output_level_inputs
+                            .iter()
+                            .any(|o| o.number == f.number)
+                        {
+                            picked.output_level
+                        } else {
+                            picked.level
+                        };
+                        (level, f.number)
+                    })
+                    .collect(),
+                added: out
+                    .files
+                    .iter()
+                    .map(|f| (picked.output_level, f.clone()))
+                    .collect(),
                 ..VersionEdit::default()
             };
             self.log_and_apply(edit)?;
@@ -963,17 +1015,17 @@ impl DbInner {
             st.pending_outputs.remove(&n);
         }
         if let Ok(out) = &result {
-                let c = &mut st.stats.compaction;
-                c.jobs += 1;
-                c.input_files += job.inputs().count() as u64;
-                c.output_files += out.files.len() as u64;
-                c.bytes_read += out.bytes_read;
-                c.bytes_written += out.bytes_written;
-                c.data_blocks_read += out.data_blocks_read;
-                c.entries_in += out.entries_in;
-                c.entries_out += out.entries_out;
-                c.time_ns += elapsed;
-                c.syscalls = c.syscalls.merged(&accounted.syscall_counts());
+            let c = &mut st.stats.compaction;
+            c.jobs += 1;
+            c.input_files += job.inputs().count() as u64;
+            c.output_files += out.files.len() as u64;
+            c.bytes_read += out.bytes_read;
+            c.bytes_written += out.bytes_written;
+            c.data_blocks_read += out.data_blocks_read;
+            c.entries_in += out.entries_in;
+            c.entries_out += out.entries_out;
+            c.time_ns += elapsed;
+            c.syscalls = c.syscalls.merged(&accounted.syscall_counts());
         }
         drop(st);
         result.map(|_| ())
@@ -1027,7 +1079,11 @@ impl DbInner {
             let st = self.lock();
             (
                 Arc::clone(&st.mem),
-                st.imm.iter().rev().map(|(m, _)| Arc::clone(m)).collect::<Vec<_>>(),
+                st.imm
+                    .iter()
+                    .rev()
+                    .map(|(m, _)| Arc::clone(m))
+                    .collect::<Vec<_>>(),
                 Arc::clone(&st.current),
             )
         };
@@ -1045,7 +1101,11 @@ impl DbInner {
                 files.iter().filter(|f| file_covers(f, user_key)).collect()
             } else {
                 let i = files.partition_point(|f| f.largest_user_key() < user_key);
-                files.get(i).filter(|f| file_covers(f, user_key)).into_iter().collect()
+                files
+                    .get(i)
+                    .filter(|f| file_covers(f, user_key))
+                    .into_iter()
+                    .collect()
             };
             for f in candidates {
                 let table = self.tables.get(f.number)?;
@@ -1069,7 +1129,10 @@ impl DbInner {
             let st = self.lock();
             (
                 Arc::clone(&st.mem),
-                st.imm.iter().map(|(m, _)| Arc::clone(m)).collect::<Vec<_>>(),
+                st.imm
+                    .iter()
+                    .map(|(m, _)| Arc::clone(m))
+                    .collect::<Vec<_>>(),
                 Arc::clone(&st.current),
             )
         };
@@ -1080,7 +1143,10 @@ impl DbInner {
         let mut open_error = None;
         for f in &version.levels[0] {
             match self.tables.get(f.number) {
-                Ok(t) => children.push(Box::new(crate::sst::Table::iter(&t, Arc::clone(&self.kernel)))),
+                Ok(t) => children.push(Box::new(crate::sst::Table::iter(
+                    &t,
+                    Arc::clone(&self.kernel),
+                ))),
                 Err(e) => {
                     open_error.get_or_insert(e);
                 }
@@ -1145,11 +1211,13 @@ impl Iterator for DbIter {
             let ikey = self.merged.key();
             let Some(p) = key::parse_internal_key(ikey) else {
                 self.done = true;
-                return Some(Err(Error::corruption("<merged iterator>", 0, "malformed internal key")));
+                return Some(Err(Error::corruption(
+                    "<merged iterator>",
+                    0,
+                    "malformed internal key",
+                )));
             };
-            if p.sequence > self.sequence
-                || self.last_user_key.as_deref() == Some(p.user_key)
-            {
+            if p.sequence > self.sequence || self.last_user_key.as_deref() == Some(p.user_key) {
                 self.merged.next();
                 continue;
             }

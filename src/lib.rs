@@ -9,6 +9,7 @@ pub mod key;
 pub mod sst;
 
 pub use error::{Error, Result};
+pub mod bench;
 pub mod compaction;
 pub mod crc;
 pub mod db;

@@ -209,7 +209,7 @@ mod tests {
             b"small".to_vec(),
             vec![],
             vec![7u8; BLOCK_BYTES - 2 * HEADER_BYTES - 5 - 3], // leaves a < 7-byte tail
-            vec![1u8; 3 * BLOCK_BYTES + 100],                   // FIRST, MIDDLE.., LAST
+            vec![1u8; 3 * BLOCK_BYTES + 100],                  // FIRST, MIDDLE.., LAST
             b"after".to_vec(),
         ]
     }
@@ -230,7 +230,11 @@ mod tests {
         for cut in (0..data.len()).step_by(997) {
             let got = read_log(&data[..cut]);
             assert!(got.records.len() <= records.len());
-            assert_eq!(got.records[..], records[..got.records.len()], "cut at {cut}");
+            assert_eq!(
+                got.records[..],
+                records[..got.records.len()],
+                "cut at {cut}"
+            );
         }
     }
 
@@ -243,7 +247,11 @@ mod tests {
             bad[pos] ^= 0x20;
             let got = read_log(&bad);
             // Every record returned is one that was written, in order.
-            assert_eq!(got.records[..], records[..got.records.len()], "flip at {pos}");
+            assert_eq!(
+                got.records[..],
+                records[..got.records.len()],
+                "flip at {pos}"
+            );
             if got.records.len() < records.len() {
                 assert!(got.stopped_at.is_some());
             }

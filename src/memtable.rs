@@ -58,17 +58,28 @@ impl Memtable {
         Memtable::default()
     }
 
-    /// Inserts one version. Sequence numbers are unique, so it never replaces an entry.
+    /// Inserts one version. The engine hands out each sequence number once, so a repeat is a
+    /// broken invariant.
     pub fn add(&self, sequence: u64, t: ValueType, user_key: &[u8], value: &[u8]) {
+        assert!(
+            self.try_add(sequence, t, user_key, value),
+            "sequence {sequence} inserted twice"
+        );
+    }
+
+    /// Inserts one version unless an entry with the same internal key exists (recovery uses
+    /// this to report a damaged WAL instead of panicking).
+    pub fn try_add(&self, sequence: u64, t: ValueType, user_key: &[u8], value: &[u8]) -> bool {
         let ikey = IKey(key::internal_key(user_key, sequence, t).into_boxed_slice());
         let charge = ikey.0.len() + value.len() + ENTRY_OVERHEAD_BYTES;
-        let old = self
-            .map
-            .write()
-            .expect("memtable lock")
-            .insert(ikey, value.into());
-        assert!(old.is_none(), "sequence {sequence} inserted twice");
+        let mut map = self.map.write().expect("memtable lock");
+        if map.contains_key(&ikey) {
+            return false;
+        }
+        map.insert(ikey, value.into());
+        drop(map);
         self.bytes.fetch_add(charge, AtomicOrdering::Relaxed);
+        true
     }
 
     /// Approximate memory charged, in bytes.
@@ -199,7 +210,12 @@ mod tests {
         let m = Arc::new(Memtable::new());
         let n = ITER_CHUNK_ENTRIES * 3 + 7;
         for i in 0..n {
-            m.add(i as u64 + 1, ValueType::Value, format!("k{i:05}").as_bytes(), b"v");
+            m.add(
+                i as u64 + 1,
+                ValueType::Value,
+                format!("k{i:05}").as_bytes(),
+                b"v",
+            );
         }
         let mut it = m.iter();
         it.seek_to_first();
@@ -210,7 +226,11 @@ mod tests {
             it.next();
         }
         assert_eq!(seen, n);
-        it.seek(&key::internal_key(b"k00200", u64::from(u32::MAX), ValueType::Value));
+        it.seek(&key::internal_key(
+            b"k00200",
+            u64::from(u32::MAX),
+            ValueType::Value,
+        ));
         assert_eq!(key::user_key(it.key()), b"k00200");
     }
 }

@@ -150,7 +150,11 @@ impl std::fmt::Debug for LevelIterator {
 
 impl LevelIterator {
     /// Iterates `files` (sorted, non-overlapping), reading through `kernel`.
-    pub fn new(files: Vec<Arc<FileMeta>>, tables: Arc<TableCache>, kernel: Arc<dyn Kernel>) -> Self {
+    pub fn new(
+        files: Vec<Arc<FileMeta>>,
+        tables: Arc<TableCache>,
+        kernel: Arc<dyn Kernel>,
+    ) -> Self {
         LevelIterator {
             files,
             tables,
@@ -233,7 +237,10 @@ impl InternalIterator for LevelIterator {
     }
 
     fn next(&mut self) {
-        self.current.as_mut().expect("next on an invalid iterator").next();
+        self.current
+            .as_mut()
+            .expect("next on an invalid iterator")
+            .next();
         self.skip_empty_forward();
     }
 
@@ -248,7 +255,10 @@ impl InternalIterator for LevelIterator {
     fn status(&self) -> Result<()> {
         match &self.error {
             Some(e) => Err(e.clone()),
-            None => self.current.as_ref().map_or(Ok(()), InternalIterator::status),
+            None => self
+                .current
+                .as_ref()
+                .map_or(Ok(()), InternalIterator::status),
         }
     }
 }

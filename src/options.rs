@@ -152,7 +152,9 @@ impl Options {
             return Err(format!("num_levels {} outside 2..=64", self.num_levels));
         }
         if self.target_file_size_base < 4096 || self.max_bytes_for_level_base < 4096 {
-            return Err("target_file_size_base and max_bytes_for_level_base must be >= 4096".into());
+            return Err(
+                "target_file_size_base and max_bytes_for_level_base must be >= 4096".into(),
+            );
         }
         if self.target_file_size_multiplier == 0 || self.max_bytes_for_level_multiplier < 1.0 {
             return Err("level size multipliers must be >= 1".into());

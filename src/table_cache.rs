@@ -45,6 +45,9 @@ impl TableCache {
 
     /// Forgets a table whose file is being deleted.
     pub fn evict(&self, number: u64) {
-        self.tables.lock().expect("table cache lock").remove(&number);
+        self.tables
+            .lock()
+            .expect("table cache lock")
+            .remove(&number);
     }
 }

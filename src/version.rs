@@ -123,7 +123,9 @@ impl VersionEdit {
                     let c = d.length_prefixed().ok_or_else(|| trunc("comparator"))?;
                     e.comparator = Some(String::from_utf8_lossy(c).into_owned());
                 }
-                TAG_LOG_NUMBER => e.log_number = Some(d.varint64().ok_or_else(|| trunc("log number"))?),
+                TAG_LOG_NUMBER => {
+                    e.log_number = Some(d.varint64().ok_or_else(|| trunc("log number"))?)
+                }
                 TAG_NEXT_FILE_NUMBER => {
                     e.next_file_number = Some(d.varint64().ok_or_else(|| trunc("next file"))?);
                 }
@@ -276,11 +278,17 @@ pub struct Recovered {
 }
 
 /// Reads `CURRENT` and replays its MANIFEST. `Ok(None)` if there is no database (no CURRENT).
-pub fn recover(kernel: &Arc<dyn Kernel>, dir: &Path, num_levels: usize) -> Result<Option<Recovered>> {
+pub fn recover(
+    kernel: &Arc<dyn Kernel>,
+    dir: &Path,
+    num_levels: usize,
+) -> Result<Option<Recovered>> {
     let current_path = dir.join(CURRENT);
     let current = match read_whole(kernel, &current_path) {
         Ok(c) => c,
-        Err(Error::Kernel { source, .. }) if source.errno() == Some(Errno::ENOENT) => return Ok(None),
+        Err(Error::Kernel { source, .. }) if source.errno() == Some(Errno::ENOENT) => {
+            return Ok(None)
+        }
         Err(e) => return Err(e),
     };
     let name = std::str::from_utf8(&current)
@@ -289,7 +297,11 @@ pub fn recover(kernel: &Arc<dyn Kernel>, dir: &Path, num_levels: usize) -> Resul
         .filter(|s| !s.contains('/'))
         .ok_or_else(|| Error::corruption(&current_path, 0, "CURRENT does not name a MANIFEST"))?;
     let Some(filename::FileKind::Manifest(manifest_number)) = filename::parse(name) else {
-        return Err(Error::corruption(&current_path, 0, format!("CURRENT names {name:?}")));
+        return Err(Error::corruption(
+            &current_path,
+            0,
+            format!("CURRENT names {name:?}"),
+        ));
     };
     let manifest_path = dir.join(name);
     let data = read_whole(kernel, &manifest_path)?;
@@ -318,7 +330,8 @@ pub fn recover(kernel: &Arc<dyn Kernel>, dir: &Path, num_levels: usize) -> Resul
         next_file_number = edit.next_file_number.or(next_file_number);
         last_sequence = edit.last_sequence.or(last_sequence);
     }
-    let missing = |what: &str| Error::corruption(&manifest_path, 0, format!("MANIFEST has no {what}"));
+    let missing =
+        |what: &str| Error::corruption(&manifest_path, 0, format!("MANIFEST has no {what}"));
     if !saw_comparator {
         return Err(missing("comparator"));
     }

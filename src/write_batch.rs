@@ -83,7 +83,10 @@ impl WriteBatch {
     /// Decodes a batch from the WAL; `Err` says what is malformed.
     pub fn decode(rep: &[u8]) -> Result<WriteBatch, String> {
         if rep.len() < HEADER_LEN {
-            return Err(format!("batch of {} bytes is shorter than its header", rep.len()));
+            return Err(format!(
+                "batch of {} bytes is shorter than its header",
+                rep.len()
+            ));
         }
         let batch = WriteBatch {
             rep: rep.to_vec(),
@@ -97,9 +100,15 @@ impl WriteBatch {
             n += 1;
         }
         if n != batch.count() {
-            return Err(format!("batch header says {} updates, found {n}", batch.count()));
+            return Err(format!(
+                "batch header says {} updates, found {n}",
+                batch.count()
+            ));
         }
-        Ok(WriteBatch { user_bytes, ..batch })
+        Ok(WriteBatch {
+            user_bytes,
+            ..batch
+        })
     }
 
     /// The updates in order: (type, key, value for puts).

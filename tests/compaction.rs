@@ -36,7 +36,10 @@ fn baseline_compaction_reads_each_data_block_with_one_pread() {
     db.wait_for_background_work().unwrap();
     let s = db.stats();
     let c = &s.compaction;
-    assert!(c.jobs - c.trivial_moves >= 3, "expected several real compactions: {c:?}");
+    assert!(
+        c.jobs - c.trivial_moves >= 3,
+        "expected several real compactions: {c:?}"
+    );
     assert!(c.data_blocks_read > 0);
     assert_eq!(
         c.syscalls.get(SyscallKind::Pread),
@@ -44,21 +47,34 @@ fn baseline_compaction_reads_each_data_block_with_one_pread() {
         "one pread per input data block: {c:?}"
     );
     // Outputs are written in 1 MiB buffered pwrites (plus each file's tail), never per block.
-    assert!(c.syscalls.get(SyscallKind::Pwrite) <= c.output_files * (1 + c.bytes_written / (1 << 20) + 1));
+    assert!(
+        c.syscalls.get(SyscallKind::Pwrite)
+            <= c.output_files * (1 + c.bytes_written / (1 << 20) + 1)
+    );
     assert_eq!(c.syscalls.get(SyscallKind::Fdatasync), c.output_files);
     assert!(c.entries_out <= c.entries_in);
     assert!(s.write_amplification() > 1.0);
     // Tree shape: every sorted level is within bounds after the work settled.
     let v = db.current_version();
-    assert!(v.levels[0].len() < 4, "L0 at or above the trigger after settling");
+    assert!(
+        v.levels[0].len() < 4,
+        "L0 at or above the trigger after settling"
+    );
     for level in 1..v.levels.len() - 1 {
         let bytes = v.level_bytes(level);
-        assert!(bytes <= options().max_bytes_for_level(level), "L{level} holds {bytes} bytes");
+        assert!(
+            bytes <= options().max_bytes_for_level(level),
+            "L{level} holds {bytes} bytes"
+        );
     }
     // Every key reads back its last value.
     for i in 0..15_000u64 {
         let last = if i < 5_000 { 15_000 + i } else { i };
-        assert_eq!(db.get(&key(i)).unwrap(), Some(vec![last as u8; 100]), "key {i}");
+        assert_eq!(
+            db.get(&key(i)).unwrap(),
+            Some(vec![last as u8; 100]),
+            "key {i}"
+        );
     }
     db.close().unwrap();
 }
@@ -82,7 +98,13 @@ fn bottommost_compaction_drops_tombstones_and_old_versions() {
         db.delete(&key(i)).unwrap();
     }
     db.compact_all().unwrap();
-    let entries: u64 = db.current_version().levels.iter().flatten().map(|f| f.num_entries).sum();
+    let entries: u64 = db
+        .current_version()
+        .levels
+        .iter()
+        .flatten()
+        .map(|f| f.num_entries)
+        .sum();
     // Keys 0..1000: deleted before the snapshot, bottommost → gone entirely.
     // Keys 1000..1500: the snapshot still sees round 2; the newer tombstone stays too.
     // Keys 1500..2000: only round 2.
@@ -92,7 +114,13 @@ fn bottommost_compaction_drops_tombstones_and_old_versions() {
     assert_eq!(db.get_at(&key(10), &snap).unwrap(), None);
     drop(snap);
     db.compact_all().unwrap();
-    let entries: u64 = db.current_version().levels.iter().flatten().map(|f| f.num_entries).sum();
+    let entries: u64 = db
+        .current_version()
+        .levels
+        .iter()
+        .flatten()
+        .map(|f| f.num_entries)
+        .sum();
     assert_eq!(entries, 500, "with the snapshot gone only live keys remain");
     db.close().unwrap();
 }
@@ -119,8 +147,17 @@ fn files_of_replaced_versions_are_deleted_and_nothing_else() {
     assert_eq!(on_disk, live);
     let logs = std::fs::read_dir(dir.path())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().ends_with(".log"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".log")
+        })
         .count();
-    assert_eq!(logs, 1, "only the active WAL remains after everything is flushed");
+    assert_eq!(
+        logs, 1,
+        "only the active WAL remains after everything is flushed"
+    );
     db.close().unwrap();
 }

@@ -74,7 +74,12 @@ fn open(kernel: &Arc<dyn Kernel>, dir: &Path, background: BackgroundMode) -> Db 
     Db::open(Arc::clone(kernel), dir, small_options(background)).expect("open")
 }
 
-fn scan(db: &Db, snap: Option<&Snapshot>, lo: Option<&[u8]>, hi: Option<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn scan(
+    db: &Db,
+    snap: Option<&Snapshot>,
+    lo: Option<&[u8]>,
+    hi: Option<&[u8]>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
     let it = match snap {
         Some(s) => db.iter_at(s, lo, hi).expect("iter_at"),
         None => db.iter(lo, hi),
@@ -109,21 +114,37 @@ fn run(ops: &[Op], background: BackgroundMode) {
                 model.remove(&key(*k));
             }
             Op::Get(k) => {
-                assert_eq!(db.get(&key(*k)).unwrap(), model.get(&key(*k)).cloned(), "step {step}: {op:?}");
+                assert_eq!(
+                    db.get(&key(*k)).unwrap(),
+                    model.get(&key(*k)).cloned(),
+                    "step {step}: {op:?}"
+                );
             }
             Op::Scan(a, b) => {
                 let (lo, hi) = (key(*a), key(*b));
-                assert_eq!(scan(&db, None, Some(&lo), Some(&hi)), model_range(&model, &lo, &hi), "step {step}");
+                assert_eq!(
+                    scan(&db, None, Some(&lo), Some(&hi)),
+                    model_range(&model, &lo, &hi),
+                    "step {step}"
+                );
             }
             Op::TakeSnapshot => snaps.push((db.snapshot(), model.clone())),
             Op::ReadSnapshot(i, k) if !snaps.is_empty() => {
                 let (s, m) = &snaps[i % snaps.len()];
-                assert_eq!(db.get_at(&key(*k), s).unwrap(), m.get(&key(*k)).cloned(), "step {step}: snapshot read");
+                assert_eq!(
+                    db.get_at(&key(*k), s).unwrap(),
+                    m.get(&key(*k)).cloned(),
+                    "step {step}: snapshot read"
+                );
             }
             Op::ScanSnapshot(i) if !snaps.is_empty() => {
                 let (s, m) = &snaps[i % snaps.len()];
                 let all: Vec<_> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-                assert_eq!(scan(&db, Some(s), None, None), all, "step {step}: snapshot scan");
+                assert_eq!(
+                    scan(&db, Some(s), None, None),
+                    all,
+                    "step {step}: snapshot scan"
+                );
             }
             Op::ReleaseSnapshot(i) if !snaps.is_empty() => {
                 let n = snaps.len();

@@ -155,7 +155,11 @@ pub struct BenchArgs {
     pub seed: u64,
 
     /// How compactions move their bytes; a comma list runs the benchmarks once per mode
-    #[arg(long = "compaction_mode", value_delimiter = ',', default_value = "baseline")]
+    #[arg(
+        long = "compaction_mode",
+        value_delimiter = ',',
+        default_value = "baseline"
+    )]
     pub compaction_mode: Vec<CompactionMode>,
 
     /// Which kernel runs the engine
@@ -241,7 +245,10 @@ mod tests {
         ])
         .unwrap();
         let Command::Bench(b) = cli.command;
-        assert_eq!(b.benchmarks, vec![Benchmark::FillSeq, Benchmark::ReadRandom]);
+        assert_eq!(
+            b.benchmarks,
+            vec![Benchmark::FillSeq, Benchmark::ReadRandom]
+        );
         assert_eq!(b.num, 10);
         assert_eq!(b.effective_reads(), 10);
     }

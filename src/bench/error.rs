@@ -90,7 +90,10 @@ mod tests {
 
     #[test]
     fn failures_exit_1() {
-        let e = BenchError::engine("fillrandom: put #3", crate::Error::Unavailable("closed".into()));
+        let e = BenchError::engine(
+            "fillrandom: put #3",
+            crate::Error::Unavailable("closed".into()),
+        );
         assert_eq!(e.exit_code(), EXIT_FAILURE);
         assert_eq!(
             BenchError::stdout(std::io::Error::other("broken pipe")).exit_code(),

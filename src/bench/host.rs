@@ -77,16 +77,16 @@ mod tests {
     fn cpuinfo_model_and_count() {
         let text = "processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n\n\
                     processor\t: 1\nmodel name\t: AMD EPYC 7B13\n";
-        assert_eq!(
-            parse_cpuinfo(text),
-            (Some("AMD EPYC 7B13".to_string()), 2)
-        );
+        assert_eq!(parse_cpuinfo(text), (Some("AMD EPYC 7B13".to_string()), 2));
     }
 
     #[test]
     fn cpuinfo_without_model_names() {
         // Some architectures (e.g. arm64) list no "model name".
-        assert_eq!(parse_cpuinfo("processor : 0\nBogoMIPS : 50.00\n"), (None, 1));
+        assert_eq!(
+            parse_cpuinfo("processor : 0\nBogoMIPS : 50.00\n"),
+            (None, 1)
+        );
         assert_eq!(parse_cpuinfo(""), (None, 0));
     }
 

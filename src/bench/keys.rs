@@ -120,7 +120,7 @@ mod tests {
             f.key(0x0102_0304_0506_0708),
             b"\x01\x02\x03\x04\x05\x06\x07\x0800000000".to_vec()
         );
-        assert_eq!(f.key(0), b"\0\0\0\0\0\0\0\000000000".to_vec());
+        assert_eq!(f.key(0), [&[0u8; 8][..], b"00000000"].concat());
         assert_eq!(f.distinct_keys(), None);
     }
 

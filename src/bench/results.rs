@@ -13,7 +13,7 @@ pub const MB: f64 = 1_048_576.0;
 /// Bytes in RocksDB's "GB".
 pub const GB: f64 = 1_073_741_824.0;
 /// Shortest elapsed time divided by, in seconds, so an instant run does not divide by zero.
-const ELAPSED_MIN_SECS: f64 = 1e-9;
+pub const ELAPSED_MIN_SECS: f64 = 1e-9;
 
 /// The whole run: flags, host, and each compaction mode's benchmarks.
 #[derive(Debug, Serialize)]

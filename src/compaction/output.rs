@@ -106,7 +106,10 @@ impl<'a> OutputWriter<'a> {
         // fdatasync: data plus the size needed to read it back; the directory entry is synced
         // once for all outputs in `finish`.
         file.sync(false)?;
-        assert!(summary.num_entries > 0, "outputs are only started with an entry");
+        assert!(
+            summary.num_entries > 0,
+            "outputs are only started with an entry"
+        );
         self.finished.push(FileMeta {
             number: c.number,
             file_size: summary.file_size,

@@ -151,9 +151,9 @@ fn pick_sorted_level(version: &Version, level: usize, compacting: &HashSet<u64>)
 /// tests).
 pub fn key_may_exist_below(version: &Version, level: usize, user_key: &[u8]) -> bool {
     ((level + 1)..version.levels.len()).any(|l| {
-        version.levels[l]
-            .iter()
-            .any(|f| key::user_key(&f.smallest) <= user_key && user_key <= key::user_key(&f.largest))
+        version.levels[l].iter().any(|f| {
+            key::user_key(&f.smallest) <= user_key && user_key <= key::user_key(&f.largest)
+        })
     })
 }
 
@@ -207,7 +207,10 @@ mod tests {
         assert_eq!(p.level, 0);
         assert_eq!(p.inputs.len(), 4);
         assert_eq!(
-            p.output_level_inputs.iter().map(|f| f.number).collect::<Vec<_>>(),
+            p.output_level_inputs
+                .iter()
+                .map(|f| f.number)
+                .collect::<Vec<_>>(),
             vec![5]
         );
         assert!(p.bottommost);

@@ -75,20 +75,23 @@ mod tests {
 
     #[test]
     fn without_snapshots_only_the_newest_survives() {
-        let e: &[(&[u8], u64, ValueType)] = &[(b"a", 9, V), (b"a", 5, V), (b"a", 1, D), (b"b", 3, V)];
+        let e: &[(&[u8], u64, ValueType)] =
+            &[(b"a", 9, V), (b"a", 5, V), (b"a", 1, D), (b"b", 3, V)];
         assert_eq!(run(&[], false, e), vec![9, 3]);
     }
 
     #[test]
     fn snapshots_keep_one_version_per_stripe() {
         // Snapshot 5 sees seq 5 (not 9); snapshot 2 sees seq 1.
-        let e: &[(&[u8], u64, ValueType)] = &[(b"a", 9, V), (b"a", 5, V), (b"a", 4, V), (b"a", 1, V)];
+        let e: &[(&[u8], u64, ValueType)] =
+            &[(b"a", 9, V), (b"a", 5, V), (b"a", 4, V), (b"a", 1, V)];
         assert_eq!(run(&[5, 2], false, e), vec![9, 5, 1]);
     }
 
     #[test]
     fn tombstones_drop_only_at_the_bottom_in_the_oldest_stripe() {
-        let e: &[(&[u8], u64, ValueType)] = &[(b"a", 9, D), (b"a", 5, V), (b"b", 4, D), (b"b", 2, V)];
+        let e: &[(&[u8], u64, ValueType)] =
+            &[(b"a", 9, D), (b"a", 5, V), (b"b", 4, D), (b"b", 2, V)];
         assert_eq!(run(&[], false, e), vec![9, 4]);
         assert_eq!(run(&[], true, e), Vec::<u64>::new());
         // A snapshot at 6 still needs a@5 under the tombstone at 9.

@@ -180,10 +180,13 @@ impl Block {
     /// Checks the restart array of `contents`, which were read at `file_offset` of `path`
     /// (both only for error messages).
     pub fn new(contents: Vec<u8>, path: Arc<Path>, file_offset: u64) -> Result<Block> {
-        let bad = |at: usize, what: String| Error::corruption(&*path, file_offset + at as u64, what);
         let len = contents.len();
         if len < 4 {
-            return Err(bad(0, format!("{len}-byte block has no restart count")));
+            return Err(Error::corruption(
+                &*path,
+                file_offset,
+                format!("{len}-byte block has no restart count"),
+            ));
         }
         let raw_count = decode_fixed32(&contents[len - 4..]);
         if raw_count & RESTARTS_HASH_INDEX_BIT != 0 {
@@ -193,17 +196,26 @@ impl Block {
             )));
         }
         let num_restarts = raw_count as usize;
-        let restarts_offset = (len - 4)
-            .checked_sub(num_restarts * 4)
-            .ok_or_else(|| bad(len - 4, format!("{num_restarts} restarts overrun a {len}-byte block")))?;
+        let count_at = file_offset + (len - 4) as u64;
+        let Some(restarts_offset) = (len - 4).checked_sub(num_restarts * 4) else {
+            return Err(Error::corruption(
+                &*path,
+                count_at,
+                format!("{num_restarts} restarts overrun a {len}-byte block"),
+            ));
+        };
         if num_restarts == 0 {
-            return Err(bad(len - 4, "block with zero restart points".into()));
+            return Err(Error::corruption(
+                &*path,
+                count_at,
+                "block with zero restart points",
+            ));
         }
         let block = Block {
             data: contents,
             restarts_offset,
             num_restarts,
-            path: Arc::clone(&path),
+            path,
             file_offset,
         };
         // The first restart is 0; the rest ascend inside the entries (RocksDB writes exactly this).
@@ -215,9 +227,13 @@ impl Block {
                 Some(p) => r > p && r < restarts_offset,
             };
             if !ok {
-                return Err(bad(
-                    restarts_offset + 4 * i,
-                    format!("restart point {i} at {r} is out of order or past the entries ({restarts_offset} bytes)"),
+                return Err(Error::corruption(
+                    &*block.path,
+                    file_offset + (restarts_offset + 4 * i) as u64,
+                    format!(
+                        "restart point {i} at {r} is out of order or past the entries \
+                         ({restarts_offset} bytes)"
+                    ),
                 ));
             }
             prev = Some(r);
@@ -360,7 +376,10 @@ impl BlockIter {
             return;
         }
         if self.kind.internal_keys() {
-            assert!(target.len() >= TRAILER_LEN, "seek target is not an internal key");
+            assert!(
+                target.len() >= TRAILER_LEN,
+                "seek target is not an internal key"
+            );
         }
         // Last restart point whose key is < target (or 0): the answer is at or after it.
         let (mut left, mut right) = (0usize, self.block.num_restarts - 1);
@@ -454,7 +473,10 @@ impl BlockIter {
         }
         let key_start = entries.len() - d.remaining().len();
         let key_delta = d.bytes(non_shared).ok_or_else(|| {
-            self.corrupt(offset, format!("{non_shared}-byte key delta overruns the block"))
+            self.corrupt(
+                offset,
+                format!("{non_shared}-byte key delta overruns the block"),
+            )
         })?;
         let value_start = key_start + key_delta.len();
         let value_len = match value_len {
@@ -582,7 +604,11 @@ mod tests {
                 let mut uk = prefixes[rng.gen_range(0..prefixes.len())].clone();
                 let tail = rng.gen_range(0..6);
                 uk.extend((0..tail).map(|_| rng.gen_range(0..4u8) * 0x55));
-                let t = if rng.gen_bool(0.2) { ValueType::Deletion } else { ValueType::Value };
+                let t = if rng.gen_bool(0.2) {
+                    ValueType::Deletion
+                } else {
+                    ValueType::Value
+                };
                 internal_key(&uk, rng.gen_range(0..1000), t)
             })
             .collect();
@@ -647,7 +673,11 @@ mod tests {
                 }
             }
             // Before everything, after everything.
-            it.seek(&internal_key(b"", crate::key::SEQUENCE_MAX, ValueType::Value));
+            it.seek(&internal_key(
+                b"",
+                crate::key::SEQUENCE_MAX,
+                ValueType::Value,
+            ));
             assert_eq!(it.valid(), n > 0);
             it.seek(&internal_key(&[0xff; 80], 0, ValueType::Deletion));
             assert!(!it.valid());
@@ -693,9 +723,15 @@ mod tests {
         };
         let mut it = BlockIter::new(Block::new(buf, path(), 0).unwrap(), kind);
         it.seek_to_first();
-        assert_eq!((it.key(), it.value(), it.value_is_delta()), (&b"k1"[..], &[0, 100][..], false));
+        assert_eq!(
+            (it.key(), it.value(), it.value_is_delta()),
+            (&b"k1"[..], &[0, 100][..], false)
+        );
         it.next();
-        assert_eq!((it.key(), it.value(), it.value_is_delta()), (&b"k2"[..], &[4][..], true));
+        assert_eq!(
+            (it.key(), it.value(), it.value_is_delta()),
+            (&b"k2"[..], &[4][..], true)
+        );
         it.next();
         assert_eq!((it.key(), it.value()), (&b"k3"[..], &[0xd2, 0x01, 90][..]));
         it.next();
@@ -705,8 +741,8 @@ mod tests {
         assert_eq!(it.key(), b"k2");
     }
 
-    fn expect_corrupt(bytes: Vec<u8>, kind: BlockKind, what: &str) {
-        let r = decode_block_entries(&bytes, kind, Path::new("t"), 1000);
+    fn expect_corrupt(bytes: &[u8], kind: BlockKind, what: &str) {
+        let r = decode_block_entries(bytes, kind, Path::new("t"), 1000);
         match r {
             Err(Error::Corruption { offset, .. }) => assert!(offset >= 1000, "{what}"),
             other => panic!("{what}: expected corruption, got {other:?}"),
@@ -717,12 +753,15 @@ mod tests {
     fn malformed_blocks_are_corruption_not_panics() {
         let entries = vec![
             (internal_key(b"apple", 5, ValueType::Value), b"red".to_vec()),
-            (internal_key(b"apricot", 4, ValueType::Value), b"orange".to_vec()),
+            (
+                internal_key(b"apricot", 4, ValueType::Value),
+                b"orange".to_vec(),
+            ),
         ];
         let good = build(&entries, 16);
-        expect_corrupt(vec![1, 0], BlockKind::Data, "too short");
-        expect_corrupt(vec![0, 0, 0, 0], BlockKind::Data, "zero restarts");
-        expect_corrupt(vec![9, 0, 0, 0], BlockKind::Data, "restart count overruns");
+        expect_corrupt(&[1, 0], BlockKind::Data, "too short");
+        expect_corrupt(&[0, 0, 0, 0], BlockKind::Data, "zero restarts");
+        expect_corrupt(&[9, 0, 0, 0], BlockKind::Data, "restart count overruns");
         let mut hash = good.clone();
         let n = hash.len();
         hash[n - 1] |= 0x80;
@@ -733,33 +772,33 @@ mod tests {
         // Restart offset past the entries.
         let mut r = good.clone();
         r[n - 8] = 0xf0;
-        expect_corrupt(r, BlockKind::Data, "restart out of range");
+        expect_corrupt(&r, BlockKind::Data, "restart out of range");
         // Second entry's shared (5 = "ap" + ...) larger than the previous key.
         let second = 3 + 13 + 3;
         let mut s = good.clone();
         assert_eq!(s[second], 2);
         s[second] = 60;
-        expect_corrupt(s, BlockKind::Data, "shared too long");
+        expect_corrupt(&s, BlockKind::Data, "shared too long");
         // Value length overrunning the entries.
         let mut v = good.clone();
         v[2] = 100;
-        expect_corrupt(v, BlockKind::Data, "value overruns");
+        expect_corrupt(&v, BlockKind::Data, "value overruns");
         // Key length overrunning.
         let mut k = good.clone();
         k[1] = 120;
-        expect_corrupt(k, BlockKind::Data, "key overruns");
+        expect_corrupt(&k, BlockKind::Data, "key overruns");
         // A key too short to be an internal key.
         let short = build(&[(b"abc".to_vec(), b"v".to_vec())], 16);
-        expect_corrupt(short, BlockKind::Data, "short internal key");
+        expect_corrupt(&short, BlockKind::Data, "short internal key");
         // Truncated header: a lone continuation byte before the restart array.
         let mut t = vec![0x80];
         put_fixed32(&mut t, 0);
         put_fixed32(&mut t, 1);
-        expect_corrupt(t, BlockKind::Meta, "truncated varint");
+        expect_corrupt(&t, BlockKind::Meta, "truncated varint");
         // A restart entry that claims shared bytes.
         let mut sh = build(&[(b"a".to_vec(), vec![])], 1);
         sh[0] = 1;
-        expect_corrupt(sh, BlockKind::Meta, "restart shares");
+        expect_corrupt(&sh, BlockKind::Meta, "restart shares");
         // Unknown value type in a data block is a clear NotSupported.
         let merge = internal_key(b"m", 1, ValueType::Value);
         let mut m = merge.clone();
@@ -775,7 +814,12 @@ mod tests {
     #[test]
     fn seek_surfaces_corruption() {
         let entries: Vec<(Vec<u8>, Vec<u8>)> = (0..40u32)
-            .map(|i| (internal_key(&i.to_be_bytes(), 1, ValueType::Value), vec![1; 3]))
+            .map(|i| {
+                (
+                    internal_key(&i.to_be_bytes(), 1, ValueType::Value),
+                    vec![1; 3],
+                )
+            })
             .collect();
         let mut bytes = build(&entries, 16);
         // Break the second restart entry's shared count.

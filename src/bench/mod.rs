@@ -1,0 +1,139 @@
+//! `resystance bench`: a db_bench-style benchmark harness for the engine.
+//!
+//! Flags, key layout, value generation, benchmark semantics and the result line follow
+//! RocksDB 7.8's db_bench, so a run can be read side by side with db_bench's
+//! (`scripts/compare_db_bench.sh`). Time comes from the kernel boundary's clock, never the
+//! host's, so the same harness measures virtual time on the simulated kernel.
+
+pub mod cli;
+pub mod error;
+pub mod format;
+pub mod host;
+pub mod keys;
+pub mod latency;
+pub mod progress;
+pub mod results;
+pub mod runner;
+pub mod values;
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use resystance_real_kernel::RealKernel;
+use resystance_traces::Kernel;
+
+pub use cli::{Backend, BenchArgs, Benchmark, Cli, Command};
+pub use error::BenchError;
+pub use results::BenchReport;
+
+/// Why `--backend=sim` cannot run yet.
+pub const SIM_UNAVAILABLE: &str =
+    "the simulated kernel arrives with the sim issue (#5); use --backend=real";
+
+/// The kernel `backend` names.
+pub fn kernel_for(backend: Backend) -> Result<Arc<dyn Kernel>, BenchError> {
+    match backend {
+        Backend::Real => Ok(Arc::new(RealKernel::new())),
+        Backend::Sim => Err(BenchError::Unavailable(SIM_UNAVAILABLE.to_string())),
+    }
+}
+
+/// Runs `resystance bench`: text to standard output, then the JSON report if `--json`.
+pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
+    let kernel = kernel_for(args.backend)?;
+    // A mistyped report path should fail now, not after a long run.
+    if let Some(dir) = args.json.as_deref().and_then(Path::parent) {
+        if !dir.as_os_str().is_empty() && !dir.is_dir() {
+            return Err(BenchError::InvalidFlags(format!(
+                "--json: directory {} does not exist",
+                dir.display()
+            )));
+        }
+    }
+    let report = {
+        let stdout = std::io::stdout();
+        let mut out = stdout.lock();
+        run_with(args, &kernel, &mut out)?
+    };
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+    }
+    Ok(report)
+}
+
+/// Runs the benchmarks for every `--compaction_mode` on `kernel`, writing text to `out`.
+pub fn run_with(
+    args: &BenchArgs,
+    kernel: &Arc<dyn Kernel>,
+    out: &mut dyn Write,
+) -> Result<BenchReport, BenchError> {
+    let db_path = args.db.clone().unwrap_or_else(|| kernel.default_db_dir());
+    let host = host::HostFacts::gather(&db_path);
+    let key_format = keys::KeyFormat::new(args.key_size);
+    if let Some(distinct) = key_format.distinct_keys().filter(|&d| d < args.num) {
+        eprintln!(
+            "warning: --key_size={} holds only {distinct} distinct keys; key indexes from {distinct} up wrap onto earlier keys, as in db_bench",
+            args.key_size
+        );
+    }
+    // Check every mode before running any, so a side-by-side run does not spend minutes on
+    // the first mode only to find a later one is not built.
+    for &mode in &args.compaction_mode {
+        runner::options_for(args, mode)?;
+        crate::compaction::executor_for(mode)
+            .map_err(|e| BenchError::engine(format!("compaction_mode={mode}"), e))?;
+    }
+    let mut runs = Vec::with_capacity(args.compaction_mode.len());
+    for &mode in &args.compaction_mode {
+        write!(out, "{}", header(args, &host, kernel.name(), mode)).map_err(BenchError::stdout)?;
+        runs.push(runner::Runner::new(kernel.clone(), args, &db_path, out).run_mode(mode)?);
+    }
+    Ok(BenchReport {
+        tool: "resystance bench",
+        version: env!("CARGO_PKG_VERSION"),
+        backend: kernel.name(),
+        seed: args.effective_seed(),
+        reads: args.effective_reads(),
+        flags: args.clone(),
+        host,
+        runs,
+    })
+}
+
+/// The run header, shaped like db_bench's.
+fn header(
+    args: &BenchArgs,
+    host: &host::HostFacts,
+    backend: &str,
+    mode: crate::options::CompactionMode,
+) -> String {
+    format!(
+        "resystance: version {}\nCPU:        {} * {}\nKernel:     {} (backend {backend})\nKeys:       {} bytes each\nValues:     {} bytes each\nEntries:    {}\nSeed:       {}\nCompaction: {mode}\n------------------------------------------------\n",
+        env!("CARGO_PKG_VERSION"),
+        host.cpus,
+        host.cpu_model,
+        host.kernel_release,
+        args.key_size,
+        args.value_size,
+        args.num,
+        args.effective_seed(),
+    )
+}
+
+/// Writes `report` to `path` as pretty JSON, through a temporary file renamed into place so a
+/// reader never sees half a report.
+pub fn write_json(path: &Path, report: &BenchReport) -> Result<(), BenchError> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".tmp");
+    let tmp = Path::new(&tmp_name);
+    let io_err = |source| BenchError::Output {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut text =
+        serde_json::to_string_pretty(report).map_err(|e| io_err(std::io::Error::other(e)))?;
+    text.push('\n');
+    std::fs::write(tmp, text).map_err(io_err)?;
+    std::fs::rename(tmp, path).map_err(io_err)
+}

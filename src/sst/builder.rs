@@ -1,0 +1,273 @@
+//! Writes a table: data blocks as entries arrive, then index, properties, metaindex, footer.
+
+use std::cmp::Ordering;
+
+use crate::error::Result;
+use crate::file::Sink;
+use crate::key::{compare_internal, parse_internal_key, ValueType};
+
+use super::block::BlockBuilder;
+use super::format::{
+    block_trailer, BlockHandle, ChecksumType, Footer, BLOCK_TRAILER_LEN, FORMAT_VERSION_WRITTEN,
+};
+use super::properties::{PropertiesToWrite, PROPERTIES_BLOCK_NAME};
+
+/// RocksDB's default `block_size`.
+pub const BLOCK_SIZE_BYTES_DEFAULT: usize = 4096;
+/// RocksDB's default `block_restart_interval`.
+pub const BLOCK_RESTART_INTERVAL_DEFAULT: usize = 16;
+/// RocksDB's default `index_block_restart_interval`.
+pub const INDEX_BLOCK_RESTART_INTERVAL_DEFAULT: usize = 1;
+/// Restart interval of the metaindex and properties blocks.
+const META_BLOCK_RESTART_INTERVAL: usize = 1;
+
+/// How tables are laid out.
+#[derive(Clone, Debug)]
+pub struct TableOptions {
+    /// A data block is cut (before the next entry) once its size estimate reaches this.
+    pub block_size_bytes: usize,
+    /// Entries between restart points in data blocks.
+    pub block_restart_interval: usize,
+    /// Entries between restart points in the index block.
+    pub index_block_restart_interval: usize,
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        TableOptions {
+            block_size_bytes: BLOCK_SIZE_BYTES_DEFAULT,
+            block_restart_interval: BLOCK_RESTART_INTERVAL_DEFAULT,
+            index_block_restart_interval: INDEX_BLOCK_RESTART_INTERVAL_DEFAULT,
+        }
+    }
+}
+
+/// What a finished table holds (sizes as RocksDB's properties count them: with trailers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableSummary {
+    /// Bytes of the whole file.
+    pub file_size: u64,
+    /// Entries.
+    pub num_entries: u64,
+    /// Entries that are deletions.
+    pub num_deletions: u64,
+    /// Data blocks.
+    pub num_data_blocks: u64,
+    /// Bytes of data blocks including their trailers.
+    pub data_size: u64,
+    /// Bytes of the index block including its trailer.
+    pub index_size: u64,
+    /// Sum of internal key lengths.
+    pub raw_key_size: u64,
+    /// Sum of value lengths.
+    pub raw_value_size: u64,
+    /// First internal key (empty when there are no entries).
+    pub smallest_key: Vec<u8>,
+    /// Last internal key (empty when there are no entries).
+    pub largest_key: Vec<u8>,
+}
+
+/// Builds one table into a [`Sink`], from internal keys added in strictly increasing order.
+///
+/// After a sink error the builder is unusable: every later call returns that error again.
+#[derive(Debug)]
+pub struct TableBuilder<W: Sink> {
+    options: TableOptions,
+    sink: W,
+    /// Bytes handed to the sink so far.
+    offset: u64,
+    data_block: BlockBuilder,
+    index_block: BlockBuilder,
+    /// Reused for block contents + trailer, so each block is one append.
+    scratch: Vec<u8>,
+    props: PropertiesToWrite,
+    smallest_key: Vec<u8>,
+    last_key: Vec<u8>,
+    failed: Option<crate::Error>,
+}
+
+impl<W: Sink> TableBuilder<W> {
+    /// A builder writing to `sink` from its current end (offset 0 of the table).
+    pub fn new(options: TableOptions, sink: W) -> Self {
+        assert!(options.block_size_bytes > 0, "block size must be positive");
+        TableBuilder {
+            data_block: BlockBuilder::new(options.block_restart_interval),
+            index_block: BlockBuilder::new(options.index_block_restart_interval),
+            options,
+            sink,
+            offset: 0,
+            scratch: Vec::new(),
+            props: PropertiesToWrite::default(),
+            smallest_key: Vec::new(),
+            last_key: Vec::new(),
+            failed: None,
+        }
+    }
+
+    /// Adds an entry. Panics if `ikey` is not a valid internal key or not strictly greater than
+    /// the previous key: both are broken caller invariants.
+    pub fn add(&mut self, ikey: &[u8], value: &[u8]) -> Result<()> {
+        self.check_healthy()?;
+        let parsed = parse_internal_key(ikey).expect("TableBuilder::add: not an internal key");
+        if self.props.num_entries > 0 {
+            assert_eq!(
+                compare_internal(&self.last_key, ikey),
+                Ordering::Less,
+                "TableBuilder::add: keys out of order"
+            );
+        } else {
+            self.smallest_key = ikey.to_vec();
+        }
+        if !self.data_block.is_empty()
+            && self.data_block.size_estimate() >= self.options.block_size_bytes
+        {
+            self.flush_data_block()?;
+        }
+        self.data_block.add(ikey, value);
+        self.last_key.clear();
+        self.last_key.extend_from_slice(ikey);
+        self.props.num_entries += 1;
+        if parsed.value_type == ValueType::Deletion {
+            self.props.num_deletions += 1;
+        }
+        self.props.raw_key_size += ikey.len() as u64;
+        self.props.raw_value_size += value.len() as u64;
+        Ok(())
+    }
+
+    /// Entries added so far.
+    pub fn num_entries(&self) -> u64 {
+        self.props.num_entries
+    }
+
+    /// Bytes emitted so far plus the size the current data block would have.
+    pub fn file_size_estimate(&self) -> u64 {
+        let pending = if self.data_block.is_empty() {
+            0
+        } else {
+            self.data_block.size_estimate() + BLOCK_TRAILER_LEN
+        };
+        self.offset + pending as u64
+    }
+
+    /// The sink.
+    pub fn sink(&self) -> &W {
+        &self.sink
+    }
+
+    /// Writes the last data block, the index, properties and metaindex blocks and the footer.
+    /// Does not sync: the caller decides durability.
+    pub fn finish(mut self) -> Result<(W, TableSummary)> {
+        self.check_healthy()?;
+        if !self.data_block.is_empty() {
+            self.flush_data_block()?;
+        }
+        let index_handle = {
+            let contents = self.index_block.finish();
+            append_block(
+                &mut self.sink,
+                &mut self.scratch,
+                &mut self.offset,
+                contents,
+            )?
+        };
+        self.props.index_size = index_handle.size + BLOCK_TRAILER_LEN as u64;
+
+        let mut meta = BlockBuilder::new(META_BLOCK_RESTART_INTERVAL);
+        for (name, value) in self.props.entries() {
+            meta.add(name.as_bytes(), &value);
+        }
+        let properties_handle = append_block(
+            &mut self.sink,
+            &mut self.scratch,
+            &mut self.offset,
+            meta.finish(),
+        )?;
+
+        meta.reset();
+        meta.add(
+            PROPERTIES_BLOCK_NAME.as_bytes(),
+            &properties_handle.encoded(),
+        );
+        let metaindex_handle = append_block(
+            &mut self.sink,
+            &mut self.scratch,
+            &mut self.offset,
+            meta.finish(),
+        )?;
+
+        let footer = Footer {
+            checksum: ChecksumType::Crc32c,
+            metaindex_handle,
+            index_handle,
+            format_version: FORMAT_VERSION_WRITTEN,
+        };
+        let footer = footer.encode();
+        self.sink.append(&footer)?;
+        self.offset += footer.len() as u64;
+
+        let empty = self.props.num_entries == 0;
+        let summary = TableSummary {
+            file_size: self.offset,
+            num_entries: self.props.num_entries,
+            num_deletions: self.props.num_deletions,
+            num_data_blocks: self.props.num_data_blocks,
+            data_size: self.props.data_size,
+            index_size: self.props.index_size,
+            raw_key_size: self.props.raw_key_size,
+            raw_value_size: self.props.raw_value_size,
+            smallest_key: self.smallest_key,
+            largest_key: if empty { Vec::new() } else { self.last_key },
+        };
+        Ok((self.sink, summary))
+    }
+
+    fn check_healthy(&self) -> Result<()> {
+        match &self.failed {
+            Some(e) => Err(e.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Writes the current data block and indexes it under its last key (always a correct
+    /// separator, and what every executor can compute without seeing the next block).
+    fn flush_data_block(&mut self) -> Result<()> {
+        debug_assert!(!self.data_block.is_empty());
+        let handle = match append_block(
+            &mut self.sink,
+            &mut self.scratch,
+            &mut self.offset,
+            self.data_block.finish(),
+        ) {
+            Ok(h) => h,
+            Err(e) => {
+                self.failed = Some(e.clone());
+                return Err(e);
+            }
+        };
+        self.scratch.clear();
+        handle.encode_to(&mut self.scratch);
+        self.index_block
+            .add(self.data_block.last_key(), &self.scratch);
+        self.data_block.reset();
+        self.props.num_data_blocks += 1;
+        self.props.data_size += handle.size + BLOCK_TRAILER_LEN as u64;
+        Ok(())
+    }
+}
+
+/// Appends `contents` and its trailer as one write at `*offset`; returns the block's handle.
+fn append_block<W: Sink>(
+    sink: &mut W,
+    scratch: &mut Vec<u8>,
+    offset: &mut u64,
+    contents: &[u8],
+) -> Result<BlockHandle> {
+    let handle = BlockHandle::new(*offset, contents.len() as u64);
+    scratch.clear();
+    scratch.extend_from_slice(contents);
+    scratch.extend_from_slice(&block_trailer(contents));
+    sink.append(scratch)?;
+    *offset += scratch.len() as u64;
+    Ok(handle)
+}
