@@ -38,6 +38,14 @@ fn value(len_class: usize, fill: u8) -> Vec<u8> {
     (0..len).map(|i| fill.wrapping_add(i as u8)).collect()
 }
 
+/// A value as `len:first bytes`, so a failure message stays readable.
+fn brief(v: &Option<Vec<u8>>) -> String {
+    match v {
+        None => "absent".into(),
+        Some(v) => format!("{}:{:?}", v.len(), &v[..v.len().min(4)]),
+    }
+}
+
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         30 => (any::<u8>(), 0..6usize, any::<u8>()).prop_map(|(k, l, f)| Op::Put(k, l, f)),
@@ -79,21 +87,31 @@ fn scan(
     snap: Option<&Snapshot>,
     lo: Option<&[u8]>,
     hi: Option<&[u8]>,
-) -> Vec<(Vec<u8>, Vec<u8>)> {
+) -> Vec<(String, String)> {
     let it = match snap {
         Some(s) => db.iter_at(s, lo, hi).expect("iter_at"),
         None => db.iter(lo, hi),
     };
-    it.collect::<resystance::Result<Vec<_>>>().expect("scan")
+    it.map(|r| r.map(|(k, v)| (String::from_utf8_lossy(&k).into_owned(), brief(&Some(v)))))
+        .collect::<resystance::Result<Vec<_>>>()
+        .expect("scan")
 }
 
-fn model_range(m: &BTreeMap<Vec<u8>, Vec<u8>>, lo: &[u8], hi: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn entries<'a>(it: impl Iterator<Item = (&'a Vec<u8>, &'a Vec<u8>)>) -> Vec<(String, String)> {
+    it.map(|(k, v)| {
+        (
+            String::from_utf8_lossy(k).into_owned(),
+            brief(&Some(v.clone())),
+        )
+    })
+    .collect()
+}
+
+fn model_range(m: &BTreeMap<Vec<u8>, Vec<u8>>, lo: &[u8], hi: &[u8]) -> Vec<(String, String)> {
     if lo >= hi {
         return Vec::new();
     }
-    m.range(lo.to_vec()..hi.to_vec())
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+    entries(m.range(lo.to_vec()..hi.to_vec()))
 }
 
 fn run(ops: &[Op], background: BackgroundMode) {
@@ -139,10 +157,9 @@ fn run(ops: &[Op], background: BackgroundMode) {
             }
             Op::ScanSnapshot(i) if !snaps.is_empty() => {
                 let (s, m) = &snaps[i % snaps.len()];
-                let all: Vec<_> = m.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
                 assert_eq!(
                     scan(&db, Some(s), None, None),
-                    all,
+                    entries(m.iter()),
                     "step {step}: snapshot scan"
                 );
             }
@@ -167,7 +184,7 @@ fn run(ops: &[Op], background: BackgroundMode) {
             }
         }
     }
-    let all: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    let all = entries(model.iter());
     assert_eq!(scan(&db, None, None, None), all, "final full scan");
     snaps.clear();
     db.close().unwrap();
