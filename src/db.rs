@@ -19,7 +19,7 @@ use resystance_traces::{Accounted, Errno, Kernel};
 use crate::compaction::executor_for;
 use crate::compaction::job::{CompactionExecutor, CompactionJob, JobEnv};
 use crate::compaction::output::OutputWriter;
-use crate::compaction::picker::{pick_compaction, PickedCompaction};
+use crate::compaction::picker::{is_bottommost, pick_compaction, PickedCompaction};
 use crate::compaction::visibility::VersionFilter;
 use crate::error::{Error, KernelContext, Result};
 use crate::filename::{self, FileKind};
@@ -519,8 +519,7 @@ impl Db {
             } else {
                 v.overlapping(output_level, lo, hi)
             };
-            let bottommost =
-                ((output_level + 1)..levels).all(|l| v.overlapping(l, lo, hi).is_empty());
+            let bottommost = is_bottommost(&v, output_level, &inputs, &below);
             let picked = PickedCompaction {
                 level,
                 output_level,
@@ -537,7 +536,7 @@ impl Db {
             drop(st);
             // Holding the old version would keep its files alive past the compaction.
             drop(v);
-            inner.run_compaction(picked)?;
+            inner.run_compaction(&picked)?;
         }
         Ok(())
     }
@@ -812,7 +811,7 @@ impl DbInner {
                     st = self.cond.wait(st).expect("state lock");
                 }
             };
-            if let Err(e) = self.run_compaction(picked) {
+            if let Err(e) = self.run_compaction(&picked) {
                 self.record_bg_error(e);
             }
         }
@@ -844,7 +843,7 @@ impl DbInner {
                     None => return Ok(()),
                 }
             };
-            self.run_compaction(picked)?;
+            self.run_compaction(&picked)?;
         }
     }
 
@@ -915,8 +914,8 @@ impl DbInner {
     }
 
     /// Runs a picked compaction whose inputs are already marked as compacting.
-    fn run_compaction(&self, picked: PickedCompaction) -> Result<()> {
-        let result = self.run_compaction_inner(&picked);
+    fn run_compaction(&self, picked: &PickedCompaction) -> Result<()> {
+        let result = self.run_compaction_inner(picked);
         {
             let mut st = self.lock();
             for f in picked.all_inputs() {

@@ -67,7 +67,7 @@ impl OpenFile {
                 return Err(Error::corruption(
                     &self.path,
                     offset + done as u64,
-                    format!("file ends {} bytes into a {len}-byte read", done),
+                    format!("file ends {done} bytes into a {len}-byte read"),
                 ));
             }
             done += n;

@@ -124,12 +124,15 @@ impl Memtable {
     }
 }
 
+/// An internal key and its value, copied out of the memtable.
+type Entry = (Box<[u8]>, Box<[u8]>);
+
 /// Iterator over a memtable. It copies entries out in small chunks, so it holds the lock only
 /// briefly and stays valid while writers add entries.
 #[derive(Debug)]
 pub struct MemIter {
     mem: Arc<Memtable>,
-    chunk: Vec<(Box<[u8]>, Box<[u8]>)>,
+    chunk: Vec<Entry>,
     pos: usize,
     /// No entries after the current chunk.
     exhausted: bool,

@@ -124,7 +124,7 @@ impl VersionEdit {
                     e.comparator = Some(String::from_utf8_lossy(c).into_owned());
                 }
                 TAG_LOG_NUMBER => {
-                    e.log_number = Some(d.varint64().ok_or_else(|| trunc("log number"))?)
+                    e.log_number = Some(d.varint64().ok_or_else(|| trunc("log number"))?);
                 }
                 TAG_NEXT_FILE_NUMBER => {
                     e.next_file_number = Some(d.varint64().ok_or_else(|| trunc("next file"))?);

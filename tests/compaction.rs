@@ -161,3 +161,65 @@ fn files_of_replaced_versions_are_deleted_and_nothing_else() {
     );
     db.close().unwrap();
 }
+
+/// Regression: a manual compaction of one L0 file pulled in an L1 file with a wider key range;
+/// the bottommost decision looked only at the L0 file's range, so a tombstone was dropped while
+/// an older version of its key survived in L2 — the deleted key came back. (Found by
+/// `tests/model.rs`; this is its shrunk case.)
+#[test]
+fn tombstones_survive_when_older_data_lies_below_the_pulled_in_range() {
+    let mut o = Options {
+        write_buffer_size: 8 * 1024,
+        target_file_size_base: 8 * 1024,
+        max_bytes_for_level_base: 16 * 1024,
+        level0_file_num_compaction_trigger: 2,
+        level0_slowdown_writes_trigger: 4,
+        level0_stop_writes_trigger: 6,
+        background: BackgroundMode::Inline,
+        ..Options::default()
+    };
+    o.table.block_size_bytes = 512;
+    let k = |i: u8| format!("k{i:03}").into_bytes();
+    let big = vec![0u8; 5000];
+    let dir = tempfile::tempdir().unwrap();
+    let kernel: Arc<dyn Kernel> = Arc::new(RealKernel::new());
+    let mut db = Db::open(Arc::clone(&kernel), dir.path(), o.clone()).unwrap();
+    for (key, value) in [
+        (40, &big[..]),
+        (1, &big[..]),
+        (39, &b""[..]),
+        (41, &big[..]),
+    ] {
+        db.put(&k(key), value).unwrap();
+    }
+    db.flush().unwrap();
+    db.put(&k(0), b"").unwrap();
+    db.flush().unwrap();
+    db.put(&k(39), b"second").unwrap();
+    db.close().unwrap();
+    db = Db::open(Arc::clone(&kernel), dir.path(), o).unwrap();
+    db.put(&k(0), b"").unwrap();
+    db.flush().unwrap();
+    db.delete(&k(39)).unwrap();
+    db.put(&k(0), b"").unwrap();
+    db.flush().unwrap();
+    // The layout the bug needs: the tombstone of k039 in an L1 file spanning k000..k039, and an
+    // older k039 in L2.
+    let v = db.current_version();
+    let spans = |f: &resystance::version::FileMeta, key: &[u8]| {
+        f.smallest_user_key() <= key && key <= f.largest_user_key()
+    };
+    assert!(
+        v.levels[1]
+            .iter()
+            .any(|f| spans(f, &k(0)) && spans(f, &k(39))),
+        "{v:?}"
+    );
+    assert!(v.levels[2].iter().any(|f| spans(f, &k(39))), "{v:?}");
+    db.delete(&k(0)).unwrap();
+    db.compact_all().unwrap();
+    assert_eq!(db.get(&k(39)).unwrap(), None, "the deleted key came back");
+    let keys: Vec<_> = db.iter(None, None).map(|r| r.unwrap().0).collect();
+    assert_eq!(keys, vec![k(1), k(40), k(41)]);
+    db.close().unwrap();
+}

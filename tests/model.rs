@@ -114,12 +114,14 @@ fn model_range(m: &BTreeMap<Vec<u8>, Vec<u8>>, lo: &[u8], hi: &[u8]) -> Vec<(Str
     entries(m.range(lo.to_vec()..hi.to_vec()))
 }
 
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
 fn run(ops: &[Op], background: BackgroundMode) {
     let dir = tempfile::tempdir().unwrap();
     let kernel: Arc<dyn Kernel> = Arc::new(RealKernel::new());
     let mut db = open(&kernel, dir.path(), background);
     let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-    let mut snaps: Vec<(Snapshot, BTreeMap<Vec<u8>, Vec<u8>>)> = Vec::new();
+    let mut snaps: Vec<(Snapshot, Model)> = Vec::new();
     for (step, op) in ops.iter().enumerate() {
         match op {
             Op::Put(k, l, f) => {

@@ -87,15 +87,7 @@ pub fn pick_compaction(
             pick_sorted_level(version, level, compacting)
         };
         if let Some((inputs, output_level_inputs)) = picked {
-            let (lo, hi) = key_range(
-                &inputs
-                    .iter()
-                    .chain(output_level_inputs.iter())
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            );
-            let bottommost = ((level + 2)..version.levels.len())
-                .all(|l| version.overlapping(l, &lo, &hi).is_empty());
+            let bottommost = is_bottommost(version, level + 1, &inputs, &output_level_inputs);
             let trivial_move = level > 0 && inputs.len() == 1 && output_level_inputs.is_empty();
             return Some(PickedCompaction {
                 level,
@@ -112,6 +104,20 @@ pub fn pick_compaction(
 }
 
 type Inputs = (Vec<Arc<FileMeta>>, Vec<Arc<FileMeta>>);
+
+/// Whether a compaction of `inputs` and `output_level_inputs` into `output_level` writes the
+/// bottommost data for its key range: no level below `output_level` holds a key in the range
+/// of *all* its inputs (the output-level files pulled in widen it).
+pub fn is_bottommost(
+    version: &Version,
+    output_level: usize,
+    inputs: &[Arc<FileMeta>],
+    output_level_inputs: &[Arc<FileMeta>],
+) -> bool {
+    let all: Vec<Arc<FileMeta>> = inputs.iter().chain(output_level_inputs).cloned().collect();
+    let (lo, hi) = key_range(&all);
+    ((output_level + 1)..version.levels.len()).all(|l| version.overlapping(l, &lo, &hi).is_empty())
+}
 
 fn pick_level0(version: &Version, compacting: &HashSet<u64>) -> Option<Inputs> {
     let l0 = &version.levels[0];

@@ -112,19 +112,8 @@ impl ChecksumType {
     }
 }
 
-const CRC_MASK_DELTA: u32 = 0xa282_ead8;
 /// RocksDB's `kRandomPrime` for folding the type byte into an XXH3 checksum.
 const XXH3_LAST_BYTE_PRIME: u32 = 0x6b90_83d9;
-
-/// Masks a CRC32c for storage (a CRC over data that embeds CRCs stays strong).
-pub fn mask_crc(crc: u32) -> u32 {
-    crc.rotate_right(15).wrapping_add(CRC_MASK_DELTA)
-}
-
-/// Inverts [`mask_crc`].
-pub fn unmask_crc(masked: u32) -> u32 {
-    masked.wrapping_sub(CRC_MASK_DELTA).rotate_left(15)
-}
 
 /// The stored checksum of a block: computed over `contents` followed by `type_byte`.
 ///
@@ -135,7 +124,7 @@ pub fn unmask_crc(masked: u32) -> u32 {
 pub fn block_checksum(kind: ChecksumType, contents: &[u8], type_byte: u8) -> u32 {
     match kind {
         ChecksumType::None => 0,
-        ChecksumType::Crc32c => mask_crc(crc32c::crc32c_append(
+        ChecksumType::Crc32c => crate::crc::mask(crc32c::crc32c_append(
             crc32c::crc32c(contents),
             &[type_byte],
         )),
@@ -288,18 +277,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn crc32c_known_value_and_mask_inverse() {
-        assert_eq!(crc32c::crc32c(b"123456789"), 0xe306_9283);
-        for c in [0u32, 1, 0xe306_9283, 0x8000_0000, u32::MAX] {
-            assert_eq!(unmask_crc(mask_crc(c)), c);
-            assert_ne!(mask_crc(c), c);
-        }
-        // ((c >> 15) | (c << 17)) + 0xa282ead8 for c = 0xe3069283, worked out by hand.
-        assert_eq!(mask_crc(0xe306_9283), 0xc78a_b0e5);
+    fn crc32c_block_checksum_extends_the_contents_crc_by_the_type_byte() {
         // The checksum of a block extends the CRC of the contents by the type byte.
         assert_eq!(
             block_checksum(ChecksumType::Crc32c, b"12345678", b'9'),
-            mask_crc(0xe306_9283)
+            crate::crc::mask(0xe306_9283)
         );
     }
 
