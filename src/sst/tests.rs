@@ -419,8 +419,16 @@ fn arb_entries() -> impl Strategy<Value = Entries> {
     })
 }
 
+/// Cases per property: `PROPTEST_CASES` when set (CI scales with it), 48 otherwise.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(48)
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     #[test]
     fn random_tables_read_back_identically(
