@@ -19,7 +19,7 @@ use resystance_traces::{Accounted, Errno, Kernel};
 use crate::compaction::executor_for;
 use crate::compaction::job::{CompactionExecutor, CompactionJob, JobEnv};
 use crate::compaction::output::OutputWriter;
-use crate::compaction::picker::{is_bottommost, pick_compaction, PickedCompaction};
+use crate::compaction::picker::{is_bottommost, key_range, pick_compaction, PickedCompaction};
 use crate::compaction::visibility::VersionFilter;
 use crate::error::{Error, KernelContext, Result};
 use crate::filename::{self, FileKind};
@@ -504,20 +504,11 @@ impl Db {
                 level + 1
             };
             let inputs = v.levels[level].clone();
-            let lo = inputs
-                .iter()
-                .map(|f| f.smallest_user_key())
-                .min()
-                .expect("files");
-            let hi = inputs
-                .iter()
-                .map(|f| f.largest_user_key())
-                .max()
-                .expect("files");
+            let (lo, hi) = key_range(&inputs);
             let below = if output_level == level {
                 Vec::new()
             } else {
-                v.overlapping(output_level, lo, hi)
+                v.overlapping(output_level, &lo, &hi)
             };
             let bottommost = is_bottommost(&v, output_level, &inputs, &below);
             let picked = PickedCompaction {

@@ -24,3 +24,15 @@ pub trait InternalIterator: Send {
     /// `Ok` unless an error stopped the iterator.
     fn status(&self) -> Result<()>;
 }
+
+/// Every entry of `it` from the first, or the error that stopped it.
+pub fn collect_entries(it: &mut dyn InternalIterator) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+    let mut out = Vec::new();
+    it.seek_to_first();
+    while it.valid() {
+        out.push((it.key().to_vec(), it.value().to_vec()));
+        it.next();
+    }
+    it.status()?;
+    Ok(out)
+}

@@ -53,8 +53,8 @@ pub fn level_scores(version: &Version, options: &Options) -> Vec<(usize, f64)> {
         .collect()
 }
 
-/// User-key range covered by `files`.
-fn key_range(files: &[Arc<FileMeta>]) -> (Vec<u8>, Vec<u8>) {
+/// User-key range covered by `files` (non-empty).
+pub fn key_range(files: &[Arc<FileMeta>]) -> (Vec<u8>, Vec<u8>) {
     let lo = files
         .iter()
         .map(|f| f.smallest_user_key())

@@ -355,6 +355,18 @@ impl BlockIter {
     }
 
     /// Moves to the first entry.
+    /// Every entry from the first, or the first decoding error.
+    pub fn into_entries(mut self) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.seek_to_first();
+        while self.valid() {
+            out.push((self.key().to_vec(), self.value().to_vec()));
+            self.next();
+        }
+        self.status()?;
+        Ok(out)
+    }
+
     pub fn seek_to_first(&mut self) {
         if self.error.is_some() {
             return;
@@ -556,15 +568,7 @@ pub fn decode_block_entries(
     file_offset: u64,
 ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
     let block = Block::new(contents.to_vec(), Arc::from(path), file_offset)?;
-    let mut it = BlockIter::new(block, kind);
-    let mut out = Vec::new();
-    it.seek_to_first();
-    while it.valid() {
-        out.push((it.key().to_vec(), it.value().to_vec()));
-        it.next();
-    }
-    it.status()?;
-    Ok(out)
+    BlockIter::new(block, kind).into_entries()
 }
 
 #[cfg(test)]

@@ -115,7 +115,7 @@ impl Table {
             // Missing properties are tolerated, like RocksDB: every default is what we need.
             let block = table.tail_block(kernel.as_ref(), &tail, h)?;
             let offset = block.file_offset();
-            let entries = decode_all(BlockIter::new(block, BlockKind::Meta))?;
+            let entries = BlockIter::new(block, BlockKind::Meta).into_entries()?;
             table.properties = TableProperties::decode(path, offset, entries)?;
         }
         table.check_properties()?;
@@ -366,17 +366,6 @@ impl Table {
 struct Tail {
     offset: u64,
     bytes: Vec<u8>,
-}
-
-fn decode_all(mut it: BlockIter) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
-    let mut out = Vec::new();
-    it.seek_to_first();
-    while it.valid() {
-        out.push((it.key().to_vec(), it.value().to_vec()));
-        it.next();
-    }
-    it.status()?;
-    Ok(out)
 }
 
 /// An [`InternalIterator`] over a table: one `pread` per data block it enters, and the current

@@ -50,14 +50,7 @@ fn read_back(
     lookups: &[Vec<u8>],
 ) -> crate::Result<(Entries, Gets)> {
     let table = Arc::new(Table::open(k, path)?);
-    let mut it = table.iter(Arc::clone(k));
-    let mut out = Vec::new();
-    it.seek_to_first();
-    while it.valid() {
-        out.push((it.key().to_vec(), it.value().to_vec()));
-        it.next();
-    }
-    it.status()?;
+    let out = crate::iter::collect_entries(&mut table.iter(Arc::clone(k)))?;
     let mut gets = Vec::new();
     for l in lookups {
         gets.push(table.get(k.as_ref(), l)?);
