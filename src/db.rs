@@ -10,8 +10,9 @@
 //!    needs it (WALs: only once a durable edit says their contents are in an SST).
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 
 use resystance_traces::{Accounted, Errno, Kernel};
@@ -116,11 +117,20 @@ impl Drop for Snapshot {
     }
 }
 
-fn ignore_enoent(r: std::result::Result<(), resystance_traces::KernelError>) -> bool {
+/// Whether a `mkdir` succeeded or found the directory already there.
+fn created_or_exists(r: std::result::Result<(), resystance_traces::KernelError>) -> bool {
     match r {
         Ok(()) => true,
         Err(e) => e.errno() == Some(Errno::EEXIST),
     }
+}
+
+/// The message of a caught panic.
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 impl Db {
@@ -128,7 +138,7 @@ impl Db {
     pub fn open(kernel: Arc<dyn Kernel>, dir: &Path, options: Options) -> Result<Db> {
         options.validate().map_err(Error::InvalidArgument)?;
         let executor = executor_for(options.compaction_mode)?;
-        if options.create_if_missing && !ignore_enoent(kernel.mkdir(dir)) {
+        if options.create_if_missing && !created_or_exists(kernel.mkdir(dir)) {
             kernel.mkdir(dir).ctx("creating database directory", dir)?;
         }
         let recovered = version::recover(&kernel, dir, options.num_levels)?;
@@ -199,7 +209,8 @@ impl Db {
                 // Every record in a WAL at or above `log_number` is unflushed by construction
                 // (the MANIFEST's last sequence may already count them), so all are replayed.
                 let mut seq = batch.sequence();
-                if seq == 0 || seq + u64::from(batch.count()) > key::SEQUENCE_MAX {
+                let past_last = seq.checked_add(u64::from(batch.count()));
+                if seq == 0 || past_last.is_none_or(|end| end > key::SEQUENCE_MAX) {
                     return Err(Error::corruption(
                         &path,
                         0,
@@ -255,9 +266,8 @@ impl Db {
         let manifest = Manifest::create(&kernel, dir, manifest_number, &snapshot)?;
         crate::file::sync_dir(&kernel, dir)?;
 
-        let mut stats = DbStats::default();
-        stats.flush.flushes = added.len() as u64;
-        stats.flush.bytes_written = added.iter().map(|f| f.file_size).sum();
+        // Statistics cover this session's work; the recovery flush above is not part of it.
+        let stats = DbStats::default();
         let current = Arc::new(version);
         let state = State {
             mem: Arc::new(Memtable::new()),
@@ -289,6 +299,11 @@ impl Db {
             cond: Condvar::new(),
             manifest: Mutex::new(manifest),
         });
+        // Open every table now (RocksDB with max_open_files = -1 does the same): a damaged
+        // footer or index shows at open, and jobs never pay for opening their inputs.
+        for f in inner.lock().current.levels.iter().flatten() {
+            inner.tables.get(f.number)?;
+        }
         inner.delete_obsolete_files();
         let mut threads = Vec::new();
         if inner.options.background == BackgroundMode::Threads {
@@ -300,11 +315,18 @@ impl Db {
                 ),
             ] {
                 let i = Arc::clone(&inner);
-                let handle = std::thread::Builder::new()
+                match std::thread::Builder::new()
                     .name(name.into())
                     .spawn(move || work(&i))
-                    .map_err(|e| Error::Unavailable(format!("spawning {name}: {e}")))?;
-                threads.push(handle);
+                {
+                    Ok(handle) => threads.push(handle),
+                    Err(e) => {
+                        // Stop the thread already started before reporting.
+                        let mut db = Db { inner, threads };
+                        db.stop_threads();
+                        return Err(Error::Unavailable(format!("spawning {name}: {e}")));
+                    }
+                }
             }
         } else {
             inner.run_pending_work_inline()?;
@@ -351,6 +373,13 @@ impl Db {
         let inner = &self.inner;
         let mut st = inner.lock();
         st = inner.make_room_for_write(st, batch.user_bytes())?;
+        if st.last_sequence + u64::from(batch.count()) > key::SEQUENCE_MAX {
+            return Err(Error::Unavailable(format!(
+                "sequence numbers exhausted (last {} of {})",
+                st.last_sequence,
+                key::SEQUENCE_MAX
+            )));
+        }
         let first = st.last_sequence + 1;
         batch.set_sequence(first);
         if let Err(e) = st.wal.add_record(batch.encoded(), inner.options.sync_wal) {
@@ -373,14 +402,13 @@ impl Db {
 
     /// The value of `key`, or `None` if absent or deleted.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
-        let seq = self.inner.lock().last_sequence;
-        self.inner.get(key, seq)
+        self.inner.get(key, None)
     }
 
     /// The value of `key` as of `snapshot`.
     pub fn get_at(&self, key: &[u8], snapshot: &Snapshot) -> Result<Option<Vec<u8>>> {
         self.check_snapshot(snapshot)?;
-        self.inner.get(key, snapshot.sequence)
+        self.inner.get(key, Some(snapshot.sequence))
     }
 
     fn check_snapshot(&self, snapshot: &Snapshot) -> Result<()> {
@@ -405,8 +433,7 @@ impl Db {
 
     /// Iterates live keys in `[lower, upper)` (each bound optional) in key order.
     pub fn iter(&self, lower: Option<&[u8]>, upper: Option<&[u8]>) -> DbIter {
-        let seq = self.inner.lock().last_sequence;
-        self.inner.iter(seq, lower, upper)
+        self.inner.iter(None, lower, upper)
     }
 
     /// Like [`Db::iter`], as of `snapshot`.
@@ -417,7 +444,7 @@ impl Db {
         upper: Option<&[u8]>,
     ) -> Result<DbIter> {
         self.check_snapshot(snapshot)?;
-        Ok(self.inner.iter(snapshot.sequence, lower, upper))
+        Ok(self.inner.iter(Some(snapshot.sequence), lower, upper))
     }
 
     /// Flushes the memtable to L0 and waits until every full memtable is flushed.
@@ -437,7 +464,7 @@ impl Db {
                     if let Some(e) = &st.bg_error {
                         return Err(Error::Unavailable(format!("background error: {e}")));
                     }
-                    st = inner.cond.wait(st).expect("state lock");
+                    st = inner.wait(st);
                 }
                 Ok(())
             }
@@ -462,7 +489,7 @@ impl Db {
                     if idle {
                         return Ok(());
                     }
-                    st = inner.cond.wait(st).expect("state lock");
+                    st = inner.wait(st);
                 }
             }
         }
@@ -489,7 +516,7 @@ impl Db {
             let mut st = inner.lock();
             while st.compaction_running {
                 DbInner::unavailable(&st)?;
-                st = inner.cond.wait(st).expect("state lock");
+                st = inner.wait(st);
             }
             DbInner::unavailable(&st)?;
             let v = Arc::clone(&st.current);
@@ -597,10 +624,18 @@ impl Db {
             self.inner.cond.notify_all();
         }
         for t in self.threads.drain(..) {
+            // Job panics are caught and recorded as the background error; a thread that still
+            // died is reported here.
             t.join()
                 .map_err(|_| Error::Unavailable("a background thread panicked".into()))?;
         }
         let mut st = self.inner.lock();
+        if let Some(e) = &st.bg_error {
+            // The WAL may hold a record whose write failed; do not push it out now.
+            return Err(Error::Unavailable(format!(
+                "closed after a background error: {e}"
+            )));
+        }
         st.wal.sync(true)
     }
 }
@@ -641,10 +676,26 @@ fn flush_memtable(
 }
 
 impl DbInner {
+    /// The state lock. A panic while it was held is already recorded as the background error
+    /// (writes stop), so a poisoned lock is taken over rather than turned into another panic.
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().expect("state lock poisoned")
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    fn wait<'a>(&self, st: MutexGuard<'a, State>) -> MutexGuard<'a, State> {
+        self.cond.wait(st).unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Fails once a background error stopped the database. Jobs already running check only
+    /// this, so a job that started before shutdown still finishes and installs its result.
+    fn failed(st: &State) -> Result<()> {
+        match &st.bg_error {
+            Some(e) => Err(Error::Unavailable(format!("background error: {e}"))),
+            None => Ok(()),
+        }
+    }
+
+    /// Fails when new work must not start: after a background error, or while closing.
     fn unavailable(st: &State) -> Result<()> {
         if let Some(e) = &st.bg_error {
             return Err(Error::Unavailable(format!("background error: {e}")));
@@ -683,7 +734,7 @@ impl DbInner {
                 }
                 let t0 = self.kernel.now_ns();
                 self.cond.notify_all();
-                st = self.cond.wait(st).expect("state lock");
+                st = self.wait(st);
                 st.stats.stall.stop_ns += self.kernel.now_ns().saturating_sub(t0);
                 continue;
             }
@@ -716,14 +767,28 @@ impl DbInner {
 
     /// Makes the active memtable immutable and starts a new one with a new WAL.
     fn switch_memtable(&self, st: &mut State) -> Result<()> {
-        let number = st.next_file_number;
-        let wal = LogWriter::create(&self.kernel, &filename::log_path(&self.dir, number))?;
-        st.next_file_number += 1;
-        let old_wal_number = std::mem::replace(&mut st.wal_number, number);
-        let mut old_wal = std::mem::replace(&mut st.wal, wal);
-        if self.options.sync_wal {
-            old_wal.sync(false)?;
+        let result = self.switch_memtable_inner(st);
+        if let Err(e) = &result {
+            // A WAL that could not be synced or created leaves writes in doubt: stop.
+            st.bg_error.get_or_insert(e.clone());
+            self.cond.notify_all();
         }
+        result
+    }
+
+    fn switch_memtable_inner(&self, st: &mut State) -> Result<()> {
+        if self.options.sync_wal {
+            st.wal.sync(false)?;
+        }
+        let number = st.next_file_number;
+        st.next_file_number += 1;
+        let wal = LogWriter::create(&self.kernel, &filename::log_path(&self.dir, number))?;
+        if self.options.sync_wal {
+            // The new WAL's directory entry must be durable before writes in it are acked.
+            crate::file::sync_dir(&self.kernel, &self.dir)?;
+        }
+        let old_wal_number = std::mem::replace(&mut st.wal_number, number);
+        st.wal = wal; // the old WAL is complete: closing it loses nothing
         let old = std::mem::replace(&mut st.mem, Arc::new(Memtable::new()));
         st.imm.push_back((old, old_wal_number));
         self.cond.notify_all();
@@ -740,9 +805,13 @@ impl DbInner {
 
     /// Appends `edit` to the MANIFEST (durably), then installs the resulting version.
     fn log_and_apply(&self, mut edit: VersionEdit) -> Result<()> {
-        let mut manifest = self.manifest.lock().expect("manifest lock");
+        let mut manifest = self.manifest.lock().unwrap_or_else(PoisonError::into_inner);
         let version = {
             let st = self.lock();
+            // After a failed MANIFEST write its tail is in doubt (the record may or may not be
+            // durable, or may sit in the writer's buffer): nothing more goes in until reopen,
+            // which starts a fresh MANIFEST.
+            Self::failed(&st)?;
             edit.next_file_number = Some(st.next_file_number);
             edit.last_sequence = Some(st.last_sequence);
             edit.log_number = Some(edit.log_number.unwrap_or(st.log_number).max(st.log_number));
@@ -751,6 +820,8 @@ impl DbInner {
                 .map_err(|what| Error::corruption(&self.dir, 0, format!("version edit: {what}")))?
         };
         if let Err(e) = manifest.append(&edit) {
+            // The edit may be durable even though the call failed: from now on no file is
+            // deleted (see delete_obsolete_files), so whatever it references stays.
             self.lock().bg_error.get_or_insert(e.clone());
             self.cond.notify_all();
             return Err(e);
@@ -769,14 +840,24 @@ impl DbInner {
             {
                 let mut st = self.lock();
                 while !st.shutting_down && (st.imm.is_empty() || st.bg_error.is_some()) {
-                    st = self.cond.wait(st).expect("state lock");
+                    st = self.wait(st);
                 }
                 if st.shutting_down {
                     return;
                 }
             }
-            if let Err(e) = self.flush_one() {
-                self.record_bg_error(e);
+            match catch_unwind(AssertUnwindSafe(|| self.flush_one())) {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => self.record_bg_error(e),
+                Err(p) => {
+                    let mut st = self.lock();
+                    st.flush_running = false;
+                    st.bg_error.get_or_insert(Error::Unavailable(format!(
+                        "flush panicked: {}",
+                        panic_message(p.as_ref())
+                    )));
+                    self.cond.notify_all();
+                }
             }
         }
     }
@@ -799,11 +880,24 @@ impl DbInner {
                             break p;
                         }
                     }
-                    st = self.cond.wait(st).expect("state lock");
+                    st = self.wait(st);
                 }
             };
-            if let Err(e) = self.run_compaction(&picked) {
-                self.record_bg_error(e);
+            match catch_unwind(AssertUnwindSafe(|| self.run_compaction(&picked))) {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => self.record_bg_error(e),
+                Err(p) => {
+                    let mut st = self.lock();
+                    for f in picked.all_inputs() {
+                        st.compacting.remove(&f.number);
+                    }
+                    st.compaction_running = false;
+                    st.bg_error.get_or_insert(Error::Unavailable(format!(
+                        "compaction panicked: {}",
+                        panic_message(p.as_ref())
+                    )));
+                    self.cond.notify_all();
+                }
             }
         }
     }
@@ -823,6 +917,9 @@ impl DbInner {
             let picked = {
                 let mut st = self.lock();
                 Self::unavailable(&st)?;
+                if st.compaction_running {
+                    return Ok(()); // another writer thread is running one
+                }
                 match pick_compaction(&st.current, &self.options, &st.compacting) {
                     Some(p) => {
                         for f in p.all_inputs() {
@@ -842,7 +939,7 @@ impl DbInner {
     fn flush_one(&self) -> Result<bool> {
         let (mem, snapshots) = {
             let mut st = self.lock();
-            Self::unavailable(&st)?;
+            Self::failed(&st)?;
             if st.flush_running {
                 return Ok(false);
             }
@@ -869,6 +966,9 @@ impl DbInner {
             &alloc,
         )
         .and_then(|files| {
+            for f in &files {
+                self.tables.open_new(&self.kernel, f.number)?;
+            }
             // The oldest WAL still needed after this flush: the next immutable memtable's,
             // or the active one's.
             let log_number = {
@@ -972,6 +1072,9 @@ impl DbInner {
         };
         let t0 = self.kernel.now_ns();
         let result = self.executor.run(&job, &env).and_then(|out| {
+            for f in &out.files {
+                self.tables.open_new(&env.kernel, f.number)?;
+            }
             let edit = VersionEdit {
                 deleted: job
                     .inputs()
@@ -1026,6 +1129,11 @@ impl DbInner {
     fn delete_obsolete_files(&self) {
         let (live, pending, log_number, wal_numbers, manifest_number, next_number) = {
             let mut st = self.lock();
+            if st.bg_error.is_some() {
+                // A failed MANIFEST write may have made an edit durable that this process
+                // does not know about; only the next open can tell what is obsolete.
+                return;
+            }
             st.versions.retain(|w| w.strong_count() > 0);
             let mut live: HashSet<u64> = st.current.file_numbers().collect();
             for v in st.versions.iter().filter_map(Weak::upgrade) {
@@ -1064,10 +1172,13 @@ impl DbInner {
         }
     }
 
-    fn get(&self, user_key: &[u8], seq: u64) -> Result<Option<Vec<u8>>> {
-        let (mem, imm, version) = {
+    /// Reads at `snapshot`, or at the latest sequence — taken in the same critical section as
+    /// the memtables and version, so a flush cannot drop the version it should see.
+    fn get(&self, user_key: &[u8], snapshot: Option<u64>) -> Result<Option<Vec<u8>>> {
+        let (seq, mem, imm, version) = {
             let st = self.lock();
             (
+                snapshot.unwrap_or(st.last_sequence),
                 Arc::clone(&st.mem),
                 st.imm
                     .iter()
@@ -1114,10 +1225,11 @@ impl DbInner {
         Ok(None)
     }
 
-    fn iter(&self, seq: u64, lower: Option<&[u8]>, upper: Option<&[u8]>) -> DbIter {
-        let (mem, imm, version) = {
+    fn iter(&self, snapshot: Option<u64>, lower: Option<&[u8]>, upper: Option<&[u8]>) -> DbIter {
+        let (seq, mem, imm, version) = {
             let st = self.lock();
             (
+                snapshot.unwrap_or(st.last_sequence),
                 Arc::clone(&st.mem),
                 st.imm
                     .iter()

@@ -36,7 +36,16 @@ pub fn manifest_name(number: u64) -> String {
 /// `CURRENT`.
 pub const CURRENT: &str = "CURRENT";
 
-/// Classifies a directory entry; `None` for files that are not the database's.
+/// A file number as the engine writes it: at least six decimal digits, nothing else.
+fn number(digits: &str) -> Option<u64> {
+    if digits.len() < 6 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Classifies a directory entry; `None` for files that are not the database's (so they are
+/// never deleted as obsolete).
 pub fn parse(name: &str) -> Option<FileKind> {
     if name == CURRENT {
         return Some(FileKind::Current);
@@ -45,13 +54,10 @@ pub fn parse(name: &str) -> Option<FileKind> {
         return Some(FileKind::Temp);
     }
     if let Some(n) = name.strip_prefix("MANIFEST-") {
-        return n.parse().ok().map(FileKind::Manifest);
+        return number(n).map(FileKind::Manifest);
     }
     let (stem, ext) = name.split_once('.')?;
-    if stem.is_empty() || !stem.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let n = stem.parse().ok()?;
+    let n = number(stem)?;
     match ext {
         "sst" => Some(FileKind::Table(n)),
         "log" => Some(FileKind::Log(n)),
@@ -75,6 +81,9 @@ mod tests {
         assert_eq!(parse("CURRENT.dbtmp"), Some(FileKind::Temp));
         assert_eq!(parse("LOG"), None);
         assert_eq!(parse("x12.sst"), None);
+        assert_eq!(parse("1.sst"), None, "not a name the engine writes");
+        assert_eq!(parse("MANIFEST-+00005"), None);
+        assert_eq!(parse("00012a.log"), None);
         assert_eq!(parse("12.txt"), None);
     }
 }

@@ -11,7 +11,8 @@ use crate::filename;
 use crate::sst::Table;
 
 /// Open tables of one database, kept open until their file is deleted (RocksDB's
-/// `max_open_files = -1`).
+/// `max_open_files = -1`): every table is opened when the database opens or when the job that
+/// wrote it finishes, so compactions never pay for opening their inputs.
 #[derive(Debug)]
 pub struct TableCache {
     kernel: Arc<dyn Kernel>,
@@ -41,6 +42,20 @@ impl TableCache {
         )?);
         let mut tables = self.tables.lock().expect("table cache lock");
         Ok(Arc::clone(tables.entry(number).or_insert(table)))
+    }
+
+    /// Opens a table just written (RocksDB's check that a new table is usable) through the
+    /// writing job's `kernel`, so the job pays for it, and keeps it open for later readers.
+    pub fn open_new(&self, kernel: &Arc<dyn Kernel>, number: u64) -> Result<()> {
+        let table = Arc::new(Table::open(
+            kernel,
+            &filename::table_path(&self.dir, number),
+        )?);
+        self.tables
+            .lock()
+            .expect("table cache lock")
+            .insert(number, table);
+        Ok(())
     }
 
     /// Forgets a table whose file is being deleted.

@@ -332,6 +332,13 @@ pub fn recover(
     }
     let missing =
         |what: &str| Error::corruption(&manifest_path, 0, format!("MANIFEST has no {what}"));
+    if let Some(seq) = last_sequence.filter(|&s| s > key::SEQUENCE_MAX) {
+        return Err(Error::corruption(
+            &manifest_path,
+            0,
+            format!("MANIFEST last sequence {seq} is over the 56-bit limit"),
+        ));
+    }
     if !saw_comparator {
         return Err(missing("comparator"));
     }

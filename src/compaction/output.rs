@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use resystance_traces::Kernel;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::file::{sync_dir, AppendFile, WRITE_BUFFER_BYTES_DEFAULT};
 use crate::filename::table_path;
 use crate::key;
@@ -24,6 +24,8 @@ pub struct OutputWriter<'a> {
     /// Paths created so far, to remove if the job fails.
     created: Vec<PathBuf>,
     last_user_key: Vec<u8>,
+    /// The last internal key added, to reject out-of-order input.
+    last_key: Option<Vec<u8>>,
 }
 
 struct Current {
@@ -60,13 +62,34 @@ impl<'a> OutputWriter<'a> {
             finished: Vec::new(),
             created: Vec::new(),
             last_user_key: Vec::new(),
+            last_key: None,
         }
     }
 
     /// Adds the next entry. A new file starts only between two user keys, so one key's
     /// versions never straddle files of a sorted level.
+    /// Input out of order (possible only when a checksum-valid input file is itself out of
+    /// order) is a corruption error, not a panic in the table builder.
     pub fn add(&mut self, ikey: &[u8], value: &[u8]) -> Result<()> {
-        let parsed = key::parse_internal_key(ikey).expect("validated input key");
+        let parsed = key::parse_internal_key(ikey).ok_or_else(|| {
+            Error::corruption(self.dir, 0, "compaction input has a malformed internal key")
+        })?;
+        if let Some(last) = &self.last_key {
+            if key::compare_internal(last, ikey) != std::cmp::Ordering::Less {
+                return Err(Error::corruption(
+                    self.dir,
+                    0,
+                    format!(
+                        "compaction input keys out of order: {:?} after {:?}",
+                        String::from_utf8_lossy(ikey),
+                        String::from_utf8_lossy(last)
+                    ),
+                ));
+            }
+        }
+        let last = self.last_key.get_or_insert_with(Vec::new);
+        last.clear();
+        last.extend_from_slice(ikey);
         let new_user_key = parsed.user_key != self.last_user_key.as_slice();
         if new_user_key {
             let full = self
