@@ -1,0 +1,350 @@
+//! Just enough of the `.BTF` type format to read BTF-defined map definitions.
+//!
+//! Layout (kernel `Documentation/bpf/btf.rst`): a header (magic `0xeB9F`, version, flags,
+//! `hdr_len`, then offsets/lengths of the type and string areas relative to the header's end),
+//! a sequence of variable-length type records (ids start at 1; 0 is `void`), and a string area.
+//! Every record is decoded so that ids line up, but only the kinds map definitions use keep
+//! their details.
+
+use super::ObjectError;
+
+/// BTF magic as stored little-endian.
+const BTF_MAGIC: u16 = 0xeb9f;
+/// Size of the fixed BTF header (`hdr_len` may be larger for future fields).
+const BTF_HEADER_SIZE: usize = 24;
+/// Size of the fixed part of every type record (`name_off`, `info`, `size`/`type`).
+const BTF_TYPE_SIZE: usize = 12;
+/// Type chains longer than this are treated as cycles: real C types are far shallower.
+const TYPE_DEPTH_MAX: usize = 32;
+
+/// One struct/union member.
+#[derive(Debug, Clone)]
+pub(crate) struct Member {
+    /// Offset of the member name in the string area.
+    pub(crate) name_off: u32,
+    /// Member type id.
+    pub(crate) type_id: u32,
+}
+
+/// One variable of a data section (`DATASEC` entry).
+#[derive(Debug, Clone)]
+pub(crate) struct SecVar {
+    /// Type id of the `VAR`.
+    pub(crate) type_id: u32,
+}
+
+/// The kinds we decode; the rest are kept only as placeholders so ids stay aligned.
+#[derive(Debug, Clone)]
+pub(crate) enum Kind {
+    /// A type with a byte size and nothing we need inside (int, enum, enum64, float).
+    Sized { size: u32 },
+    /// Pointer to `target`.
+    Ptr { target: u32 },
+    /// Array of `nelems` elements of type `elem`.
+    Array { elem: u32, nelems: u32 },
+    /// Struct or union.
+    Composite { size: u32, members: Vec<Member> },
+    /// typedef, volatile, const, restrict, type tag: same layout as `target`.
+    Alias { target: u32 },
+    /// A variable of type `target`.
+    Var { target: u32 },
+    /// A data section's list of variables.
+    Datasec { vars: Vec<SecVar> },
+    /// Anything without a size (fwd, func, func proto, decl tag).
+    Unsized,
+}
+
+/// One type record.
+#[derive(Debug, Clone)]
+pub(crate) struct Type {
+    /// Offset of the type name in the string area.
+    pub(crate) name_off: u32,
+    /// Decoded kind.
+    pub(crate) kind: Kind,
+    /// Byte offset of the record inside `.BTF`, for error messages.
+    pub(crate) offset: usize,
+}
+
+/// Parsed `.BTF`.
+#[derive(Debug)]
+pub(crate) struct Btf<'data> {
+    types: Vec<Type>,
+    strings: &'data [u8],
+    strings_offset: usize,
+}
+
+/// Little-endian reader over a byte slice that reports where it ran out.
+struct Reader<'data> {
+    data: &'data [u8],
+    pos: usize,
+}
+
+impl Reader<'_> {
+    fn u32(&mut self) -> Result<u32, ObjectError> {
+        let end = self
+            .pos
+            .checked_add(4)
+            .filter(|&end| end <= self.data.len());
+        let Some(end) = end else {
+            return Err(ObjectError::btf(self.pos, "truncated type record"));
+        };
+        let mut bytes = [0u8; 4];
+        bytes.copy_from_slice(&self.data[self.pos..end]);
+        self.pos = end;
+        Ok(u32::from_le_bytes(bytes))
+    }
+
+    fn skip(&mut self, count: usize, size: usize) -> Result<(), ObjectError> {
+        let end = count
+            .checked_mul(size)
+            .and_then(|len| self.pos.checked_add(len))
+            .filter(|&end| end <= self.data.len());
+        let Some(end) = end else {
+            return Err(ObjectError::btf(self.pos, "truncated type record"));
+        };
+        self.pos = end;
+        Ok(())
+    }
+}
+
+impl<'data> Btf<'data> {
+    /// Parses the header, every type record and locates the string area.
+    pub(crate) fn parse(data: &'data [u8]) -> Result<Self, ObjectError> {
+        if data.len() < BTF_HEADER_SIZE {
+            return Err(ObjectError::btf(
+                0,
+                format!("{} bytes is shorter than the header", data.len()),
+            ));
+        }
+        let magic = u16::from_le_bytes([data[0], data[1]]);
+        if magic == BTF_MAGIC.swap_bytes() {
+            return Err(ObjectError::btf(0, "big-endian BTF is not supported"));
+        }
+        if magic != BTF_MAGIC {
+            return Err(ObjectError::btf(0, format!("bad magic {magic:#06x}")));
+        }
+        if data[2] != 1 {
+            return Err(ObjectError::btf(
+                2,
+                format!("unsupported version {}", data[2]),
+            ));
+        }
+        let mut header = Reader { data, pos: 4 };
+        let hdr_len = header.u32()? as usize;
+        let type_off = header.u32()? as usize;
+        let type_len = header.u32()? as usize;
+        let str_off = header.u32()? as usize;
+        let str_len = header.u32()? as usize;
+        if hdr_len < BTF_HEADER_SIZE || hdr_len > data.len() {
+            return Err(ObjectError::btf(4, format!("bad header length {hdr_len}")));
+        }
+        let area = |off: usize, len: usize, what: &str| {
+            hdr_len
+                .checked_add(off)
+                .and_then(|start| Some((start, start.checked_add(len)?)))
+                .filter(|&(_, end)| end <= data.len())
+                .ok_or_else(|| {
+                    ObjectError::btf(8, format!("{what} area {off}+{len} is outside .BTF"))
+                })
+        };
+        let (types_start, types_end) = area(type_off, type_len, "type")?;
+        let (strings_start, strings_end) = area(str_off, str_len, "string")?;
+
+        let mut reader = Reader {
+            data: &data[..types_end],
+            pos: types_start,
+        };
+        let mut types = Vec::new();
+        while reader.pos < types_end {
+            types.push(Self::parse_type(&mut reader)?);
+        }
+        Ok(Self {
+            types,
+            strings: &data[strings_start..strings_end],
+            strings_offset: strings_start,
+        })
+    }
+
+    /// Decodes one type record and advances past its kind-specific tail.
+    fn parse_type(reader: &mut Reader<'_>) -> Result<Type, ObjectError> {
+        let offset = reader.pos;
+        let name_off = reader.u32()?;
+        let info = reader.u32()?;
+        let size_or_type = reader.u32()?;
+        debug_assert_eq!(reader.pos - offset, BTF_TYPE_SIZE);
+        let vlen = (info & 0xffff) as usize;
+        let kind = match (info >> 24) & 0x1f {
+            // INT: one u32 of encoding bits.
+            1 => {
+                reader.skip(1, 4)?;
+                Kind::Sized { size: size_or_type }
+            }
+            2 => Kind::Ptr {
+                target: size_or_type,
+            },
+            3 => {
+                let elem = reader.u32()?;
+                let _index_type = reader.u32()?;
+                let nelems = reader.u32()?;
+                Kind::Array { elem, nelems }
+            }
+            // STRUCT, UNION: vlen members of (name_off, type, offset).
+            4 | 5 => {
+                let mut members = Vec::with_capacity(vlen.min(reader.data.len() / 12));
+                for _ in 0..vlen {
+                    let name_off = reader.u32()?;
+                    let type_id = reader.u32()?;
+                    let _bit_offset = reader.u32()?;
+                    members.push(Member { name_off, type_id });
+                }
+                Kind::Composite {
+                    size: size_or_type,
+                    members,
+                }
+            }
+            // ENUM: vlen (name_off, value) pairs.
+            6 => {
+                reader.skip(vlen, 8)?;
+                Kind::Sized { size: size_or_type }
+            }
+            // FWD, FUNC.
+            7 | 12 => Kind::Unsized,
+            // TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG.
+            8..=11 | 18 => Kind::Alias {
+                target: size_or_type,
+            },
+            // FUNC_PROTO: vlen (name_off, type) params.
+            13 => {
+                reader.skip(vlen, 8)?;
+                Kind::Unsized
+            }
+            // VAR: one u32 linkage.
+            14 => {
+                reader.skip(1, 4)?;
+                Kind::Var {
+                    target: size_or_type,
+                }
+            }
+            // DATASEC: vlen (type, offset, size).
+            15 => {
+                let mut vars = Vec::with_capacity(vlen.min(reader.data.len() / 12));
+                for _ in 0..vlen {
+                    let type_id = reader.u32()?;
+                    reader.skip(2, 4)?;
+                    vars.push(SecVar { type_id });
+                }
+                Kind::Datasec { vars }
+            }
+            // FLOAT.
+            16 => Kind::Sized { size: size_or_type },
+            // DECL_TAG: one u32 component index.
+            17 => {
+                reader.skip(1, 4)?;
+                Kind::Unsized
+            }
+            // ENUM64: vlen (name_off, lo32, hi32).
+            19 => {
+                reader.skip(vlen, 12)?;
+                Kind::Sized { size: size_or_type }
+            }
+            other => {
+                return Err(ObjectError::btf(
+                    offset,
+                    format!("unknown type kind {other}"),
+                ));
+            }
+        };
+        Ok(Type {
+            name_off,
+            kind,
+            offset,
+        })
+    }
+
+    /// The type with id `id` (ids start at 1; 0 is void and has no record).
+    pub(crate) fn get(&self, id: u32) -> Result<&Type, ObjectError> {
+        let index = (id as usize).checked_sub(1);
+        index
+            .and_then(|index| self.types.get(index))
+            .ok_or_else(|| {
+                ObjectError::btf(
+                    0,
+                    format!("type id {id} does not exist ({} types)", self.types.len()),
+                )
+            })
+    }
+
+    /// The NUL-terminated string at `name_off` in the string area.
+    pub(crate) fn name(&self, name_off: u32) -> Result<&'data str, ObjectError> {
+        let start = name_off as usize;
+        let tail = self.strings.get(start..).ok_or_else(|| {
+            ObjectError::btf(
+                self.strings_offset,
+                format!("string offset {name_off} is outside the string area"),
+            )
+        })?;
+        let len = tail
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or_else(|| ObjectError::btf(self.strings_offset + start, "unterminated string"))?;
+        std::str::from_utf8(&tail[..len])
+            .map_err(|_| ObjectError::btf(self.strings_offset + start, "string is not UTF-8"))
+    }
+
+    /// Follows typedefs and qualifiers to the underlying type id.
+    pub(crate) fn skip_aliases(&self, mut id: u32) -> Result<u32, ObjectError> {
+        for _ in 0..TYPE_DEPTH_MAX {
+            match self.get(id)?.kind {
+                Kind::Alias { target } => id = target,
+                _ => return Ok(id),
+            }
+        }
+        Err(ObjectError::btf(
+            self.get(id)?.offset,
+            format!("type chain deeper than {TYPE_DEPTH_MAX} (cycle?)"),
+        ))
+    }
+
+    /// Size in bytes of type `id`, as the C compiler laid it out.
+    pub(crate) fn size_of(&self, id: u32) -> Result<u64, ObjectError> {
+        self.size_of_at_depth(id, 0)
+    }
+
+    fn size_of_at_depth(&self, id: u32, depth: usize) -> Result<u64, ObjectError> {
+        let ty = self.get(id)?;
+        if depth >= TYPE_DEPTH_MAX {
+            return Err(ObjectError::btf(
+                ty.offset,
+                format!("type nesting deeper than {TYPE_DEPTH_MAX} (cycle?)"),
+            ));
+        }
+        match ty.kind {
+            Kind::Sized { size } | Kind::Composite { size, .. } => Ok(u64::from(size)),
+            // BPF is a 64-bit target.
+            Kind::Ptr { .. } => Ok(8),
+            Kind::Array { elem, nelems } => self
+                .size_of_at_depth(elem, depth + 1)?
+                .checked_mul(u64::from(nelems))
+                .ok_or_else(|| ObjectError::btf(ty.offset, "array size overflows")),
+            Kind::Alias { target } | Kind::Var { target } => {
+                self.size_of_at_depth(target, depth + 1)
+            }
+            Kind::Datasec { .. } | Kind::Unsized => Err(ObjectError::btf(
+                ty.offset,
+                format!("type id {id} has no size (forward declaration, function or section)"),
+            )),
+        }
+    }
+
+    /// The variables of the data section called `name`, if BTF describes it.
+    pub(crate) fn datasec(&self, name: &str) -> Result<Option<&[SecVar]>, ObjectError> {
+        for ty in &self.types {
+            if let Kind::Datasec { vars } = &ty.kind {
+                if self.name(ty.name_off)? == name {
+                    return Ok(Some(vars));
+                }
+            }
+        }
+        Ok(None)
+    }
+}
