@@ -1,6 +1,7 @@
 //! resystance: an LSM-tree engine whose SST files use RocksDB's block-based table format, and
 //! the testbed for offloading its compaction into the kernel with io_uring and eBPF.
 
+pub mod bpf_cmd;
 pub mod coding;
 pub mod error;
 pub mod file;

@@ -31,6 +31,8 @@ pub struct Cli {
 pub enum Command {
     /// Run db_bench-style benchmarks against the engine (db_bench's flag names and defaults).
     Bench(BenchArgs),
+    /// Run or disassemble an eBPF program on the vm or the Linux kernel.
+    Bpf(crate::bpf_cmd::BpfArgs),
 }
 
 /// One db_bench benchmark we implement.
@@ -198,6 +200,7 @@ mod tests {
         argv.extend_from_slice(args);
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Command::Bench(b) => b,
+            Command::Bpf(_) => panic!("parsed as bpf"),
         })
     }
 
@@ -244,7 +247,9 @@ mod tests {
             "--num=10",
         ])
         .unwrap();
-        let Command::Bench(b) = cli.command;
+        let Command::Bench(b) = cli.command else {
+            panic!("parsed as bpf");
+        };
         assert_eq!(
             b.benchmarks,
             vec![Benchmark::FillSeq, Benchmark::ReadRandom]

@@ -33,12 +33,14 @@
 //! (`vm/tests/conformance.rs` measures both). rbpf's JIT (no memory checks at all) remains a
 //! candidate opt-in fast mode for objects the kernel's verifier has accepted.
 
+mod disasm;
 mod error;
 mod helper;
 mod interp;
 mod memory;
 mod program;
 
+pub use disasm::disassemble;
 pub use error::{Access, HelperError, LoadError, MemoryError, RunError};
 pub use helper::{Helper, Helpers};
 pub use interp::MAY_GOTO_LOOPS_MAX;
