@@ -1,5 +1,6 @@
 #!/bin/sh
-# Rebuilds the committed BPF test objects in tests/data from their C sources.
+# Rebuilds the committed BPF test objects in tests/data from their C sources: every *.c there
+# (the parser fixtures and the run_*.c objects tests/run_object.rs executes).
 # Usage: vm/build-test-objects.sh [OUT_DIR]   (default: the data directory itself)
 # Compiles from inside tests/data with the working directory mapped to "." so no absolute
 # path leaks into the DWARF; tests/object.rs runs this into a scratch directory and checks the

@@ -4,8 +4,16 @@
 //!   relocations — parsed without system calls, so the real kernel loads the very same
 //!   relocated instructions.
 //! * [`exec`]: running instructions with Linux's semantics: rbpf's opcode definitions and
-//!   decoder, and our own checked interpreter (why: `vm/README.md`). Maps, kernel helpers, the
-//!   rbpf JIT fast mode and differential testing against Linux are still to come.
+//!   decoder, and our own checked interpreter (why: `vm/README.md`).
+//! * [`maps`]: ARRAY, PERCPU_ARRAY, HASH and RINGBUF with the kernel's semantics and errnos,
+//!   their values living in VM memory regions.
+//! * [`helpers`]: the kernel's numbered helpers over one VM's own state and a supplied clock.
+//! * [`loader`]: an [`object::Object`]'s program loaded with its maps, run, and its maps
+//!   reached from the host. Still to come: `bpf_loop`, the rbpf JIT fast mode, differential
+//!   testing against Linux.
 
 pub mod exec;
+pub mod helpers;
+pub mod loader;
+pub mod maps;
 pub mod object;

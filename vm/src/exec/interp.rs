@@ -6,15 +6,23 @@
 //! signed `INT_MIN / -1` gives `INT_MIN` and `INT_MIN % -1` gives 0, register shift amounts
 //! are masked to the operand width, and may_goto counts down a per-frame budget.
 
-use super::error::{LoadError, RunError};
+use super::error::{HelperError, LoadError, RunError};
 use super::helper::Helpers;
 use super::memory::{frame_pointer, Memory, CTX_BASE, FRAMES_MAX};
-use super::program::{AluOp, AtomicOp, Cond, Op, Operand};
+use super::program::{AluOp, AtomicOp, Cond, Op, Operand, CALLBACK_ADDR_BASE};
 use super::{Limits, RunResult};
 
 /// may_goto iterations per frame before it starts jumping: the kernel's `BPF_MAX_LOOPS`
 /// (8 Mi), with which `do_misc_fixups` initialises each function's hidden counter.
 pub const MAY_GOTO_LOOPS_MAX: u64 = 1 << 23;
+
+/// `bpf_loop`'s helper id (`BPF_FUNC_loop`), run by the interpreter itself because its
+/// callback is BPF code: each iteration is a BPF-to-BPF call of the callback.
+pub const BPF_FUNC_LOOP: u32 = 181;
+/// Most iterations `bpf_loop` accepts (`BPF_MAX_LOOPS`, 8 Mi; more is -E2BIG).
+pub const BPF_LOOP_ITERATIONS_MAX: u64 = 1 << 23;
+const EINVAL: i64 = 22;
+const E2BIG: i64 = 7;
 
 /// State saved by a BPF-to-BPF call and restored by the callee's `exit`.
 #[derive(Debug, Clone, Copy, Default)]
@@ -22,6 +30,17 @@ struct Frame {
     return_pc: usize,
     callee_saved: [u64; 4],
     may_goto_left: u64,
+    /// Set when the frame is a `bpf_loop` callback invocation.
+    looping: Option<Loop>,
+}
+
+/// Progress of one `bpf_loop` call.
+#[derive(Debug, Clone, Copy)]
+struct Loop {
+    index: u64,
+    count: u64,
+    callback: usize,
+    ctx: u64,
 }
 
 /// Runs `ops` from instruction 0 until the main function exits.
@@ -227,6 +246,55 @@ pub(crate) fn run(
                 }
                 *left -= 1;
             }
+            Op::CallHelper { id: BPF_FUNC_LOOP } => {
+                // bpf_loop (kernel/bpf/bpf_iter.c): flags must be 0 (-EINVAL), at most
+                // BPF_MAX_LOOPS iterations (-E2BIG); calls callback(i, ctx) until it returns
+                // non-zero (result i + 1) or all ran (result nr_loops).
+                let (count, callback, ctx, flags) =
+                    (regs[1] & u64::from(u32::MAX), regs[2], regs[3], regs[4]);
+                if flags != 0 {
+                    regs[0] = (-EINVAL) as u64;
+                } else if count > BPF_LOOP_ITERATIONS_MAX {
+                    regs[0] = (-E2BIG) as u64;
+                } else if count == 0 {
+                    regs[0] = 0;
+                } else {
+                    let target = callback
+                        .checked_sub(CALLBACK_ADDR_BASE)
+                        .and_then(|t| usize::try_from(t).ok())
+                        .filter(|&t| t < ops.len() && !matches!(ops[t], Op::LddwTail))
+                        .ok_or_else(|| RunError::Helper {
+                            pc,
+                            id: BPF_FUNC_LOOP,
+                            source: HelperError::new(format!(
+                                "{callback:#x} is not a callback address"
+                            )),
+                        })?;
+                    if depth == FRAMES_MAX {
+                        return Err(RunError::CallDepthExceeded {
+                            pc,
+                            frames_max: FRAMES_MAX,
+                        });
+                    }
+                    frames[depth] = Frame {
+                        return_pc: pc + 1,
+                        callee_saved: [regs[6], regs[7], regs[8], regs[9]],
+                        may_goto_left: MAY_GOTO_LOOPS_MAX,
+                        looping: Some(Loop {
+                            index: 0,
+                            count,
+                            callback: target,
+                            ctx,
+                        }),
+                    };
+                    depth += 1;
+                    memory.enter_frame();
+                    regs[1..6].copy_from_slice(&[0, ctx, 0, 0, 0]);
+                    regs[10] = frame_pointer(depth - 1);
+                    pc = target;
+                    continue;
+                }
+            }
             Op::CallHelper { id } => {
                 let Some(helper) = helpers.get_mut(id) else {
                     return Err(LoadError::UnknownHelper { pc, id }.into());
@@ -247,6 +315,7 @@ pub(crate) fn run(
                     return_pc: pc + 1,
                     callee_saved: [regs[6], regs[7], regs[8], regs[9]],
                     may_goto_left: MAY_GOTO_LOOPS_MAX,
+                    looping: None,
                 };
                 depth += 1;
                 memory.enter_frame();
@@ -261,10 +330,23 @@ pub(crate) fn run(
                         insns_executed,
                     });
                 }
-                depth -= 1;
-                let frame = frames[depth];
+                let frame = frames[depth - 1];
                 regs[6..10].copy_from_slice(&frame.callee_saved);
                 memory.leave_frame();
+                if let Some(l) = frame.looping {
+                    let next = l.index + 1;
+                    if regs[0] == 0 && next < l.count {
+                        // Next iteration: a fresh call of the callback in the same slot.
+                        frames[depth - 1].looping = Some(Loop { index: next, ..l });
+                        frames[depth - 1].may_goto_left = MAY_GOTO_LOOPS_MAX;
+                        memory.enter_frame();
+                        regs[1..6].copy_from_slice(&[next, l.ctx, 0, 0, 0]);
+                        pc = l.callback;
+                        continue;
+                    }
+                    regs[0] = if regs[0] == 0 { l.count } else { next };
+                }
+                depth -= 1;
                 regs[10] = frame_pointer(depth - 1);
                 pc = frame.return_pc;
                 continue;

@@ -43,12 +43,12 @@ mod program;
 pub use disasm::disassemble;
 pub use error::{Access, HelperError, LoadError, MemoryError, RunError};
 pub use helper::{Helper, Helpers};
-pub use interp::MAY_GOTO_LOOPS_MAX;
+pub use interp::{BPF_FUNC_LOOP, BPF_LOOP_ITERATIONS_MAX, MAY_GOTO_LOOPS_MAX};
 pub use memory::{
     frame_pointer, region_base, Memory, Region, CTX_BASE, FRAMES_MAX, REGIONS_EXTRA_MAX,
     REGION_BYTES_MAX, STACK_FRAMES_BASE, STACK_FRAME_BYTES, STACK_FRAME_STRIDE_BYTES,
 };
-pub use program::{Program, INSN_SIZE_BYTES, PROG_INSNS_MAX};
+pub use program::{callback_address, Program, CALLBACK_ADDR_BASE, INSN_SIZE_BYTES, PROG_INSNS_MAX};
 
 /// Default instruction budget of one run: 2^28 (~268 M) instructions.
 ///
@@ -119,12 +119,12 @@ impl Vm {
         &self.helpers
     }
 
-    /// Checks that every helper `program` calls is registered.
+    /// Checks that every helper `program` calls is registered (`bpf_loop` is built in).
     pub fn check(&self, program: &Program) -> Result<(), LoadError> {
         match program
             .helper_calls()
             .iter()
-            .find(|(_, id)| !self.helpers.contains(*id))
+            .find(|&&(_, id)| id != BPF_FUNC_LOOP && !self.helpers.contains(id))
         {
             Some(&(pc, id)) => Err(LoadError::UnknownHelper { pc, id }),
             None => Ok(()),

@@ -164,6 +164,17 @@ pub(crate) enum Op {
     Exit,
 }
 
+/// `src_reg` of an `lddw` that loads a function's address (`BPF_PSEUDO_FUNC`).
+const PSEUDO_FUNC: u8 = 4;
+/// Base of callback addresses: slot `0xffff_fe00`, in no region, so a program cannot load or
+/// store through one; only `bpf_loop` accepts them.
+pub const CALLBACK_ADDR_BASE: u64 = 0xffff_fe00_0000_0000;
+
+/// The value an `lddw` of the callback starting at instruction `target` loads.
+pub const fn callback_address(target: usize) -> u64 {
+    CALLBACK_ADDR_BASE + target as u64
+}
+
 /// A validated eBPF program, ready to run on a [`super::Vm`].
 #[derive(Debug, Clone)]
 pub struct Program {
@@ -296,9 +307,21 @@ impl Decoder<'_> {
         let insn = &self.insns[pc];
         match insn.opc {
             ebpf::LD_DW_IMM => {
+                if insn.src == PSEUDO_FUNC {
+                    // A callback's address (for bpf_loop): the target is relative, like a
+                    // call's; it becomes an opaque, unmapped address the loop helper decodes.
+                    let target = self.target(pc, "callback", i64::from(insn.imm))?;
+                    if self.insns[pc + 1].imm != 0 {
+                        return Err(LoadError::LddwIncomplete { pc });
+                    }
+                    return Ok(Op::LoadImm64 {
+                        dst: insn.dst,
+                        value: callback_address(target),
+                    });
+                }
                 if insn.src != 0 {
-                    // Map, BTF and function references: the object loader resolves these into
-                    // plain constants before a program reaches us.
+                    // Map and BTF references: the object loader resolves these into plain
+                    // constants before a program reaches us.
                     return Err(invalid(
                         pc,
                         insn,

@@ -14,6 +14,8 @@ pub(crate) const OP_CALL: u8 = 0x85;
 pub(crate) const PSEUDO_MAP_FD: u8 = 1;
 /// `src_reg` of a 64-bit load whose immediate is a map fd plus an offset into its value.
 pub(crate) const PSEUDO_MAP_VALUE: u8 = 2;
+/// `src_reg` of a 64-bit load of a function's address (a callback), `imm` relative like a call.
+pub(crate) const PSEUDO_FUNC: u8 = 4;
 /// `src_reg` of a call to a BPF function in the same program (BPF-to-BPF call).
 pub(crate) const PSEUDO_CALL: u8 = 1;
 /// `src_reg` of a call to a kernel function identified by BTF id.

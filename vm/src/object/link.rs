@@ -39,6 +39,9 @@ pub(crate) enum InsnTarget {
     },
     /// A BPF-to-BPF call to instruction `insn` of code section `section` (ELF index).
     Call { section: usize, insn: usize },
+    /// An `lddw` of the address of a function (a callback, e.g. for `bpf_loop`), which becomes
+    /// `src_reg = BPF_PSEUDO_FUNC` with the relative instruction offset in `imm`.
+    Func { section: usize, insn: usize },
 }
 
 /// A section holding BPF code.
@@ -238,11 +241,15 @@ impl CodeSection {
             });
         }
         if code_sections.contains(&section) {
-            return Err(self.reloc_error(
-                insn_index,
-                name,
-                "loading a function's address (callbacks such as bpf_loop) is not supported",
-            ));
+            if offset % INSN_SIZE as u64 != 0 {
+                return Err(self.reloc_error(
+                    insn_index,
+                    name,
+                    format!("function address at byte {offset} is not instruction-aligned"),
+                ));
+            }
+            let insn = usize::try_from(offset / INSN_SIZE as u64).unwrap_or(usize::MAX);
+            return Ok(InsnTarget::Func { section, insn });
         }
         Err(self.reloc_error(
             insn_index,
@@ -405,7 +412,19 @@ pub(crate) fn link_program(
                 InsnTarget::Call {
                     section: callee_sec,
                     insn: callee_insn,
+                }
+                | InsnTarget::Func {
+                    section: callee_sec,
+                    insn: callee_insn,
                 } => {
+                    let is_func = matches!(target, InsnTarget::Func { .. });
+                    if is_func && at + 1 >= f.end {
+                        return Err(code.reloc_error(
+                            at,
+                            &f.name,
+                            "lddw straddles the end of its function",
+                        ));
+                    }
                     let callee_code = &sections[&callee_sec];
                     let callee = callee_code.func_at(callee_insn).ok_or_else(|| {
                         code.reloc_error(
@@ -434,6 +453,12 @@ pub(crate) fn link_program(
                     let distance = target as i64 - (position as i64 + 1);
                     let distance = i32::try_from(distance).expect("bounded by PROGRAM_INSNS_MAX");
                     insns[position] = insn::with_imm(insns[position], distance);
+                    if is_func {
+                        // The kernel's form (check_ld_imm): src_reg BPF_PSEUDO_FUNC, imm the
+                        // offset to the callback like a call's, second half zero.
+                        insns[position] = insn::with_src_reg(insns[position], insn::PSEUDO_FUNC);
+                        insns[position + 1] = insn::with_imm(insns[position + 1], 0);
+                    }
                 }
             }
         }

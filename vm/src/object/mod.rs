@@ -10,7 +10,8 @@
 //!
 //! Pure parsing: no system calls, so it runs anywhere (DESIGN §5). Not supported, and refused
 //! with an error naming the place: kfuncs and other extern symbols, legacy `maps` sections,
-//! map-in-map `values`, callbacks (function addresses in `lddw`), big-endian objects.
+//! map-in-map `values`, big-endian objects. Callbacks (function addresses in `lddw`) are linked
+//! like called subprograms and left as `BPF_PSEUDO_FUNC` loads, which both kernels resolve.
 //! `.BTF.ext` (line info, CO-RE relocations) and DWARF are ignored.
 
 mod btf;
