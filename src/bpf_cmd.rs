@@ -9,8 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand, ValueEnum};
-use resystance_traces::{Kernel, ProgLoad, ProgType};
+use resystance_traces::{Kernel, MapFd, MapSpec, MapType, ProgLoad, ProgType};
 use resystance_vm::exec::{self, Limits, Vm};
+use resystance_vm::helpers::Clock;
+use resystance_vm::loader::{self, LoadOptions};
+use resystance_vm::object::{MapDef, MapType as ObjMapType, Object};
 
 /// `resystance bpf …`.
 #[derive(Debug, Args)]
@@ -40,12 +43,25 @@ pub enum BpfBackend {
 
 /// `resystance bpf run`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["object", "raw"])))]
 pub struct RunArgs {
+    /// A clang-compiled BPF object (ELF); pick the program with `--prog`.
+    #[arg(value_name = "OBJECT.o", requires = "prog")]
+    pub object: Option<PathBuf>,
+    /// The program (function name) to run from `OBJECT.o`.
+    #[arg(long, value_name = "NAME")]
+    pub prog: Option<String>,
+    /// The context of an object's program, as hex bytes.
+    #[arg(long = "ctx-hex", value_name = "HEX", conflicts_with = "raw")]
+    pub ctx_hex: Option<String>,
+    /// Array-map contents before the run: the file's bytes are the values, index 0 first.
+    #[arg(long = "map", value_name = "NAME=FILE", conflicts_with = "raw")]
+    pub maps: Vec<String>,
     /// Raw program: little-endian 8-byte instructions.
     #[arg(long, value_name = "PROG.bin")]
-    pub raw: PathBuf,
-    /// The memory the program gets in r1 (length in r2); none if omitted.
-    #[arg(long, value_name = "FILE")]
+    pub raw: Option<PathBuf>,
+    /// The memory a raw program gets in r1 (length in r2); none if omitted.
+    #[arg(long, value_name = "FILE", requires = "raw")]
     pub mem: Option<PathBuf>,
     /// Where to run it.
     #[arg(long, value_enum, default_value = "vm")]
@@ -97,15 +113,23 @@ fn disasm(args: &DisasmArgs) -> Result<String, String> {
     Ok(out)
 }
 
-/// Loads and runs one raw program on the chosen backend.
+/// Loads and runs one program (raw or from an object) on the chosen backend.
 pub fn run_program(args: &RunArgs, kernel: &Arc<dyn Kernel>) -> Result<RunReport, String> {
-    let bytes = read(&args.raw, "program")?;
+    match (&args.object, &args.raw) {
+        (Some(object), None) => run_object(args, object, kernel),
+        (None, Some(raw)) => run_raw(args, raw, kernel),
+        _ => Err("give either OBJECT.o (with --prog) or --raw PROG.bin".into()),
+    }
+}
+
+fn run_raw(args: &RunArgs, raw: &Path, kernel: &Arc<dyn Kernel>) -> Result<RunReport, String> {
+    let bytes = read(raw, "program")?;
     let mut mem = match &args.mem {
         Some(p) => read(p, "memory")?,
         None => Vec::new(),
     };
-    let program = exec::Program::from_raw(&bytes)
-        .map_err(|e| format!("loading {}: {e}", args.raw.display()))?;
+    let program =
+        exec::Program::from_raw(&bytes).map_err(|e| format!("loading {}: {e}", raw.display()))?;
     let mut text = String::new();
     let retval = match args.backend {
         BpfBackend::Vm => {
@@ -117,7 +141,7 @@ pub fn run_program(args: &RunArgs, kernel: &Arc<dyn Kernel>) -> Result<RunReport
                         insns_max: args.insns_max,
                     },
                 )
-                .map_err(|e| format!("running {} on the vm: {e}", args.raw.display()))?;
+                .map_err(|e| format!("running {} on the vm: {e}", raw.display()))?;
             let _ = writeln!(text, "backend:      vm (checked interpreter)");
             let _ = writeln!(text, "return value: {:#018x} (r0, all 64 bits)", result.r0);
             let _ = writeln!(
@@ -139,12 +163,11 @@ pub fn run_program(args: &RunArgs, kernel: &Arc<dyn Kernel>) -> Result<RunReport
                     insns,
                     license: "GPL".into(),
                 })
-                .map_err(|e| format!("loading {} into the kernel: {e}", args.raw.display()))?;
+                .map_err(|e| format!("loading {} into the kernel: {e}", raw.display()))?;
             let run = kernel.bpf_prog_test_run(loaded.fd, &mut mem);
             // The program is run once; its descriptor goes whatever the outcome.
             let _ = kernel.close(loaded.fd.0);
-            let run =
-                run.map_err(|e| format!("BPF_PROG_TEST_RUN of {}: {e}", args.raw.display()))?;
+            let run = run.map_err(|e| format!("BPF_PROG_TEST_RUN of {}: {e}", raw.display()))?;
             let _ = writeln!(
                 text,
                 "backend:      kernel (BPF_PROG_TYPE_SYSCALL, BPF_PROG_TEST_RUN)"
@@ -173,6 +196,277 @@ pub fn run_program(args: &RunArgs, kernel: &Arc<dyn Kernel>) -> Result<RunReport
         xxhash_rust::xxh3::xxh3_64(&mem)
     );
     Ok(RunReport { retval, mem, text })
+}
+
+/// Parses `--ctx-hex`.
+fn parse_hex(hex: &str) -> Result<Vec<u8>, String> {
+    let hex: String = hex.chars().filter(|c| !c.is_whitespace()).collect();
+    if hex.len() % 2 != 0 {
+        return Err(format!(
+            "--ctx-hex has an odd number of digits ({})",
+            hex.len()
+        ));
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            u8::from_str_radix(&hex[i..i + 2], 16)
+                .map_err(|_| format!("--ctx-hex: {:?} is not a hex byte", &hex[i..i + 2]))
+        })
+        .collect()
+}
+
+/// `--map NAME=FILE` pairs with the files read.
+fn map_inputs(args: &RunArgs) -> Result<Vec<(String, Vec<u8>)>, String> {
+    args.maps
+        .iter()
+        .map(|m| {
+            let (name, file) = m
+                .split_once('=')
+                .ok_or_else(|| format!("--map {m:?}: expected NAME=FILE"))?;
+            Ok((name.to_string(), read(Path::new(file), "map contents")?))
+        })
+        .collect()
+}
+
+/// The values of an array map split from `bytes`, checked against its shape.
+fn array_values<'a>(def: &MapDef, bytes: &'a [u8]) -> Result<Vec<&'a [u8]>, String> {
+    if !matches!(def.map_type, ObjMapType::Array | ObjMapType::PercpuArray) {
+        return Err(format!(
+            "--map {}: only array maps can be filled from a file",
+            def.name
+        ));
+    }
+    let value_size = def.value_size as usize;
+    let full = value_size * def.max_entries as usize;
+    if bytes.is_empty() || bytes.len() % value_size != 0 || bytes.len() > full {
+        return Err(format!(
+            "--map {}: {} bytes is not a whole number of {value_size}-byte values (at most {full} bytes)",
+            def.name,
+            bytes.len()
+        ));
+    }
+    Ok(bytes.chunks_exact(value_size).collect())
+}
+
+/// The vm's clock is the owning kernel's clock.
+#[derive(Debug)]
+struct KernelClock(Arc<dyn Kernel>);
+
+impl Clock for KernelClock {
+    fn monotonic_ns(&self) -> u64 {
+        self.0.now_ns()
+    }
+}
+
+fn run_object(args: &RunArgs, path: &Path, kernel: &Arc<dyn Kernel>) -> Result<RunReport, String> {
+    let bytes = read(path, "object")?;
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let object = Object::parse(
+        Object::name_from_file_name(file_name.as_deref().unwrap_or("object")),
+        &bytes,
+    )
+    .map_err(|e| format!("parsing {}: {e}", path.display()))?;
+    let prog = args
+        .prog
+        .as_deref()
+        .expect("clap requires --prog with OBJECT.o");
+    let mut ctx = match &args.ctx_hex {
+        Some(h) => parse_hex(h)?,
+        None => Vec::new(),
+    };
+    let inputs = map_inputs(args)?;
+    let def_of = |name: &str| {
+        object
+            .map(name)
+            .map(|(_, def)| def)
+            .ok_or_else(|| format!("--map {name}: {} has no such map", path.display()))
+    };
+    let mut text = String::new();
+    let mut digests: Vec<(String, Vec<u8>)> = Vec::new();
+    let retval = match args.backend {
+        BpfBackend::Vm => {
+            let clock: Arc<dyn Clock> = Arc::new(KernelClock(Arc::clone(kernel)));
+            let mut loaded = loader::load(&object, prog, &LoadOptions::new(clock))
+                .map_err(|e| format!("loading {prog} from {}: {e}", path.display()))?;
+            for (name, contents) in &inputs {
+                for (i, value) in array_values(def_of(name)?, contents)?
+                    .into_iter()
+                    .enumerate()
+                {
+                    loaded
+                        .map_update(name, &(i as u32).to_le_bytes(), value, 0)
+                        .map_err(|e| format!("--map {name}: {e}"))?;
+                }
+            }
+            let result = loaded
+                .run(&mut ctx)
+                .map_err(|e| format!("running {prog} on the vm: {e}"))?;
+            for def in object.maps() {
+                if matches!(def.map_type, ObjMapType::Array | ObjMapType::PercpuArray) {
+                    let mut all = Vec::new();
+                    for i in 0..def.max_entries {
+                        let v = loaded
+                            .map_lookup(&def.name, &i.to_le_bytes())
+                            .map_err(|e| format!("reading map {}: {e}", def.name))?;
+                        all.extend(v.unwrap_or_default());
+                    }
+                    digests.push((def.name.clone(), all));
+                }
+            }
+            let _ = writeln!(text, "backend:      vm (checked interpreter)");
+            let _ = writeln!(text, "return value: {:#018x} (r0, all 64 bits)", result.r0);
+            let _ = writeln!(
+                text,
+                "status:       ok, {} instructions executed",
+                result.insns_executed
+            );
+            for line in loaded.trace() {
+                let _ = writeln!(text, "trace:        {line}");
+            }
+            result.r0
+        }
+        BpfBackend::Kernel => run_object_on_kernel(
+            &object,
+            prog,
+            &inputs,
+            &mut ctx,
+            kernel,
+            &mut text,
+            &mut digests,
+        )
+        .map_err(|e| format!("{prog} from {} on the kernel: {e}", path.display()))?,
+    };
+    let _ = writeln!(
+        text,
+        "context:      {} bytes after the run, xxh3 {:#018x}",
+        ctx.len(),
+        xxhash_rust::xxh3::xxh3_64(&ctx)
+    );
+    for (name, contents) in &digests {
+        let _ = writeln!(
+            text,
+            "map {name}: {} bytes of values, xxh3 {:#018x}",
+            contents.len(),
+            xxhash_rust::xxh3::xxh3_64(contents)
+        );
+    }
+    Ok(RunReport {
+        retval,
+        mem: ctx,
+        text,
+    })
+}
+
+/// The kernel's map type for an object's map, for the types the boundary knows.
+fn kernel_map_type(def: &MapDef) -> Result<MapType, String> {
+    Ok(match def.map_type {
+        ObjMapType::Array => MapType::Array,
+        ObjMapType::Hash => MapType::Hash,
+        ObjMapType::PercpuArray => MapType::PercpuArray,
+        ObjMapType::Ringbuf => MapType::Ringbuf,
+        other => return Err(format!("map {}: type {other:?} is not supported", def.name)),
+    })
+}
+
+fn run_object_on_kernel(
+    object: &Object,
+    prog: &str,
+    inputs: &[(String, Vec<u8>)],
+    ctx: &mut [u8],
+    kernel: &Arc<dyn Kernel>,
+    text: &mut String,
+    digests: &mut Vec<(String, Vec<u8>)>,
+) -> Result<u64, String> {
+    let program = object
+        .program(prog)
+        .ok_or_else(|| format!("no program {prog:?} in the object"))?;
+    if program.section() != "syscall" {
+        return Err(format!(
+            "section {:?}: only SEC(\"syscall\") programs run through BPF_PROG_TEST_RUN here",
+            program.section()
+        ));
+    }
+    // Descriptors are closed on every path, success or not.
+    let mut fds: Vec<MapFd> = Vec::new();
+    let result = (|| {
+        for def in object.maps() {
+            let fd = kernel
+                .bpf_map_create(&MapSpec {
+                    name: def.name.chars().take(15).collect(),
+                    map_type: kernel_map_type(def)?,
+                    key_size: def.key_size,
+                    value_size: def.value_size,
+                    max_entries: def.max_entries,
+                    flags: def.map_flags,
+                })
+                .map_err(|e| format!("creating map {}: {e}", def.name))?;
+            fds.push(fd);
+            if let Some(initial) = &def.initial_value {
+                kernel
+                    .bpf_map_update(fd, &0u32.to_le_bytes(), initial, 0)
+                    .map_err(|e| format!("initialising {}: {e}", def.name))?;
+            }
+        }
+        for (name, contents) in inputs {
+            let index = object
+                .maps()
+                .iter()
+                .position(|d| &d.name == name)
+                .ok_or_else(|| format!("--map {name}: no such map"))?;
+            let def = &object.maps()[index];
+            for (i, value) in array_values(def, contents)?.into_iter().enumerate() {
+                kernel
+                    .bpf_map_update(fds[index], &(i as u32).to_le_bytes(), value, 0)
+                    .map_err(|e| format!("--map {name}: {e}"))?;
+            }
+        }
+        let handles: Vec<i32> = fds.iter().map(|f| f.0 .0).collect();
+        let loaded = kernel
+            .bpf_prog_load(&ProgLoad {
+                name: prog.chars().take(15).collect(),
+                prog_type: ProgType::Syscall,
+                insns: program
+                    .relocated(&handles)
+                    .map_err(|e| format!("relocating: {e}"))?,
+                license: object.license().unwrap_or("GPL").to_string(),
+            })
+            .map_err(|e| format!("loading: {e}"))?;
+        let run = kernel.bpf_prog_test_run(loaded.fd, ctx);
+        let _ = kernel.close(loaded.fd.0);
+        let run = run.map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;
+        for (def, fd) in object.maps().iter().zip(&fds) {
+            if matches!(def.map_type, ObjMapType::Array) {
+                let mut all = Vec::new();
+                let mut value = vec![0u8; def.value_size as usize];
+                for i in 0..def.max_entries {
+                    kernel
+                        .bpf_map_lookup(*fd, &i.to_le_bytes(), &mut value)
+                        .map_err(|e| format!("reading map {}: {e}", def.name))?;
+                    all.extend_from_slice(&value);
+                }
+                digests.push((def.name.clone(), all));
+            }
+        }
+        let _ = writeln!(
+            text,
+            "backend:      kernel (BPF_PROG_TYPE_SYSCALL, BPF_PROG_TEST_RUN)"
+        );
+        if let Some(n) = loaded.verified_insns {
+            let _ = writeln!(text, "verifier:     accepted, {n} instructions processed");
+        }
+        let _ = writeln!(
+            text,
+            "return value: {:#010x} (low 32 bits of r0: all Linux's test-run reports)",
+            run.retval
+        );
+        let _ = writeln!(text, "status:       ok, run took {} ns", run.duration_ns);
+        Ok(u64::from(run.retval))
+    })();
+    for fd in fds {
+        let _ = kernel.close(fd.0);
+    }
+    result
 }
 
 #[cfg(test)]
@@ -206,7 +500,11 @@ mod tests {
         std::fs::write(&mem, [40u8, 0, 0, 0, 0, 0, 0, 0]).unwrap();
         let kernel: Arc<dyn Kernel> = Arc::new(RealKernel::new());
         let args = RunArgs {
-            raw,
+            object: None,
+            prog: None,
+            ctx_hex: None,
+            maps: Vec::new(),
+            raw: Some(raw.clone()),
             mem: Some(mem),
             backend: BpfBackend::Vm,
             insns_max: 100,
@@ -219,10 +517,7 @@ mod tests {
             "{}",
             report.text
         );
-        let listing = disasm(&DisasmArgs {
-            raw: args.raw.clone(),
-        })
-        .unwrap();
+        let listing = disasm(&DisasmArgs { raw }).unwrap();
         assert!(listing.contains("    1: r0 += r2"), "{listing}");
     }
 
@@ -239,7 +534,11 @@ mod tests {
         let kernel: Arc<dyn Kernel> = Arc::new(RealKernel::new());
         let err = run_program(
             &RunArgs {
-                raw,
+                object: None,
+                prog: None,
+                ctx_hex: None,
+                maps: Vec::new(),
+                raw: Some(raw),
                 mem: None,
                 backend: BpfBackend::Vm,
                 insns_max: 10_000,
@@ -248,5 +547,38 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("running"), "{err}");
+    }
+
+    #[test]
+    fn runs_an_object_program_on_the_vm_with_its_maps() {
+        let object = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm/tests/data/maps_and_globals.o");
+        let kernel: Arc<dyn Kernel> = Arc::new(RealKernel::new());
+        let args = RunArgs {
+            object: Some(object),
+            prog: Some("run".into()),
+            ctx_hex: Some("00 11 22 33".into()),
+            maps: Vec::new(),
+            raw: None,
+            mem: None,
+            backend: BpfBackend::Vm,
+            insns_max: 1_000_000,
+        };
+        let report = run_program(&args, &kernel).unwrap();
+        assert_eq!(report.retval, 0, "{}", report.text);
+        assert_eq!(report.mem, vec![0x00, 0x11, 0x22, 0x33]);
+        // blocks[0] = mix(0) = 0 * scale + bias + limit + hidden = 0x11223344 + 1000 + 9.
+        let mut blocks = 0x1122_3735u64.to_le_bytes().to_vec();
+        blocks.extend([0u8; 24]);
+        let line = format!(
+            "map blocks: 32 bytes of values, xxh3 {:#018x}",
+            xxhash_rust::xxh3::xxh3_64(&blocks)
+        );
+        assert!(
+            report.text.contains(&line),
+            "{}\nwanted: {line}",
+            report.text
+        );
+        assert_eq!(parse_hex("0a ff").unwrap(), vec![0x0a, 0xff]);
+        assert!(parse_hex("abc").is_err());
     }
 }
