@@ -303,7 +303,9 @@ fn run_object(args: &RunArgs, path: &Path, kernel: &Arc<dyn Kernel>) -> Result<R
                 .run(&mut ctx)
                 .map_err(|e| format!("running {prog} on the vm: {e}"))?;
             for def in object.maps() {
-                if matches!(def.map_type, ObjMapType::Array | ObjMapType::PercpuArray) {
+                // Plain arrays only, as on the kernel (a per-CPU lookup there returns one value
+                // per possible CPU).
+                if matches!(def.map_type, ObjMapType::Array) {
                     let mut all = Vec::new();
                     for i in 0..def.max_entries {
                         let v = loaded

@@ -132,7 +132,12 @@ impl Kernel for Accounted {
         )
     }
     fn bpf_prog_load(&self, prog: &ProgLoad) -> KernelResult<ProgLoaded> {
-        self.counted(SyscallKind::BpfProgLoad, self.inner.bpf_prog_load(prog))
+        let result = self.inner.bpf_prog_load(prog);
+        // A load that succeeded also asked for the program's info (verified_insns).
+        if result.is_ok() {
+            self.counter.count(SyscallKind::BpfObjGetInfo);
+        }
+        self.counted(SyscallKind::BpfProgLoad, result)
     }
     fn bpf_prog_test_run(&self, prog: ProgFd, ctx: &mut [u8]) -> KernelResult<TestRunResult> {
         self.counted(

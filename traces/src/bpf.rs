@@ -100,6 +100,8 @@ pub struct ProgLoaded {
 pub struct TestRunResult {
     /// The program's return value (Linux reports the low 32 bits of r0).
     pub retval: u32,
-    /// The run's duration as the kernel measured it, in nanoseconds.
+    /// The run's duration in nanoseconds: as the kernel measured it when it reports one; for
+    /// `BPF_PROG_TYPE_SYSCALL` programs, which Linux does not time, the wall time of the
+    /// `bpf(2)` call.
     pub duration_ns: u64,
 }

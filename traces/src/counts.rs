@@ -52,6 +52,7 @@ syscall_kinds! {
     BpfMapLookup => "bpf(BPF_MAP_LOOKUP_ELEM)",
     BpfMapUpdate => "bpf(BPF_MAP_UPDATE_ELEM)",
     BpfProgLoad => "bpf(BPF_PROG_LOAD)",
+    BpfObjGetInfo => "bpf(BPF_OBJ_GET_INFO_BY_FD)",
     BpfProgTestRun => "bpf(BPF_PROG_TEST_RUN)",
 }
 

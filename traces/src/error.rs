@@ -85,13 +85,35 @@ pub enum KernelError {
         /// What is missing and where it will come from.
         why: String,
     },
+    /// The verifier rejected a program: its log says why (the tail, if it overflowed).
+    #[error("{call}: the verifier rejected the program ({errno}); verifier log:\n{log}")]
+    Rejected {
+        /// The call that failed (`bpf(BPF_PROG_LOAD)`).
+        call: SyscallKind,
+        /// What the kernel said.
+        errno: Errno,
+        /// The verifier log.
+        log: String,
+    },
+    /// The caller lacks a privilege the call needs.
+    #[error("{call}: {errno}: this needs {missing}")]
+    NotPermitted {
+        /// The call that failed.
+        call: SyscallKind,
+        /// What the kernel said (`EPERM`, `EACCES`).
+        errno: Errno,
+        /// The privilege that is missing, e.g. `root, or CAP_BPF and CAP_PERFMON`.
+        missing: String,
+    },
 }
 
 impl KernelError {
     /// The errno, when the kernel answered with one.
     pub fn errno(&self) -> Option<Errno> {
         match self {
-            KernelError::Errno { errno, .. } => Some(*errno),
+            KernelError::Errno { errno, .. }
+            | KernelError::Rejected { errno, .. }
+            | KernelError::NotPermitted { errno, .. } => Some(*errno),
             KernelError::Unsupported { .. } => None,
         }
     }

@@ -153,7 +153,8 @@ pub trait Kernel: Send + Sync + std::fmt::Debug {
     fn bpf_map_lookup(&self, map: MapFd, key: &[u8], value: &mut [u8]) -> KernelResult<()>;
     /// `bpf(BPF_MAP_UPDATE_ELEM)` with the kernel's `flags` (`BPF_ANY`, `BPF_NOEXIST`, `BPF_EXIST`).
     fn bpf_map_update(&self, map: MapFd, key: &[u8], value: &[u8], flags: u64) -> KernelResult<()>;
-    /// `bpf(BPF_PROG_LOAD)`: the verifier's verdict and log.
+    /// `bpf(BPF_PROG_LOAD)`, then `bpf(BPF_OBJ_GET_INFO_BY_FD)` for the processed-instruction
+    /// count: the verifier's verdict and log.
     fn bpf_prog_load(&self, prog: &ProgLoad) -> KernelResult<ProgLoaded>;
     /// `bpf(BPF_PROG_TEST_RUN)` with `ctx` as the program's context (copied in and back out).
     fn bpf_prog_test_run(&self, prog: ProgFd, ctx: &mut [u8]) -> KernelResult<TestRunResult>;
