@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand, ValueEnum};
-use resystance_traces::{Kernel, MapFd, MapSpec, MapType, ProgLoad, ProgType};
+use resystance_traces::{FuncInfo, Kernel, MapFd, MapSpec, MapType, ProgBtf, ProgLoad, ProgType};
 use resystance_vm::exec::{self, Limits, Vm};
 use resystance_vm::helpers::Clock;
 use resystance_vm::loader::{self, LoadOptions};
@@ -423,17 +423,53 @@ fn run_object_on_kernel(
                     .map_err(|e| format!("--map {name}: {e}"))?;
             }
         }
+        // As libbpf does: once its contents are in (initial value, then `--map`), a read-only
+        // map (`.rodata`) is frozen, which lets the verifier treat its contents as constants
+        // and refuse programs that store into it.
+        for (def, fd) in object.maps().iter().zip(&fds) {
+            if def.frozen {
+                kernel
+                    .bpf_map_freeze(*fd)
+                    .map_err(|e| format!("freezing {}: {e}", def.name))?;
+            }
+        }
         let handles: Vec<i32> = fds.iter().map(|f| f.0 .0).collect();
-        let loaded = kernel
-            .bpf_prog_load(&ProgLoad {
-                name: prog.chars().take(15).collect(),
-                prog_type: ProgType::Syscall,
-                insns: program
-                    .relocated(&handles)
-                    .map_err(|e| format!("relocating: {e}"))?,
-                license: object.license().unwrap_or("GPL").to_string(),
-            })
-            .map_err(|e| format!("loading: {e}"))?;
+        let load = ProgLoad {
+            name: prog.chars().take(15).collect(),
+            prog_type: ProgType::Syscall,
+            insns: program
+                .relocated(&handles)
+                .map_err(|e| format!("relocating: {e}"))?,
+            license: object.license().unwrap_or("GPL").to_string(),
+        };
+        // With BTF and func_info when the object has them, as libbpf loads it: Linux refuses
+        // callbacks (bpf_loop) without.
+        let loaded = match object.btf().filter(|_| !program.func_info().is_empty()) {
+            Some(raw) => {
+                let btf = kernel
+                    .bpf_btf_load(raw)
+                    .map_err(|e| format!("loading BTF: {e}"))?;
+                let loaded = kernel.bpf_prog_load_btf(
+                    &load,
+                    &ProgBtf {
+                        btf,
+                        func_info: program
+                            .func_info()
+                            .iter()
+                            .map(|f| FuncInfo {
+                                insn_off: f.insn_off,
+                                type_id: f.type_id,
+                            })
+                            .collect(),
+                    },
+                );
+                // The program holds its own reference to the BTF.
+                let _ = kernel.close(btf.0);
+                loaded
+            }
+            None => kernel.bpf_prog_load(&load),
+        }
+        .map_err(|e| format!("loading: {e}"))?;
         let run = kernel.bpf_prog_test_run(loaded.fd, ctx);
         let _ = kernel.close(loaded.fd.0);
         let run = run.map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;

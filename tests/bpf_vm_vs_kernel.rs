@@ -8,16 +8,17 @@ use std::sync::Arc;
 
 use resystance::bpf_cmd::{run_program, BpfBackend, RunArgs};
 use resystance_real_kernel::RealKernel;
-use resystance_traces::Kernel;
+use resystance_traces::{Accounted, Kernel, SyscallKind};
 
 /// Deterministic programs (no clock, no randomness) of the committed test objects.
-/// `run_loop.o` (bpf_loop) is not among them: Linux wants BTF func_info for callbacks, and
-/// loading an object's BTF into the kernel is not implemented yet. `run_maps.o` was written for
-/// the vm (a loop the verifier cannot bound); `run_map_codes.o` is its verifier-friendly twin.
+/// `run_loop.o` (bpf_loop) loads with the object's BTF and func_info, which Linux wants for
+/// callbacks. `run_maps.o` was written for the vm (a loop the verifier cannot bound);
+/// `run_map_codes.o` is its verifier-friendly twin.
 const CASES: &[(&str, &str)] = &[
     ("maps_and_globals.o", "run"),
     ("shared_subprog.o", "first"),
     ("run_map_codes.o", "codes_of_map_ops"),
+    ("run_loop.o", "loop"),
 ];
 
 fn args(object: &Path, prog: &str, backend: BpfBackend) -> RunArgs {
@@ -43,7 +44,8 @@ fn state_lines(text: &str) -> Vec<&str> {
 #[test]
 fn objects_run_identically_in_the_vm_and_in_linux() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm/tests/data");
-    let kernel: Arc<dyn Kernel> = Arc::new(RealKernel::new());
+    let accounted = Arc::new(Accounted::new(Arc::new(RealKernel::new())));
+    let kernel: Arc<dyn Kernel> = accounted.clone();
     let mut compared = 0;
     for (file, prog) in CASES {
         let object = data.join(file);
@@ -75,8 +77,48 @@ fn objects_run_identically_in_the_vm_and_in_linux() {
         );
         compared += 1;
     }
+    // Every object carries BTF with func_info, so each kernel load went with its BTF.
+    assert_eq!(
+        accounted.syscall_counts().get(SyscallKind::BpfBtfLoad),
+        CASES.len() as u64
+    );
     let _ = writeln!(
         std::io::stdout().lock(),
         "vm vs Linux: {compared} object programs, identical results"
+    );
+}
+
+/// `.rodata` is read-only on both sides: Linux's verifier refuses a program that stores into
+/// it (the loader froze the map, as libbpf does), and the vm faults when it tries.
+#[test]
+fn a_store_into_rodata_is_refused_by_the_vm_and_by_linux() {
+    let object = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm/tests/data/run_maps.o");
+    let accounted = Arc::new(Accounted::new(Arc::new(RealKernel::new())));
+    let kernel: Arc<dyn Kernel> = accounted.clone();
+    let on_vm = run_program(&args(&object, "write_rodata", BpfBackend::Vm), &kernel)
+        .expect_err("the vm let a program store into .rodata");
+    assert!(
+        on_vm.contains("running"),
+        "the vm faults at run time: {on_vm}"
+    );
+    let on_kernel = match run_program(&args(&object, "write_rodata", BpfBackend::Kernel), &kernel) {
+        Ok(r) => panic!("Linux ran a program storing into .rodata:\n{}", r.text),
+        Err(e) if e.contains("not available") || e.contains("EPERM") => {
+            let _ = writeln!(
+                std::io::stdout().lock(),
+                "SKIP a_store_into_rodata_is_refused_by_the_vm_and_by_linux: bpf(2) not usable here: {e}"
+            );
+            return;
+        }
+        Err(e) => e,
+    };
+    assert!(
+        on_kernel.contains("loading:") && on_kernel.contains("write into map forbidden"),
+        "the verifier refuses the load: {on_kernel}"
+    );
+    assert_eq!(
+        accounted.syscall_counts().get(SyscallKind::BpfMapFreeze),
+        1,
+        "run_maps.o's .rodata is frozen before the load, as libbpf does"
     );
 }

@@ -26,6 +26,8 @@ const BPF_MAP_UPDATE_ELEM: u32 = 2;
 const BPF_PROG_LOAD: u32 = 5;
 const BPF_PROG_TEST_RUN: u32 = 10;
 const BPF_OBJ_GET_INFO_BY_FD: u32 = 15;
+const BPF_BTF_LOAD: u32 = 18;
+const BPF_MAP_FREEZE: u32 = 22;
 
 /// `BPF_OBJ_NAME_LEN`: names are at most 15 bytes plus a NUL.
 pub const OBJ_NAME_BYTES: usize = 16;
@@ -69,6 +71,45 @@ struct MapElemAttr {
     key: u64,
     value: u64,
     flags: u64,
+}
+
+/// The `BPF_BTF_LOAD` member of `union bpf_attr`, up to `btf_log_true_size`.
+#[repr(C)]
+#[derive(Debug, Default)]
+struct BtfLoadAttr {
+    btf: u64,
+    btf_log_buf: u64,
+    btf_size: u32,
+    btf_log_size: u32,
+    btf_log_level: u32,
+    btf_log_true_size: u32,
+}
+
+/// `struct bpf_func_info`: what `BPF_PROG_LOAD` reads from `func_info`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FuncInfoRec {
+    /// First instruction of the function.
+    pub insn_off: u32,
+    /// Its `BTF_KIND_FUNC` type id.
+    pub type_id: u32,
+}
+
+/// A program's BTF for `BPF_PROG_LOAD`: the BTF object's fd and one record per function.
+#[derive(Clone, Copy, Debug)]
+pub struct ProgBtfRefs<'a> {
+    /// The fd `BPF_BTF_LOAD` returned.
+    pub btf_fd: i32,
+    /// Sorted by `insn_off`, the first at 0.
+    pub func_info: &'a [FuncInfoRec],
+}
+
+/// The `BPF_MAP_FREEZE` view of `union bpf_attr`: only `map_fd`, the command's last field (the
+/// kernel wants every byte past it zero, so nothing more is passed).
+#[repr(C)]
+#[derive(Debug, Default)]
+struct MapFdAttr {
+    map_fd: u32,
 }
 
 /// The `BPF_PROG_LOAD` member of `union bpf_attr`, up to `log_true_size`.
@@ -292,6 +333,43 @@ pub fn map_update(
     unsafe { sys_bpf(BPF_MAP_UPDATE_ELEM, &mut attr) }.map(drop)
 }
 
+/// `BPF_MAP_FREEZE`: user space can no longer write the map (`BPF_MAP_UPDATE_ELEM` and
+/// writable mmaps answer `EPERM`). `EBUSY` if the map is mmapped writable.
+pub fn map_freeze(fd: i32) -> Result<(), Errno> {
+    let mut attr = MapFdAttr { map_fd: fd as u32 };
+    // SAFETY: the attr holds no addresses.
+    unsafe { sys_bpf(BPF_MAP_FREEZE, &mut attr) }.map(drop)
+}
+
+/// `BPF_BTF_LOAD` of raw BTF. With `verbose`, the kernel writes a level-1 log of what it
+/// refused into a [`VERIFIER_LOG_BYTES`] buffer.
+pub fn btf_load(btf: &[u8], verbose: bool) -> Result<LoadOutcome, Errno> {
+    let btf_size = u32::try_from(btf.len()).map_err(|_| Errno::E2BIG)?;
+    let mut log = if verbose {
+        vec![0u8; VERIFIER_LOG_BYTES]
+    } else {
+        Vec::new()
+    };
+    let mut attr = BtfLoadAttr {
+        btf: btf.as_ptr() as u64,
+        btf_log_buf: if verbose { log.as_mut_ptr() as u64 } else { 0 },
+        btf_size,
+        btf_log_size: log.len() as u32,
+        btf_log_level: if verbose { LOG_LEVEL_VERBOSE } else { 0 },
+        btf_log_true_size: 0,
+    };
+    // SAFETY: btf is live and readable for btf_size bytes; log is live and writable for
+    // btf_log_size bytes (or absent with log level 0).
+    let result = unsafe { sys_bpf(BPF_BTF_LOAD, &mut attr) };
+    let log_truncated = verbose && attr.btf_log_true_size as usize > log.len();
+    let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
+    Ok(LoadOutcome {
+        result,
+        log: String::from_utf8_lossy(&log[..end]).into_owned(),
+        log_truncated,
+    })
+}
+
 /// What `BPF_PROG_LOAD` answered.
 #[derive(Debug)]
 pub struct LoadOutcome {
@@ -311,9 +389,23 @@ pub fn prog_load(
     insns: &[u64],
     license: &str,
     name: &str,
+    btf: Option<ProgBtfRefs<'_>>,
     verbose: bool,
 ) -> Result<LoadOutcome, Errno> {
     let insn_cnt = u32::try_from(insns.len()).map_err(|_| Errno::E2BIG)?;
+    let (prog_btf_fd, func_info_rec_size, func_info, func_info_cnt) = match btf {
+        Some(b) => (
+            b.btf_fd as u32,
+            std::mem::size_of::<FuncInfoRec>() as u32,
+            if b.func_info.is_empty() {
+                0
+            } else {
+                b.func_info.as_ptr() as u64
+            },
+            u32::try_from(b.func_info.len()).map_err(|_| Errno::E2BIG)?,
+        ),
+        None => (0, 0, 0, 0),
+    };
     let license = std::ffi::CString::new(license).map_err(|_| Errno::EINVAL)?;
     let mut log = if verbose {
         vec![0u8; VERIFIER_LOG_BYTES]
@@ -330,10 +422,15 @@ pub fn prog_load(
         log_buf: if verbose { log.as_mut_ptr() as u64 } else { 0 },
         prog_flags,
         prog_name: obj_name(name),
+        prog_btf_fd,
+        func_info_rec_size,
+        func_info,
+        func_info_cnt,
         ..ProgLoadAttr::default()
     };
     // SAFETY: insns is live and holds insn_cnt 8-byte instructions; license is NUL-terminated;
-    // log is live and writable for log_size bytes (or absent with log_level 0).
+    // log is live and writable for log_size bytes (or absent with log_level 0); func_info is
+    // live and holds func_info_cnt records of func_info_rec_size bytes (or is absent).
     let result = unsafe { sys_bpf(BPF_PROG_LOAD, &mut attr) };
     let log_truncated = verbose && attr.log_true_size as usize > log.len();
     let end = log.iter().position(|&b| b == 0).unwrap_or(log.len());
@@ -441,6 +538,29 @@ mod tests {
         assert_eq!(offset_of!(MapCreateAttr, btf_fd), 48);
         assert_eq!(offset_of!(MapCreateAttr, btf_vmlinux_value_type_id), 60);
         assert_eq!(size_of::<MapCreateAttr>(), 64);
+    }
+
+    #[test]
+    fn btf_load_attr_and_func_info_match_the_kernel() {
+        assert_eq!(offset_of!(BtfLoadAttr, btf), 0);
+        assert_eq!(offset_of!(BtfLoadAttr, btf_log_buf), 8);
+        assert_eq!(offset_of!(BtfLoadAttr, btf_size), 16);
+        assert_eq!(offset_of!(BtfLoadAttr, btf_log_size), 20);
+        assert_eq!(offset_of!(BtfLoadAttr, btf_log_level), 24);
+        assert_eq!(offset_of!(BtfLoadAttr, btf_log_true_size), 28);
+        assert_eq!(size_of::<BtfLoadAttr>(), 32);
+        assert_eq!(offset_of!(FuncInfoRec, insn_off), 0);
+        assert_eq!(offset_of!(FuncInfoRec, type_id), 4);
+        assert_eq!(size_of::<FuncInfoRec>(), 8);
+        assert_eq!(offset_of!(ProgLoadAttr, prog_btf_fd), 72);
+        assert_eq!(offset_of!(ProgLoadAttr, func_info_rec_size), 76);
+        assert_eq!(offset_of!(ProgLoadAttr, func_info_cnt), 88);
+    }
+
+    #[test]
+    fn map_fd_attr_is_just_the_fd() {
+        assert_eq!(offset_of!(MapFdAttr, map_fd), 0);
+        assert_eq!(size_of::<MapFdAttr>(), 4);
     }
 
     #[test]

@@ -14,9 +14,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use resystance_traces::{
-    Cqe, Errno, Fd, Kernel, KernelError, KernelResult, MapFd, MapSpec, MapType, MemId, OpenFlags,
-    ProgFd, ProgLoad, ProgLoaded, ProgType, RingId, Sqe, Submitted, SyscallCounter, SyscallCounts,
-    SyscallKind, TestRunResult, UringParams,
+    BtfFd, Cqe, Errno, Fd, Kernel, KernelError, KernelResult, MapFd, MapSpec, MapType, MemId,
+    OpenFlags, ProgBtf, ProgFd, ProgLoad, ProgLoaded, ProgType, RingId, Sqe, Submitted,
+    SyscallCounter, SyscallCounts, SyscallKind, TestRunResult, UringParams,
 };
 
 const NOT_YET: &str = "io_uring on the real kernel arrives with the real-kernel issue (#6)";
@@ -30,6 +30,9 @@ const BPF_PRIVILEGE: &str = "root, or CAP_BPF and CAP_PERFMON (bpf(2) answered E
 struct MapRecord {
     spec: MapSpec,
     shape: bpf::MapShape,
+    /// `BPF_MAP_FREEZE` succeeded on it: user-space writes now answer `EPERM`, which is the
+    /// map's state, not a missing privilege.
+    frozen: bool,
 }
 
 /// A mapping made by `mem_alloc`: base address and length.
@@ -80,6 +83,16 @@ fn bpf_error(call: SyscallKind, errno: Errno) -> KernelError {
     }
 }
 
+/// The error for a `bpf(2)` call that writes a map: on a frozen map, `EPERM` is the map's state
+/// (user space may no longer write it, nor freeze it again), not a missing privilege.
+fn map_write_error(record: &MapRecord, call: SyscallKind, errno: Errno) -> KernelError {
+    if record.frozen && errno == Errno::EPERM {
+        KernelError::Errno { call, errno }
+    } else {
+        bpf_error(call, errno)
+    }
+}
+
 fn unsupported<T>(call: SyscallKind) -> KernelResult<T> {
     Err(KernelError::Unsupported {
         call,
@@ -116,6 +129,74 @@ impl RealKernel {
                 call,
                 errno: Errno::EBADF,
             })
+    }
+
+    /// Runs a `bpf(2)` load that takes a level-1 log (`BPF_PROG_LOAD`, `BPF_BTF_LOAD`): the
+    /// new fd and the log, or the rejection carrying the log. A log that overflows its buffer
+    /// fails the load even when the input is fine, so then it loads once more without a log
+    /// and keeps the first log's tail.
+    fn load_with_log(
+        &self,
+        call: SyscallKind,
+        load: impl Fn(bool) -> Result<bpf::LoadOutcome, Errno>,
+    ) -> KernelResult<(i32, String)> {
+        let load = |verbose: bool| {
+            self.counter.count(call);
+            load(verbose).map_err(|errno| KernelError::Errno { call, errno })
+        };
+        let rejected = |errno: Errno, log: String| {
+            if errno == Errno::EPERM || log.is_empty() {
+                bpf_error(call, errno)
+            } else {
+                KernelError::Rejected { call, errno, log }
+            }
+        };
+        let first = load(true)?;
+        match first.result {
+            Ok(fd) => Ok((fd, first.log)),
+            Err(errno) if errno == Errno::ENOSPC && first.log_truncated => {
+                let log = format!(
+                    "(verifier log longer than {} bytes; its tail follows)\n{}",
+                    bpf::VERIFIER_LOG_BYTES,
+                    first.log
+                );
+                match load(false)?.result {
+                    Ok(fd) => Ok((fd, log)),
+                    Err(errno) => Err(rejected(errno, log)),
+                }
+            }
+            Err(errno) => Err(rejected(errno, first.log)),
+        }
+    }
+
+    /// `BPF_PROG_LOAD`, with or without BTF, then the processed-instruction count.
+    fn prog_load(
+        &self,
+        prog: &ProgLoad,
+        btf: Option<bpf::ProgBtfRefs<'_>>,
+    ) -> KernelResult<ProgLoaded> {
+        let prog_flags = match prog.prog_type {
+            ProgType::Syscall => bpf::F_SLEEPABLE,
+        };
+        let (fd, log) = self.load_with_log(SyscallKind::BpfProgLoad, |verbose| {
+            bpf::prog_load(
+                prog.prog_type.kernel_id(),
+                prog_flags,
+                &prog.insns,
+                &prog.license,
+                &prog.name,
+                btf,
+                verbose,
+            )
+        })?;
+        // How Linux >= 5.16 reports the processed-instruction count.
+        self.counter.count(SyscallKind::BpfObjGetInfo);
+        let verified_insns = bpf::prog_verified_insns(fd).ok().filter(|&n| n > 0);
+        Ok(ProgLoaded {
+            fd: ProgFd(Fd(fd)),
+            verified_insns,
+            log,
+        })
     }
 
     fn mapping(&self, mem: MemId, offset: usize, len: usize) -> KernelResult<usize> {
@@ -418,6 +499,7 @@ impl Kernel for RealKernel {
             MapRecord {
                 spec: spec.clone(),
                 shape,
+                frozen: false,
             },
         );
         Ok(MapFd(Fd(fd)))
@@ -473,59 +555,46 @@ impl Kernel for RealKernel {
         let record = self.map_record(map, call)?;
         self.counter.count(call);
         bpf::map_update(map.0 .0, record.shape, key, value, flags)
-            .map_err(|errno| bpf_error(call, errno))
+            .map_err(|errno| map_write_error(&record, call, errno))
+    }
+
+    fn bpf_map_freeze(&self, map: MapFd) -> KernelResult<()> {
+        let call = SyscallKind::BpfMapFreeze;
+        let record = self.map_record(map, call)?;
+        self.counter.count(call);
+        bpf::map_freeze(map.0 .0).map_err(|errno| map_write_error(&record, call, errno))?;
+        if let Some(record) = self.maps.lock().expect("maps lock").get_mut(&map.0 .0) {
+            record.frozen = true;
+        }
+        Ok(())
     }
 
     fn bpf_prog_load(&self, prog: &ProgLoad) -> KernelResult<ProgLoaded> {
-        let call = SyscallKind::BpfProgLoad;
-        let prog_flags = match prog.prog_type {
-            ProgType::Syscall => bpf::F_SLEEPABLE,
-        };
-        let load = |verbose: bool| {
-            self.counter.count(call);
-            bpf::prog_load(
-                prog.prog_type.kernel_id(),
-                prog_flags,
-                &prog.insns,
-                &prog.license,
-                &prog.name,
-                verbose,
-            )
-            .map_err(|errno| KernelError::Errno { call, errno })
-        };
-        let rejected = |errno: Errno, log: String| {
-            if errno == Errno::EPERM || log.is_empty() {
-                bpf_error(call, errno)
-            } else {
-                KernelError::Rejected { call, errno, log }
-            }
-        };
-        let first = load(true)?;
-        let (fd, log) = match first.result {
-            Ok(fd) => (fd, first.log),
-            // A level-1 log that overflows its buffer fails the load even when the program is
-            // fine, so load once more without a log and keep the first log's tail.
-            Err(errno) if errno == Errno::ENOSPC && first.log_truncated => {
-                let log = format!(
-                    "(verifier log longer than {} bytes; its tail follows)\n{}",
-                    bpf::VERIFIER_LOG_BYTES,
-                    first.log
-                );
-                match load(false)?.result {
-                    Ok(fd) => (fd, log),
-                    Err(errno) => return Err(rejected(errno, log)),
-                }
-            }
-            Err(errno) => return Err(rejected(errno, first.log)),
-        };
-        // How Linux >= 5.16 reports the processed-instruction count.
-        self.counter.count(SyscallKind::BpfObjGetInfo);
-        let verified_insns = bpf::prog_verified_insns(fd).ok().filter(|&n| n > 0);
-        Ok(ProgLoaded {
-            fd: ProgFd(Fd(fd)),
-            verified_insns,
-            log,
-        })
+        self.prog_load(prog, None)
+    }
+
+    fn bpf_btf_load(&self, btf: &[u8]) -> KernelResult<BtfFd> {
+        let call = SyscallKind::BpfBtfLoad;
+        let (fd, _log) = self.load_with_log(call, |verbose| bpf::btf_load(btf, verbose))?;
+        Ok(BtfFd(Fd(fd)))
+    }
+
+    fn bpf_prog_load_btf(&self, prog: &ProgLoad, btf: &ProgBtf) -> KernelResult<ProgLoaded> {
+        let func_info: Vec<bpf::FuncInfoRec> = btf
+            .func_info
+            .iter()
+            .map(|f| bpf::FuncInfoRec {
+                insn_off: f.insn_off,
+                type_id: f.type_id,
+            })
+            .collect();
+        self.prog_load(
+            prog,
+            Some(bpf::ProgBtfRefs {
+                btf_fd: btf.btf.0 .0,
+                func_info: &func_info,
+            }),
+        )
     }
 
     fn bpf_prog_test_run(&self, prog: ProgFd, ctx: &mut [u8]) -> KernelResult<TestRunResult> {
@@ -751,6 +820,63 @@ mod tests {
     }
 
     #[test]
+    fn a_frozen_map_refuses_user_space_writes() {
+        let Some(k) = bpf_kernel("a_frozen_map_refuses_user_space_writes") else {
+            return;
+        };
+        let spec = MapSpec {
+            name: "frozen".to_string(),
+            map_type: MapType::Array,
+            key_size: 4,
+            value_size: 8,
+            max_entries: 1,
+            flags: 0,
+        };
+        let map = k.bpf_map_create(&spec).unwrap();
+        k.bpf_map_update(map, &0u32.to_ne_bytes(), b"initial.", 0)
+            .unwrap();
+        k.bpf_map_freeze(map).unwrap();
+        let err = k
+            .bpf_map_update(map, &0u32.to_ne_bytes(), b"changed!", 0)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                KernelError::Errno {
+                    call: SyscallKind::BpfMapUpdate,
+                    errno: Errno::EPERM
+                }
+            ),
+            "a frozen map's EPERM is its state, not a missing privilege: {err:?}"
+        );
+        let mut value = [0u8; 8];
+        k.bpf_map_lookup(map, &0u32.to_ne_bytes(), &mut value)
+            .unwrap();
+        assert_eq!(
+            &value, b"initial.",
+            "reads still work and see the old value"
+        );
+        assert_eq!(
+            k.bpf_map_freeze(map).unwrap_err().errno(),
+            Some(Errno::EPERM),
+            "a map freezes once"
+        );
+        k.close(map.0).unwrap();
+        assert_eq!(
+            k.bpf_map_freeze(map).unwrap_err().errno(),
+            Some(Errno::EBADF),
+            "a closed map is forgotten"
+        );
+        let c = k.syscall_counts();
+        assert_eq!(
+            c.get(SyscallKind::BpfMapFreeze),
+            2,
+            "the closed map never reached bpf(2)"
+        );
+        assert_eq!(c.get(SyscallKind::BpfMapUpdate), 2);
+    }
+
+    #[test]
     fn syscall_program_runs_with_its_context() {
         let Some(k) = bpf_kernel("syscall_program_runs_with_its_context") else {
             return;
@@ -841,6 +967,56 @@ mod tests {
             .bpf_prog_load(&syscall_prog("no_r0", vec![EXIT]))
             .unwrap_err();
         assert!(err.to_string().contains("R0 !read_ok"), "{err}");
+    }
+
+    /// Raw BTF: `int`, a global `int v`, and a DATASEC `.data` of `size` bytes holding it.
+    fn btf_with_datasec(size: u32) -> Vec<u8> {
+        let words: [u32; 13] = [
+            1,            // "int"
+            1 << 24,      // BTF_KIND_INT
+            4,            // 4 bytes
+            32,           // 32-bit, unsigned
+            5,            // "v"
+            14 << 24,     // BTF_KIND_VAR
+            1,            // of type 1
+            1,            // BTF_VAR_GLOBAL_ALLOCATED
+            7,            // ".data"
+            15 << 24 | 1, // BTF_KIND_DATASEC, one variable
+            size,
+            2, // VAR 2 ...
+            0, // ... at offset 0 (a 4-byte entry size follows)
+        ];
+        let strings = b"\0int\0v\0.data\0";
+        let mut types: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
+        types.extend(4u32.to_le_bytes());
+        let mut out = Vec::new();
+        out.extend(0xeb9fu16.to_le_bytes());
+        out.extend([1u8, 0]); // version, flags
+        for word in [24u32, 0, types.len() as u32, types.len() as u32] {
+            out.extend(word.to_le_bytes());
+        }
+        out.extend((strings.len() as u32).to_le_bytes());
+        out.extend(&types);
+        out.extend(strings);
+        out
+    }
+
+    #[test]
+    fn btf_loads_and_a_zero_sized_datasec_is_refused_with_a_log() {
+        let Some(k) = bpf_kernel("btf_loads_and_a_zero_sized_datasec_is_refused_with_a_log") else {
+            return;
+        };
+        let btf = k.bpf_btf_load(&btf_with_datasec(4)).unwrap();
+        k.close(btf.0).unwrap();
+        // What clang emits before libbpf (or the object loader) fills sizes in.
+        let err = k.bpf_btf_load(&btf_with_datasec(0)).unwrap_err();
+        let KernelError::Rejected { call, errno, log } = &err else {
+            panic!("expected a BTF rejection with a log, got {err}");
+        };
+        assert_eq!(*call, SyscallKind::BpfBtfLoad);
+        assert_eq!(*errno, Errno::EINVAL);
+        assert!(log.contains("size == 0"), "{log}");
+        assert_eq!(k.syscall_counts().get(SyscallKind::BpfBtfLoad), 2);
     }
 
     #[test]

@@ -9,9 +9,9 @@ use std::sync::Mutex;
 
 use resystance_real_kernel::RealKernel;
 use resystance_traces::{
-    Cqe, Errno, Fd, Kernel, KernelError, KernelResult, MapFd, MapSpec, MemId, OpenFlags, ProgFd,
-    ProgLoad, ProgLoaded, RingId, Sqe, Submitted, SyscallCounts, SyscallKind, TestRunResult,
-    UringParams,
+    BtfFd, Cqe, Errno, Fd, Kernel, KernelError, KernelResult, MapFd, MapSpec, MemId, OpenFlags,
+    ProgBtf, ProgFd, ProgLoad, ProgLoaded, RingId, Sqe, Submitted, SyscallCounts, SyscallKind,
+    TestRunResult, UringParams,
 };
 
 /// Decides whether call number `n` (from 0) of `kind` on `path` fails.
@@ -185,9 +185,21 @@ impl Kernel for FaultKernel {
         self.gate(SyscallKind::BpfMapUpdate, None)?;
         self.inner.bpf_map_update(map, key, value, flags)
     }
+    fn bpf_map_freeze(&self, map: MapFd) -> KernelResult<()> {
+        self.gate(SyscallKind::BpfMapFreeze, None)?;
+        self.inner.bpf_map_freeze(map)
+    }
     fn bpf_prog_load(&self, prog: &ProgLoad) -> KernelResult<ProgLoaded> {
         self.gate(SyscallKind::BpfProgLoad, None)?;
         self.inner.bpf_prog_load(prog)
+    }
+    fn bpf_btf_load(&self, btf: &[u8]) -> KernelResult<BtfFd> {
+        self.gate(SyscallKind::BpfBtfLoad, None)?;
+        self.inner.bpf_btf_load(btf)
+    }
+    fn bpf_prog_load_btf(&self, prog: &ProgLoad, btf: &ProgBtf) -> KernelResult<ProgLoaded> {
+        self.gate(SyscallKind::BpfProgLoad, None)?;
+        self.inner.bpf_prog_load_btf(prog, btf)
     }
     fn bpf_prog_test_run(&self, prog: ProgFd, ctx: &mut [u8]) -> KernelResult<TestRunResult> {
         self.gate(SyscallKind::BpfProgTestRun, None)?;

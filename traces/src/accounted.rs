@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::{
-    Cqe, Fd, Kernel, KernelResult, MapFd, MapSpec, MemId, OpenFlags, ProgFd, ProgLoad, ProgLoaded,
-    RingId, Sqe, Submitted, SyscallCounter, SyscallCounts, SyscallKind, TestRunResult, UringParams,
+    BtfFd, Cqe, Fd, Kernel, KernelResult, MapFd, MapSpec, MemId, OpenFlags, ProgBtf, ProgFd,
+    ProgLoad, ProgLoaded, RingId, Sqe, Submitted, SyscallCounter, SyscallCounts, SyscallKind,
+    TestRunResult, UringParams,
 };
 
 /// A kernel view that forwards every call and counts the system calls it cost.
@@ -131,9 +132,22 @@ impl Kernel for Accounted {
             self.inner.bpf_map_update(map, key, value, flags),
         )
     }
+    fn bpf_map_freeze(&self, map: MapFd) -> KernelResult<()> {
+        self.counted(SyscallKind::BpfMapFreeze, self.inner.bpf_map_freeze(map))
+    }
     fn bpf_prog_load(&self, prog: &ProgLoad) -> KernelResult<ProgLoaded> {
         let result = self.inner.bpf_prog_load(prog);
         // A load that succeeded also asked for the program's info (verified_insns).
+        if result.is_ok() {
+            self.counter.count(SyscallKind::BpfObjGetInfo);
+        }
+        self.counted(SyscallKind::BpfProgLoad, result)
+    }
+    fn bpf_btf_load(&self, btf: &[u8]) -> KernelResult<BtfFd> {
+        self.counted(SyscallKind::BpfBtfLoad, self.inner.bpf_btf_load(btf))
+    }
+    fn bpf_prog_load_btf(&self, prog: &ProgLoad, btf: &ProgBtf) -> KernelResult<ProgLoaded> {
+        let result = self.inner.bpf_prog_load_btf(prog, btf);
         if result.is_ok() {
             self.counter.count(SyscallKind::BpfObjGetInfo);
         }

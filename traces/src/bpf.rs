@@ -12,6 +12,30 @@ pub struct MapFd(pub Fd);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ProgFd(pub Fd);
 
+/// A loaded BTF object's file descriptor (`BPF_BTF_LOAD`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct BtfFd(pub Fd);
+
+/// One `struct bpf_func_info`: the function starting at instruction `insn_off` (in
+/// instructions, of the linked program) has the BTF `FUNC` type `type_id`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FuncInfo {
+    /// First instruction of the function.
+    pub insn_off: u32,
+    /// Its `BTF_KIND_FUNC` type id in the program's BTF.
+    pub type_id: u32,
+}
+
+/// The BTF a program is loaded with: Linux wants it (with one [`FuncInfo`] per function) for
+/// programs whose subprograms are callbacks, e.g. of `bpf_loop`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProgBtf {
+    /// The object's BTF, loaded with `BPF_BTF_LOAD`.
+    pub btf: BtfFd,
+    /// One record per function of the program, sorted by `insn_off`, the first at 0.
+    pub func_info: Vec<FuncInfo>,
+}
+
 /// The map types resystance uses, with the kernel's `enum bpf_map_type` values.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum MapType {

@@ -51,7 +51,9 @@ syscall_kinds! {
     BpfMapCreate => "bpf(BPF_MAP_CREATE)",
     BpfMapLookup => "bpf(BPF_MAP_LOOKUP_ELEM)",
     BpfMapUpdate => "bpf(BPF_MAP_UPDATE_ELEM)",
+    BpfMapFreeze => "bpf(BPF_MAP_FREEZE)",
     BpfProgLoad => "bpf(BPF_PROG_LOAD)",
+    BpfBtfLoad => "bpf(BPF_BTF_LOAD)",
     BpfObjGetInfo => "bpf(BPF_OBJ_GET_INFO_BY_FD)",
     BpfProgTestRun => "bpf(BPF_PROG_TEST_RUN)",
 }

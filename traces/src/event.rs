@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Cqe, Fd, KernelError, MapFd, MapSpec, MemId, OpenFlags, ProgFd, ProgType, RingId, Sqe,
+    BtfFd, Cqe, Fd, KernelError, MapFd, MapSpec, MemId, OpenFlags, ProgFd, ProgType, RingId, Sqe,
     SyscallKind, UringParams,
 };
 
@@ -112,10 +112,23 @@ pub enum Call {
         value_len: usize,
         flags: u64,
     },
+    BpfMapFreeze {
+        map: MapFd,
+    },
     BpfProgLoad {
         name: String,
         prog_type: ProgType,
         insn_count: usize,
+    },
+    BpfBtfLoad {
+        len: usize,
+    },
+    BpfProgLoadBtf {
+        name: String,
+        prog_type: ProgType,
+        insn_count: usize,
+        btf: BtfFd,
+        func_info_count: usize,
     },
     BpfProgTestRun {
         prog: ProgFd,
@@ -154,7 +167,9 @@ impl Call {
             Call::BpfMapCreate { .. } => SyscallKind::BpfMapCreate,
             Call::BpfMapLookup { .. } => SyscallKind::BpfMapLookup,
             Call::BpfMapUpdate { .. } => SyscallKind::BpfMapUpdate,
-            Call::BpfProgLoad { .. } => SyscallKind::BpfProgLoad,
+            Call::BpfMapFreeze { .. } => SyscallKind::BpfMapFreeze,
+            Call::BpfProgLoad { .. } | Call::BpfProgLoadBtf { .. } => SyscallKind::BpfProgLoad,
+            Call::BpfBtfLoad { .. } => SyscallKind::BpfBtfLoad,
             Call::BpfProgTestRun { .. } => SyscallKind::BpfProgTestRun,
             Call::SleepNs { .. } => SyscallKind::Nanosleep,
             Call::MemRead { .. }
@@ -182,6 +197,7 @@ pub enum Ret {
     },
     Cqes(Vec<Cqe>),
     Map(MapFd),
+    Btf(BtfFd),
     Prog {
         fd: ProgFd,
         verified_insns: Option<u32>,
@@ -283,6 +299,25 @@ mod tests {
             }
             .syscall_kind(),
             Some(SyscallKind::Pread)
+        );
+        assert_eq!(
+            Call::BpfMapFreeze { map: MapFd(Fd(4)) }.syscall_kind(),
+            Some(SyscallKind::BpfMapFreeze)
+        );
+        assert_eq!(
+            Call::BpfBtfLoad { len: 100 }.syscall_kind(),
+            Some(SyscallKind::BpfBtfLoad)
+        );
+        assert_eq!(
+            Call::BpfProgLoadBtf {
+                name: "loop".into(),
+                prog_type: ProgType::Syscall,
+                insn_count: 40,
+                btf: BtfFd(Fd(5)),
+                func_info_count: 2,
+            }
+            .syscall_kind(),
+            Some(SyscallKind::BpfProgLoad)
         );
     }
 }

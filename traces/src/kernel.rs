@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    Cqe, KernelResult, MapFd, MapSpec, ProgFd, ProgLoad, ProgLoaded, RingId, Sqe, SyscallCounts,
-    TestRunResult, UringParams,
+    BtfFd, Cqe, KernelResult, MapFd, MapSpec, ProgBtf, ProgFd, ProgLoad, ProgLoaded, RingId, Sqe,
+    SyscallCounts, TestRunResult, UringParams,
 };
 
 /// A file descriptor handed out by a kernel.
@@ -153,9 +153,17 @@ pub trait Kernel: Send + Sync + std::fmt::Debug {
     fn bpf_map_lookup(&self, map: MapFd, key: &[u8], value: &mut [u8]) -> KernelResult<()>;
     /// `bpf(BPF_MAP_UPDATE_ELEM)` with the kernel's `flags` (`BPF_ANY`, `BPF_NOEXIST`, `BPF_EXIST`).
     fn bpf_map_update(&self, map: MapFd, key: &[u8], value: &[u8], flags: u64) -> KernelResult<()>;
+    /// `bpf(BPF_MAP_FREEZE)`: from now on user space can no longer write the map (updates
+    /// answer `EPERM`); programs still may unless the map is read-only to them (`.rodata`).
+    fn bpf_map_freeze(&self, map: MapFd) -> KernelResult<()>;
     /// `bpf(BPF_PROG_LOAD)`, then `bpf(BPF_OBJ_GET_INFO_BY_FD)` for the processed-instruction
     /// count: the verifier's verdict and log.
     fn bpf_prog_load(&self, prog: &ProgLoad) -> KernelResult<ProgLoaded>;
+    /// `bpf(BPF_BTF_LOAD)` of raw BTF (header, types, strings): the verifier's verdict on it.
+    fn bpf_btf_load(&self, btf: &[u8]) -> KernelResult<BtfFd>;
+    /// [`Kernel::bpf_prog_load`] with BTF: `prog_btf_fd` and `func_info` (8-byte records) in
+    /// the `BPF_PROG_LOAD` attr.
+    fn bpf_prog_load_btf(&self, prog: &ProgLoad, btf: &ProgBtf) -> KernelResult<ProgLoaded>;
     /// `bpf(BPF_PROG_TEST_RUN)` with `ctx` as the program's context (copied in and back out).
     fn bpf_prog_test_run(&self, prog: ProgFd, ctx: &mut [u8]) -> KernelResult<TestRunResult>;
 

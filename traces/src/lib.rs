@@ -16,7 +16,10 @@ mod kernel;
 mod uring;
 
 pub use accounted::Accounted;
-pub use bpf::{MapFd, MapSpec, MapType, ProgFd, ProgLoad, ProgLoaded, ProgType, TestRunResult};
+pub use bpf::{
+    BtfFd, FuncInfo, MapFd, MapSpec, MapType, ProgBtf, ProgFd, ProgLoad, ProgLoaded, ProgType,
+    TestRunResult,
+};
 pub use counts::{SyscallCounter, SyscallCounts, SyscallKind};
 pub use error::{Errno, KernelError, KernelResult};
 pub use event::{Call, Event, Ret};

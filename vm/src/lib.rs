@@ -9,11 +9,16 @@
 //!   their values living in VM memory regions.
 //! * [`helpers`]: the kernel's numbered helpers over one VM's own state and a supplied clock.
 //! * [`loader`]: an [`object::Object`]'s program loaded with its maps, run, and its maps
-//!   reached from the host. Still to come: `bpf_loop`, the rbpf JIT fast mode, differential
-//!   testing against Linux.
+//!   reached from the host.
+//! * [`jit`]: rbpf's JIT as an opt-in fast mode, only for instructions Linux's verifier
+//!   accepted and only for what rbpf compiles exactly like Linux (no memory checks: see there).
+//!
+//! Differential testing against Linux lives in the root package (`tests/bpf_differential.rs`,
+//! `tests/bpf_vm_vs_kernel.rs`), which can reach both kernels.
 
 pub mod exec;
 pub mod helpers;
+pub mod jit;
 pub mod loader;
 pub mod maps;
 pub mod object;

@@ -325,6 +325,33 @@ fn shared_subprogram_is_appended_to_each_program() {
 }
 
 #[test]
+fn func_info_follows_functions_to_where_they_are_linked() {
+    let object = Object::parse("shared_subprog", SHARED_SUBPROG).expect("parses");
+    let weigh = raw_function(SHARED_SUBPROG, "weigh");
+    let mut subprog_types = None;
+    for program in object.programs() {
+        let weigh_at = raw_function(SHARED_SUBPROG, program.name()).len() as u32;
+        let square_at = weigh_at + weigh.len() as u32;
+        let info = program.func_info();
+        let offsets: Vec<u32> = info.iter().map(|f| f.insn_off).collect();
+        assert_eq!(offsets, [0, weigh_at, square_at], "{}", program.name());
+        // The subprograms keep their own FUNC types wherever they land.
+        let types = (info[1].type_id, info[2].type_id);
+        assert_eq!(*subprog_types.get_or_insert(types), types);
+        assert_ne!(info[0].type_id, types.0);
+        assert_ne!(types.0, types.1);
+    }
+    let elf = ElfFile64::<LittleEndian>::parse(SHARED_SUBPROG).unwrap();
+    let raw = elf.section_by_name(".BTF").unwrap().data().unwrap();
+    let fixed = object.btf().expect("the object has BTF");
+    assert_eq!(fixed.len(), raw.len(), "fixed up in place");
+    assert_ne!(
+        fixed, raw,
+        "clang's zero DATASEC sizes were filled in from the ELF"
+    );
+}
+
+#[test]
 fn kfunc_call_is_refused_by_name() {
     let err = Object::parse("kfunc_call", KFUNC_CALL).unwrap_err();
     assert!(

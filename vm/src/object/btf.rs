@@ -6,6 +6,8 @@
 //! Every record is decoded so that ids line up, but only the kinds map definitions use keep
 //! their details.
 
+use std::collections::HashMap;
+
 use super::ObjectError;
 
 /// BTF magic as stored little-endian.
@@ -50,7 +52,9 @@ pub(crate) enum Kind {
     Var { target: u32 },
     /// A data section's list of variables.
     Datasec { vars: Vec<SecVar> },
-    /// Anything without a size (fwd, func, func proto, decl tag).
+    /// A function (its prototype is not decoded).
+    Func,
+    /// Anything else without a size (fwd, func proto, decl tag).
     Unsized,
 }
 
@@ -207,8 +211,10 @@ impl<'data> Btf<'data> {
                 reader.skip(vlen, 8)?;
                 Kind::Sized { size: size_or_type }
             }
-            // FWD, FUNC.
-            7 | 12 => Kind::Unsized,
+            // FWD.
+            7 => Kind::Unsized,
+            // FUNC: the prototype's id in size_or_type, the linkage in vlen.
+            12 => Kind::Func,
             // TYPEDEF, VOLATILE, CONST, RESTRICT, TYPE_TAG.
             8..=11 | 18 => Kind::Alias {
                 target: size_or_type,
@@ -329,7 +335,7 @@ impl<'data> Btf<'data> {
             Kind::Alias { target } | Kind::Var { target } => {
                 self.size_of_at_depth(target, depth + 1)
             }
-            Kind::Datasec { .. } | Kind::Unsized => Err(ObjectError::btf(
+            Kind::Datasec { .. } | Kind::Func | Kind::Unsized => Err(ObjectError::btf(
                 ty.offset,
                 format!("type id {id} has no size (forward declaration, function or section)"),
             )),
@@ -347,4 +353,182 @@ impl<'data> Btf<'data> {
         }
         Ok(None)
     }
+}
+
+/// Size of one `DATASEC` entry (`struct btf_var_secinfo`: type, offset, size).
+const DATASEC_ENTRY_SIZE: usize = 12;
+
+impl Btf<'_> {
+    /// `.BTF` as the kernel's `BPF_BTF_LOAD` accepts it: clang leaves every `DATASEC` size and
+    /// variable offset 0 (the linker decides them), and Linux refuses a zero-sized section, so
+    /// — as libbpf does before loading — each `DATASEC` gets the size of the ELF section of its
+    /// name, and each variable its symbol's offset there, entries sorted by offset.
+    ///
+    /// `section_size(name)` is the ELF section's size; `var_offset(section, var)` the
+    /// `st_value` of the object symbol `var` defined in that section. `data` must be the bytes
+    /// this `Btf` was parsed from.
+    pub(crate) fn fixed_up(
+        &self,
+        data: &[u8],
+        section_size: impl Fn(&str) -> Option<u64>,
+        var_offset: impl Fn(&str, &str) -> Option<u64>,
+    ) -> Result<Vec<u8>, ObjectError> {
+        let mut out = data.to_vec();
+        for ty in &self.types {
+            let Kind::Datasec { vars } = &ty.kind else {
+                continue;
+            };
+            let section = self.name(ty.name_off)?;
+            let size = section_size(section)
+                .and_then(|size| u32::try_from(size).ok())
+                .ok_or_else(|| {
+                    ObjectError::btf(
+                        ty.offset,
+                        format!("DATASEC '{section}' has no ELF section of that name"),
+                    )
+                })?;
+            out[ty.offset + 8..ty.offset + BTF_TYPE_SIZE].copy_from_slice(&size.to_le_bytes());
+            let first = ty.offset + BTF_TYPE_SIZE;
+            let mut entries = Vec::with_capacity(vars.len());
+            for (i, var) in vars.iter().enumerate() {
+                let at = first + i * DATASEC_ENTRY_SIZE;
+                let name = self.name(self.get(var.type_id)?.name_off)?;
+                let offset = var_offset(section, name)
+                    .and_then(|offset| u32::try_from(offset).ok())
+                    .ok_or_else(|| {
+                        ObjectError::btf(
+                            at,
+                            format!("variable '{name}' of DATASEC '{section}' has no symbol there"),
+                        )
+                    })?;
+                let var_size = le_u32(data, at + 8);
+                if u64::from(offset) + u64::from(var_size) > u64::from(size) {
+                    return Err(ObjectError::btf(
+                        at,
+                        format!(
+                            "variable '{name}' ({var_size} bytes at {offset}) overruns section \
+                             '{section}' ({size} bytes)"
+                        ),
+                    ));
+                }
+                entries.push((var.type_id, offset, var_size));
+            }
+            entries.sort_by_key(|&(_, offset, _)| offset);
+            for (i, (type_id, offset, var_size)) in entries.into_iter().enumerate() {
+                let at = first + i * DATASEC_ENTRY_SIZE;
+                out[at..at + 4].copy_from_slice(&type_id.to_le_bytes());
+                out[at + 4..at + 8].copy_from_slice(&offset.to_le_bytes());
+                out[at + 8..at + 12].copy_from_slice(&var_size.to_le_bytes());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether type `id` is a `BTF_KIND_FUNC`.
+    fn is_func(&self, id: u32) -> bool {
+        self.get(id).is_ok_and(|ty| matches!(ty.kind, Kind::Func))
+    }
+}
+
+/// Reads the little-endian `u32` at `at` (the caller knows it is inside `data`).
+fn le_u32(data: &[u8], at: usize) -> u32 {
+    let mut bytes = [0u8; 4];
+    bytes.copy_from_slice(&data[at..at + 4]);
+    u32::from_le_bytes(bytes)
+}
+
+/// Size of the `.BTF.ext` header fields this reader needs (magic through `line_info_len`).
+const BTF_EXT_HEADER_SIZE: usize = 24;
+/// Smallest `bpf_func_info` record: `insn_off` and `type_id`.
+const FUNC_INFO_REC_SIZE_MIN: usize = 8;
+
+/// The `func_info` records of `.BTF.ext`: for each code section (by name), the functions'
+/// byte offsets in the section and their `BTF_KIND_FUNC` type ids in `btf`, sorted by offset.
+///
+/// Layout (kernel `Documentation/bpf/btf.rst`, "BTF.ext"): a header (magic, version, flags,
+/// `hdr_len`, then offset/length pairs relative to the header's end for func_info and
+/// line_info); the func_info area starts with the record size, then per section: the
+/// section's name (offset into `.BTF`'s strings), a record count, and the records
+/// (`insn_off` in bytes, `type_id`).
+pub(crate) fn ext_func_info(
+    ext: &[u8],
+    btf: &Btf<'_>,
+) -> Result<HashMap<String, Vec<(u64, u32)>>, ObjectError> {
+    let err = |offset: usize, reason: String| ObjectError::Section {
+        section: ".BTF.ext".to_string(),
+        offset: offset as u64,
+        reason,
+    };
+    if ext.len() < BTF_EXT_HEADER_SIZE {
+        return Err(err(
+            0,
+            format!("{} bytes is shorter than the header", ext.len()),
+        ));
+    }
+    let magic = u16::from_le_bytes([ext[0], ext[1]]);
+    if magic != BTF_MAGIC {
+        return Err(err(0, format!("bad magic {magic:#06x}")));
+    }
+    if ext[2] != 1 {
+        return Err(err(2, format!("unsupported version {}", ext[2])));
+    }
+    let hdr_len = le_u32(ext, 4) as usize;
+    let info_off = le_u32(ext, 8) as usize;
+    let info_len = le_u32(ext, 12) as usize;
+    if hdr_len < BTF_EXT_HEADER_SIZE || hdr_len > ext.len() {
+        return Err(err(4, format!("bad header length {hdr_len}")));
+    }
+    let mut out: HashMap<String, Vec<(u64, u32)>> = HashMap::new();
+    if info_len == 0 {
+        return Ok(out);
+    }
+    let (start, end) = hdr_len
+        .checked_add(info_off)
+        .and_then(|start| Some((start, start.checked_add(info_len)?)))
+        .filter(|&(_, end)| end <= ext.len())
+        .ok_or_else(|| {
+            err(
+                8,
+                format!("func_info area {info_off}+{info_len} is outside .BTF.ext"),
+            )
+        })?;
+    let mut reader = Reader {
+        data: &ext[..end],
+        pos: start,
+    };
+    let truncated = |_| err(end, "truncated func_info area".to_string());
+    let rec_size = reader.u32().map_err(truncated)? as usize;
+    if rec_size < FUNC_INFO_REC_SIZE_MIN {
+        return Err(err(
+            start,
+            format!("func_info record size {rec_size} is below 8"),
+        ));
+    }
+    while reader.pos < end {
+        let block = reader.pos;
+        let sec_name_off = reader.u32().map_err(truncated)?;
+        let count = reader.u32().map_err(truncated)? as usize;
+        let section = btf.name(sec_name_off)?.to_string();
+        let records = out.entry(section.clone()).or_default();
+        for _ in 0..count {
+            let at = reader.pos;
+            let insn_off = reader.u32().map_err(truncated)?;
+            let type_id = reader.u32().map_err(truncated)?;
+            reader
+                .skip(1, rec_size - FUNC_INFO_REC_SIZE_MIN)
+                .map_err(truncated)?;
+            if !btf.is_func(type_id) {
+                return Err(err(
+                    at,
+                    format!("func_info of section '{section}' names type {type_id}, not a FUNC"),
+                ));
+            }
+            records.push((u64::from(insn_off), type_id));
+        }
+        if count == 0 {
+            return Err(err(block, format!("empty func_info block for '{section}'")));
+        }
+        records.sort_by_key(|&(offset, _)| offset);
+    }
+    Ok(out)
 }

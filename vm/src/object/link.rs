@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
 use super::insn::{self, INSN_SIZE};
-use super::program::{MapReloc, MapRelocKind, Program, ProgramType};
+use super::program::{FuncInfo, MapReloc, MapRelocKind, Program, ProgramType};
 use super::ObjectError;
 
 /// Largest linked program we build: the kernel's limit for privileged programs
@@ -55,6 +55,8 @@ pub(crate) struct CodeSection {
     pub(crate) funcs: Vec<Func>,
     /// Resolved targets by instruction index.
     pub(crate) targets: BTreeMap<usize, InsnTarget>,
+    /// `.BTF.ext` func_info: (instruction index, FUNC type id), sorted by index.
+    pub(crate) func_info: Vec<(usize, u32)>,
 }
 
 /// A symbol as relocations see it.
@@ -374,12 +376,25 @@ pub(crate) fn link_program(
 
     let mut insns = Vec::new();
     let mut map_relocs = Vec::new();
+    let mut func_info = Vec::new();
     while let Some((sec_index, func_index)) = queue.pop_front() {
         let code = &sections[&sec_index];
         let f = &code.funcs[func_index];
         let base = insns.len();
         debug_assert_eq!(placed[&(sec_index, func_index)], base);
         insns.extend_from_slice(&code.insns[f.start..f.end]);
+        // The function's BTF records move with it (positions are below PROGRAM_INSNS_MAX).
+        let first = code.func_info.partition_point(|&(at, _)| at < f.start);
+        for &(at, type_id) in code.func_info[first..]
+            .iter()
+            .take_while(|&&(at, _)| at < f.end)
+        {
+            func_info.push(FuncInfo {
+                insn_off: u32::try_from(base + (at - f.start))
+                    .expect("bounded by PROGRAM_INSNS_MAX"),
+                type_id,
+            });
+        }
         for (&at, target) in code.targets.range(f.start..f.end) {
             let position = base + (at - f.start);
             match *target {
@@ -470,5 +485,6 @@ pub(crate) fn link_program(
         prog_type: ProgramType::from_section(&main_section.name),
         insns,
         map_relocs,
+        func_info,
     })
 }

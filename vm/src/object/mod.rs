@@ -12,7 +12,8 @@
 //! with an error naming the place: kfuncs and other extern symbols, legacy `maps` sections,
 //! map-in-map `values`, big-endian objects. Callbacks (function addresses in `lddw`) are linked
 //! like called subprograms and left as `BPF_PSEUDO_FUNC` loads, which both kernels resolve.
-//! `.BTF.ext` (line info, CO-RE relocations) and DWARF are ignored.
+//! Of `.BTF.ext` only func_info is read ([`Program::func_info`]); line info, CO-RE relocations
+//! and DWARF are ignored. [`Object::btf`] is `.BTF` fixed up for `BPF_BTF_LOAD`.
 
 mod btf;
 mod error;
@@ -32,7 +33,7 @@ pub use maps::{
     global_data_map_name, MapDef, MapOrigin, MapType, BPF_F_MMAPABLE, BPF_F_RDONLY_PROG,
     MAP_NAME_LEN_MAX,
 };
-pub use program::{MapReloc, MapRelocKind, Program, ProgramType};
+pub use program::{FuncInfo, MapReloc, MapRelocKind, Program, ProgramType};
 
 use link::{CodeSection, Func, MapLookup, RawReloc, Symbol};
 
@@ -49,6 +50,10 @@ const LICENSE_SECTION: &str = "license";
 const BTF_MAPS_SECTION: &str = ".maps";
 /// Name of the pre-BTF map definition section libbpf 1.0 dropped.
 const LEGACY_MAPS_SECTION: &str = "maps";
+/// Name of the section holding BTF type information.
+const BTF_SECTION: &str = ".BTF";
+/// Name of the section holding BTF line and function information.
+const BTF_EXT_SECTION: &str = ".BTF.ext";
 /// Name of the section of subprograms (functions without `SEC()`).
 const TEXT_SECTION: &str = ".text";
 
@@ -59,6 +64,7 @@ pub struct Object {
     license: Option<String>,
     maps: Vec<MapDef>,
     programs: Vec<Program>,
+    btf: Option<Vec<u8>>,
 }
 
 /// One ELF section, with its name and bytes (empty for `SHT_NOBITS`).
@@ -139,6 +145,9 @@ impl Object {
             let section_relocs = relocs.get(index).map_or(&[][..], Vec::as_slice);
             section.resolve_relocations(section_relocs, &symbols, &lookup, &code_ids)?;
         }
+        // After relocations, which refuse externs (whose DATASECs, e.g. `.ksyms`, have no
+        // ELF section to take a size from) by name.
+        let btf = read_btf(&sections, &symbols, &mut code)?;
 
         // Programs in section order, then by offset, so indices are stable across runs.
         let mut programs = Vec::new();
@@ -168,6 +177,7 @@ impl Object {
             license,
             maps,
             programs,
+            btf,
         })
     }
 
@@ -200,6 +210,12 @@ impl Object {
             .iter()
             .enumerate()
             .find(|(_, map)| map.name == name)
+    }
+
+    /// `.BTF` ready for the kernel's `BPF_BTF_LOAD` (data-section sizes and variable offsets
+    /// filled in from the ELF, as libbpf does), if the object has BTF.
+    pub fn btf(&self) -> Option<&[u8]> {
+        self.btf.as_deref()
     }
 
     /// Programs in section order, then by offset inside the section.
@@ -460,6 +476,56 @@ fn read_global_data(
     Ok(())
 }
 
+/// `.BTF` fixed up for the kernel, with each code section's `.BTF.ext` func_info attached;
+/// `None` without `.BTF`.
+fn read_btf(
+    sections: &[Section<'_>],
+    symbols: &[Symbol],
+    code: &mut BTreeMap<usize, CodeSection>,
+) -> Result<Option<Vec<u8>>, ObjectError> {
+    let Some(btf_section) = sections.iter().find(|s| s.name == BTF_SECTION) else {
+        return Ok(None);
+    };
+    let btf = btf::Btf::parse(btf_section.data)?;
+    let section_index = |name: &str| sections.iter().position(|s| s.name == name);
+    let fixed = btf.fixed_up(
+        btf_section.data,
+        |name| section_index(name).map(|i| sections[i].size),
+        |section, var| {
+            let index = section_index(section)?;
+            symbols
+                .iter()
+                .find(|s| s.section == Some(index) && s.name == var && s.st_type == elf::STT_OBJECT)
+                .map(|s| s.value)
+        },
+    )?;
+    if let Some(ext) = sections.iter().find(|s| s.name == BTF_EXT_SECTION) {
+        let mut by_section = btf::ext_func_info(ext.data, &btf)?;
+        for section in code.values_mut() {
+            let Some(records) = by_section.remove(&section.name) else {
+                continue;
+            };
+            for (byte_off, type_id) in records {
+                let at = usize::try_from(byte_off / insn::INSN_SIZE as u64)
+                    .ok()
+                    .filter(|&at| {
+                        byte_off % insn::INSN_SIZE as u64 == 0 && at < section.insns.len()
+                    })
+                    .ok_or_else(|| ObjectError::Section {
+                        section: BTF_EXT_SECTION.to_string(),
+                        offset: 0,
+                        reason: format!(
+                            "func_info offset {byte_off} is not an instruction of '{}'",
+                            section.name
+                        ),
+                    })?;
+                section.func_info.push((at, type_id));
+            }
+        }
+    }
+    Ok(Some(fixed))
+}
+
 /// Every executable section, as instructions plus its function symbols.
 fn read_code_sections(
     sections: &[Section<'_>],
@@ -520,6 +586,7 @@ fn read_code_sections(
                 insns: insn::words(section.data),
                 funcs,
                 targets: BTreeMap::new(),
+                func_info: Vec::new(),
             },
         );
     }

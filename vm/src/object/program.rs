@@ -141,6 +141,17 @@ pub struct MapReloc {
     pub kind: MapRelocKind,
 }
 
+/// One function of a linked program as the kernel's `struct bpf_func_info` describes it: the
+/// function starting at instruction `insn_off` has the `BTF_KIND_FUNC` type `type_id` in the
+/// object's BTF ([`super::Object::btf`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FuncInfo {
+    /// First instruction of the function in [`Program::insns`].
+    pub insn_off: u32,
+    /// Its type id.
+    pub type_id: u32,
+}
+
 /// One loadable program: a global function in a program section, with every subprogram it
 /// calls appended and every call offset fixed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,6 +161,7 @@ pub struct Program {
     pub(crate) prog_type: Option<ProgramType>,
     pub(crate) insns: Vec<u64>,
     pub(crate) map_relocs: Vec<MapReloc>,
+    pub(crate) func_info: Vec<FuncInfo>,
 }
 
 impl Program {
@@ -178,6 +190,13 @@ impl Program {
     /// Every map load, in instruction order.
     pub fn map_relocs(&self) -> &[MapReloc] {
         &self.map_relocs
+    }
+
+    /// One record per function of the linked program (the entry at 0, then each appended
+    /// subprogram where it was placed), from `.BTF.ext`; empty when the object has none.
+    /// Linux needs them, with the object's BTF, to load programs with callbacks.
+    pub fn func_info(&self) -> &[FuncInfo] {
+        &self.func_info
     }
 
     /// The instructions as the kernel's `BPF_PROG_LOAD` wants them: each map load's immediate
