@@ -13,7 +13,7 @@ use resystance_traces::{FuncInfo, Kernel, MapFd, MapSpec, MapType, ProgBtf, Prog
 use resystance_vm::exec::{self, Limits, Vm};
 use resystance_vm::helpers::Clock;
 use resystance_vm::loader::{self, LoadOptions};
-use resystance_vm::object::{MapDef, MapType as ObjMapType, Object};
+use resystance_vm::object::{MapDef, MapRelocKind, MapType as ObjMapType, Object};
 
 /// `resystance bpf …`.
 #[derive(Debug, Args)]
@@ -73,10 +73,17 @@ pub struct RunArgs {
 
 /// `resystance bpf disasm`.
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["object", "raw"])))]
 pub struct DisasmArgs {
+    /// A clang-compiled BPF object (ELF): its programs, linked, map loads named.
+    #[arg(value_name = "OBJECT.o")]
+    pub object: Option<PathBuf>,
+    /// Only this program of `OBJECT.o` (all of them if omitted).
+    #[arg(long, value_name = "NAME", requires = "object")]
+    pub prog: Option<String>,
     /// Raw program: little-endian 8-byte instructions.
     #[arg(long, value_name = "PROG.bin")]
-    pub raw: PathBuf,
+    pub raw: Option<PathBuf>,
 }
 
 /// What a run printed, for tests.
@@ -103,12 +110,68 @@ pub fn run(args: &BpfArgs, kernel: &Arc<dyn Kernel>) -> Result<String, String> {
 }
 
 fn disasm(args: &DisasmArgs) -> Result<String, String> {
-    let bytes = read(&args.raw, "program")?;
-    let program = exec::Program::from_raw(&bytes)
-        .map_err(|e| format!("loading {}: {e}", args.raw.display()))?;
+    match (&args.object, &args.raw) {
+        (Some(object), None) => disasm_object(object, args.prog.as_deref()),
+        (None, Some(raw)) => {
+            let bytes = read(raw, "program")?;
+            let program = exec::Program::from_raw(&bytes)
+                .map_err(|e| format!("loading {}: {e}", raw.display()))?;
+            let mut out = String::new();
+            for (pc, text) in exec::disassemble(&program) {
+                let _ = writeln!(out, "{pc:5}: {text}");
+            }
+            Ok(out)
+        }
+        _ => Err("give either OBJECT.o or --raw PROG.bin".into()),
+    }
+}
+
+/// Each program of an object (or just `only`), linked, with its map loads named.
+fn disasm_object(path: &Path, only: Option<&str>) -> Result<String, String> {
+    let bytes = read(path, "object")?;
+    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+    let object = Object::parse(
+        Object::name_from_file_name(file_name.as_deref().unwrap_or("object")),
+        &bytes,
+    )
+    .map_err(|e| format!("parsing {}: {e}", path.display()))?;
+    let programs: Vec<_> = object
+        .programs()
+        .iter()
+        .filter(|p| only.is_none_or(|name| p.name() == name))
+        .collect();
+    if programs.is_empty() {
+        return Err(format!(
+            "{} has no program {:?}",
+            path.display(),
+            only.unwrap_or_default()
+        ));
+    }
     let mut out = String::new();
-    for (pc, text) in exec::disassemble(&program) {
-        let _ = writeln!(out, "{pc:5}: {text}");
+    for p in programs {
+        // Map loads become placeholders for decoding; the comment says what they load.
+        let insns = p
+            .resolved_with(|_| Ok::<u64, std::convert::Infallible>(0))
+            .unwrap_or_else(|never| match never {});
+        let raw: Vec<u8> = insns.iter().flat_map(|w| w.to_le_bytes()).collect();
+        let program = exec::Program::from_raw(&raw)
+            .map_err(|e| format!("decoding {} of {}: {e}", p.name(), path.display()))?;
+        let _ = writeln!(out, "{} (section {}):", p.name(), p.section());
+        for (pc, text) in exec::disassemble(&program) {
+            match p.map_relocs().iter().find(|r| r.insn_index == pc) {
+                Some(r) => {
+                    let map = &object.maps()[r.map_index].name;
+                    let what = match r.kind {
+                        MapRelocKind::Fd => format!("map {map}"),
+                        MapRelocKind::Value { offset } => format!("&{map}[{offset}]"),
+                    };
+                    let _ = writeln!(out, "{pc:5}: {text}  ; {what}");
+                }
+                None => {
+                    let _ = writeln!(out, "{pc:5}: {text}");
+                }
+            }
+        }
     }
     Ok(out)
 }
@@ -555,7 +618,12 @@ mod tests {
             "{}",
             report.text
         );
-        let listing = disasm(&DisasmArgs { raw }).unwrap();
+        let listing = disasm(&DisasmArgs {
+            object: None,
+            prog: None,
+            raw: Some(raw),
+        })
+        .unwrap();
         assert!(listing.contains("    1: r0 += r2"), "{listing}");
     }
 
@@ -618,5 +686,20 @@ mod tests {
         );
         assert_eq!(parse_hex("0a ff").unwrap(), vec![0x0a, 0xff]);
         assert!(parse_hex("abc").is_err());
+    }
+
+    #[test]
+    fn disassembles_an_object_with_its_map_loads_named() {
+        let object = Path::new(env!("CARGO_MANIFEST_DIR")).join("vm/tests/data/maps_and_globals.o");
+        let listing = disasm(&DisasmArgs {
+            object: Some(object),
+            prog: Some("run".into()),
+            raw: None,
+        })
+        .unwrap();
+        assert!(listing.starts_with("run (section syscall):"), "{listing}");
+        assert!(listing.contains("; map blocks"), "{listing}");
+        assert!(listing.contains("; map index_map"), "{listing}");
+        assert!(listing.contains("exit"), "{listing}");
     }
 }
