@@ -9,7 +9,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand, ValueEnum};
-use resystance_traces::{FuncInfo, Kernel, MapFd, MapSpec, MapType, ProgBtf, ProgLoad, ProgType};
+use resystance_traces::{
+    FuncInfo, Kernel, MapFd, MapSpec, MapType, ProgBtf, ProgLoad, ProgLoaded, ProgType,
+    TestRunResult,
+};
 use resystance_vm::exec::{self, Limits, Vm};
 use resystance_vm::helpers::Clock;
 use resystance_vm::loader::{self, LoadOptions};
@@ -231,25 +234,7 @@ fn run_raw(args: &RunArgs, raw: &Path, kernel: &Arc<dyn Kernel>) -> Result<RunRe
             // The program is run once; its descriptor goes whatever the outcome.
             let _ = kernel.close(loaded.fd.0);
             let run = run.map_err(|e| format!("BPF_PROG_TEST_RUN of {}: {e}", raw.display()))?;
-            let _ = writeln!(
-                text,
-                "backend:      kernel (BPF_PROG_TYPE_SYSCALL, BPF_PROG_TEST_RUN)"
-            );
-            match loaded.verified_insns {
-                Some(n) => {
-                    let _ = writeln!(text, "verifier:     accepted, {n} instructions processed");
-                }
-                None => {
-                    let _ = writeln!(text, "verifier:     accepted");
-                }
-            }
-            let _ = writeln!(
-                text,
-                "return value: {:#010x} (low 32 bits of r0: all Linux's test-run reports)",
-                run.retval
-            );
-            let _ = writeln!(text, "status:       ok, run took {} ns", run.duration_ns);
-            u64::from(run.retval)
+            describe_kernel_run(&mut text, &loaded, &run)
         }
     };
     let _ = writeln!(
@@ -423,6 +408,29 @@ fn run_object(args: &RunArgs, path: &Path, kernel: &Arc<dyn Kernel>) -> Result<R
     })
 }
 
+/// The lines describing a kernel run; returns the return value Linux reported (32 bits).
+fn describe_kernel_run(text: &mut String, loaded: &ProgLoaded, run: &TestRunResult) -> u64 {
+    let _ = writeln!(
+        text,
+        "backend:      kernel (BPF_PROG_TYPE_SYSCALL, BPF_PROG_TEST_RUN)"
+    );
+    match loaded.verified_insns {
+        Some(n) => {
+            let _ = writeln!(text, "verifier:     accepted, {n} instructions processed");
+        }
+        None => {
+            let _ = writeln!(text, "verifier:     accepted");
+        }
+    }
+    let _ = writeln!(
+        text,
+        "return value: {:#010x} (low 32 bits of r0: all Linux's test-run reports)",
+        run.retval
+    );
+    let _ = writeln!(text, "status:       ok, run took {} ns", run.duration_ns);
+    u64::from(run.retval)
+}
+
 /// The kernel's map type for an object's map, for the types the boundary knows.
 fn kernel_map_type(def: &MapDef) -> Result<MapType, String> {
     Ok(match def.map_type {
@@ -549,20 +557,7 @@ fn run_object_on_kernel(
                 digests.push((def.name.clone(), all));
             }
         }
-        let _ = writeln!(
-            text,
-            "backend:      kernel (BPF_PROG_TYPE_SYSCALL, BPF_PROG_TEST_RUN)"
-        );
-        if let Some(n) = loaded.verified_insns {
-            let _ = writeln!(text, "verifier:     accepted, {n} instructions processed");
-        }
-        let _ = writeln!(
-            text,
-            "return value: {:#010x} (low 32 bits of r0: all Linux's test-run reports)",
-            run.retval
-        );
-        let _ = writeln!(text, "status:       ok, run took {} ns", run.duration_ns);
-        Ok(u64::from(run.retval))
+        Ok(describe_kernel_run(text, &loaded, &run))
     })();
     for fd in fds {
         let _ = kernel.close(fd.0);

@@ -29,7 +29,7 @@ use std::time::Instant;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use resystance_real_kernel::RealKernel;
-use resystance_traces::{Kernel, KernelError, MapSpec, MapType, ProgLoad, ProgType};
+use resystance_traces::{Kernel, KernelError, ProgLoad, ProgType};
 use resystance_vm::exec::{Limits, Program, Vm};
 
 /// Context bytes handed to both runs.
@@ -648,29 +648,10 @@ fn run_linux(k: &RealKernel, insns: &[u64], ctx: &mut [u8]) -> Result<u32, Kerne
     Ok(run?.retval)
 }
 
-fn skip_reason(k: &RealKernel) -> Option<String> {
-    // The probe's error says what is missing (EPERM names root or CAP_BPF + CAP_PERFMON).
-    let probe = MapSpec {
-        name: "probe".to_string(),
-        map_type: MapType::Array,
-        key_size: 4,
-        value_size: 4,
-        max_entries: 1,
-        flags: 0,
-    };
-    match k.bpf_map_create(&probe) {
-        Ok(map) => {
-            k.close(map.0).ok();
-            None
-        }
-        Err(err) => Some(format!("bpf(2) is unavailable: {err}")),
-    }
-}
-
 #[test]
 fn vm_matches_linux_on_random_programs() {
     let k = RealKernel::new();
-    if let Some(why) = skip_reason(&k) {
+    if let Some(why) = k.bpf_unavailable() {
         writeln!(
             std::io::stdout().lock(),
             "SKIP vm_matches_linux_on_random_programs: {why}"
@@ -840,7 +821,7 @@ fn hex(bytes: &[u8]) -> String {
 #[test]
 fn pruned_cmpxchg32_zero_extends_r0_in_the_vm_but_not_in_linux() {
     let k = RealKernel::new();
-    if let Some(why) = skip_reason(&k) {
+    if let Some(why) = k.bpf_unavailable() {
         writeln!(
             std::io::stdout().lock(),
             "SKIP pruned_cmpxchg32_zero_extends_r0_in_the_vm_but_not_in_linux: {why}"

@@ -106,6 +106,28 @@ impl RealKernel {
         RealKernel::default()
     }
 
+    /// Why `bpf(2)` cannot be used by this process, or `None` when it can: probes by creating
+    /// (and closing) a one-element array map, so the answer names what is missing (root, or
+    /// CAP_BPF and CAP_PERFMON; a kernel without bpf).
+    pub fn bpf_unavailable(&self) -> Option<String> {
+        let probe = MapSpec {
+            name: "probe".to_string(),
+            map_type: resystance_traces::MapType::Array,
+            key_size: 4,
+            value_size: 4,
+            max_entries: 1,
+            flags: 0,
+        };
+        match self.bpf_map_create(&probe) {
+            Ok(map) => {
+                // The probe map is ours alone; closing it cannot lose anything.
+                let _ = self.close(map.0);
+                None
+            }
+            Err(err) => Some(format!("bpf(2) is unavailable: {err}")),
+        }
+    }
+
     /// Records a live mapping and hands out its id.
     fn insert_mapping(&self, addr: usize, len: usize) -> MemId {
         let mut next = self.next_mem_id.lock().expect("mem id lock");
@@ -735,21 +757,9 @@ mod tests {
         let why = if unsafe { libc::geteuid() } != 0 {
             Some("not root (bpf(2) needs root, or CAP_BPF and CAP_PERFMON)".to_string())
         } else {
-            let k = RealKernel::new();
-            let probe = MapSpec {
-                name: "probe".to_string(),
-                map_type: MapType::Array,
-                key_size: 4,
-                value_size: 4,
-                max_entries: 1,
-                flags: 0,
-            };
-            match k.bpf_map_create(&probe) {
-                Ok(map) => {
-                    k.close(map.0).unwrap();
-                    return Some(RealKernel::new());
-                }
-                Err(err) => Some(format!("bpf(2) is unavailable: {err}")),
+            match RealKernel::new().bpf_unavailable() {
+                None => return Some(RealKernel::new()),
+                why => why,
             }
         };
         let why = why.expect("set on every path that does not return");
