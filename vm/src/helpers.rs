@@ -214,7 +214,9 @@ fn values_of<'a>(
     map: &MapState,
 ) -> Result<&'a mut [u8], HelperError> {
     memory
-        .write(region_base(index), map.values_len() as u64)
+        .region_mut(index)
+        // The region is exactly the map's values (the loader lends one per map).
+        .inspect(|values| debug_assert_eq!(values.len(), map.values_len()))
         .map_err(|e| {
             HelperError::new(format!(
                 "map '{}' values are not writable by programs: {e}",

@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use crate::exec::{self, region_base, Limits, Region, RunError, RunResult, Vm, REGIONS_EXTRA_MAX};
 use crate::helpers::{self, map_handle, Clock, KernelState};
 use crate::maps::{errno, MapError, MapSpec, MapState};
-use crate::object::{MapRelocKind, Object, ObjectError, BPF_F_MMAPABLE};
+use crate::object::{MapRelocKind, MapType, Object, ObjectError, BPF_F_MMAPABLE};
 
 /// Why an object's program could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -203,10 +203,17 @@ impl LoadedProgram {
             .zip(&self.map_names)
             .zip(&states.maps)
             .map(|((bytes, name), map)| {
-                if map.spec().read_only_for_programs() {
+                let spec = map.spec();
+                let region = if spec.read_only_for_programs() {
                     Region::read_only(name, bytes)
                 } else {
                     Region::writable(name, bytes)
+                };
+                // Values of arrays and hashes are bounded one by one, as in Linux; a ring
+                // buffer's records are bounded by the region.
+                match spec.map_type {
+                    MapType::Ringbuf => region,
+                    _ => region.with_elements(spec.value_stride(), spec.value_size as usize),
                 }
             })
             .collect();

@@ -61,6 +61,16 @@ pub const fn frame_pointer(frame: usize) -> u64 {
 pub struct Region<'r> {
     name: &'r str,
     bytes: RegionBytes<'r>,
+    /// Map values: element `i` is `size` bytes at `i * stride`; an access must stay inside
+    /// one element's `size` bytes (what Linux's verifier enforces on a map-value pointer).
+    elements: Option<Elements>,
+}
+
+/// The element layout of a region of map values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Elements {
+    stride_bytes: u64,
+    size_bytes: u64,
 }
 
 #[derive(Debug)]
@@ -75,6 +85,7 @@ impl<'r> Region<'r> {
         Region {
             name,
             bytes: RegionBytes::ReadOnly(bytes),
+            elements: None,
         }
     }
 
@@ -83,6 +94,30 @@ impl<'r> Region<'r> {
         Region {
             name,
             bytes: RegionBytes::Writable(bytes),
+            elements: None,
+        }
+    }
+
+    /// Makes the region a sequence of map values: `size_bytes` at every `stride_bytes`, and
+    /// every access must lie inside a single value (crossing into padding or the next value is
+    /// a fault, as a map-value pointer in Linux is bounded by `value_size`).
+    pub fn with_elements(mut self, stride_bytes: usize, size_bytes: usize) -> Self {
+        assert!(
+            size_bytes > 0 && size_bytes <= stride_bytes,
+            "a value of {size_bytes} bytes at a stride of {stride_bytes}"
+        );
+        self.elements = Some(Elements {
+            stride_bytes: stride_bytes as u64,
+            size_bytes: size_bytes as u64,
+        });
+        self
+    }
+
+    /// Whether `[offset, offset + len)` (already inside the region) lies inside one element.
+    fn within_one_element(&self, offset: u64, len: u64) -> bool {
+        match self.elements {
+            None => true,
+            Some(e) => (offset % e.stride_bytes).saturating_add(len) <= e.size_bytes,
         }
     }
 
@@ -165,6 +200,30 @@ impl<'m, 'r> Memory<'m, 'r> {
     /// The bytes at `addr..addr + len_bytes`, writable, for helpers that write program memory.
     pub fn write(&mut self, addr: u64, len_bytes: u64) -> Result<&mut [u8], MemoryError> {
         self.locate_mut(addr, len_bytes, Access::Store)
+    }
+
+    /// The whole backing bytes of extra region `index`, writable — for helpers, which
+    /// implement map internals (the kernel's side), so no per-value bound applies; a
+    /// read-only region (`.rodata`) is still refused.
+    pub fn region_mut(&mut self, index: usize) -> Result<&mut [u8], MemoryError> {
+        let fail = |why: String, len: usize| MemoryError {
+            access: Access::Store,
+            addr: region_base(index),
+            len_bytes: len as u64,
+            why,
+        };
+        match self.extra.get_mut(index) {
+            Some(region) => {
+                let len = region.len_bytes();
+                match &mut region.bytes {
+                    RegionBytes::Writable(b) => Ok(b),
+                    RegionBytes::ReadOnly(_) => {
+                        Err(fail(format!("region '{}' is read-only", region.name), len))
+                    }
+                }
+            }
+            None => Err(fail(format!("no region {index}"), 0)),
+        }
     }
 
     /// Loads `size` (1, 2, 4 or 8) bytes, little-endian, zero-extended.
@@ -269,7 +328,7 @@ impl<'m, 'r> Memory<'m, 'r> {
             _ => {
                 let index = (slot - SLOT_EXTRA_FIRST) as usize;
                 if let Some(region) = self.extra.get(index) {
-                    if inside(region.len_bytes() as u64) {
+                    if inside(region.len_bytes() as u64) && region.within_one_element(offset, len) {
                         return Ok((Slot::Extra(index), offset as usize));
                     }
                 }
@@ -323,11 +382,26 @@ impl<'m, 'r> Memory<'m, 'r> {
             _ => {
                 let index = (slot - SLOT_EXTRA_FIRST) as usize;
                 match self.extra.get(index) {
-                    Some(r) => straddle(
-                        &format!("region '{}'", r.name),
-                        addr & !SLOT_OFFSET_MASK,
-                        r.len_bytes() as u64,
-                    ),
+                    Some(r) => match r.elements {
+                        Some(e)
+                            if offset.saturating_add(len) <= r.len_bytes() as u64
+                                && !r.within_one_element(offset, len) =>
+                        {
+                            let value = offset / e.stride_bytes;
+                            format!(
+                                "starts in value {value} of region '{}' at offset {} but ends past its {} bytes (values are {} bytes apart)",
+                                r.name,
+                                offset % e.stride_bytes,
+                                e.size_bytes,
+                                e.stride_bytes
+                            )
+                        }
+                        _ => straddle(
+                            &format!("region '{}'", r.name),
+                            addr & !SLOT_OFFSET_MASK,
+                            r.len_bytes() as u64,
+                        ),
+                    },
                     None => "outside every region".to_string(),
                 }
             }
