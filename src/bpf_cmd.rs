@@ -571,12 +571,7 @@ mod tests {
     use resystance_real_kernel::RealKernel;
 
     fn insn(opc: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
-        let mut b = [0u8; 8];
-        b[0] = opc;
-        b[1] = (src << 4) | dst;
-        b[2..4].copy_from_slice(&off.to_le_bytes());
-        b[4..8].copy_from_slice(&imm.to_le_bytes());
-        b
+        exec::encode_insn(opc, dst, src, off, imm).to_le_bytes()
     }
 
     #[test]

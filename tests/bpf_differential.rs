@@ -22,6 +22,7 @@
 //! `BPF_DIFF_CASE` runs just one case of the sequence (to reproduce a difference).
 //! Root only: otherwise one `SKIP` line. A verifier rejection is a generator bug and fails.
 
+use resystance_vm::exec::encode_insn as insn;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::time::Instant;
@@ -94,15 +95,6 @@ const CONDS: [u8; 11] = [
 const ATOMIC_FETCH: i32 = 0x01;
 const ATOMIC_XCHG: i32 = 0xe0 | ATOMIC_FETCH;
 const ATOMIC_CMPXCHG: i32 = 0xf0 | ATOMIC_FETCH;
-
-/// One raw instruction, as both the kernel and the vm read it.
-fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
-    u64::from(code)
-        | u64::from(dst) << 8
-        | u64::from(src) << 12
-        | u64::from(off as u16) << 16
-        | u64::from(imm as u32) << 32
-}
 
 fn code_of(raw: u64) -> u8 {
     raw as u8

@@ -669,6 +669,7 @@ impl Kernel for RealKernel {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use resystance_vm::exec::encode_insn as insn;
 
     #[test]
     fn file_round_trip_and_counts() {
@@ -728,15 +729,6 @@ mod tests {
         let k = RealKernel::new();
         let err = k.uring_setup(&UringParams::default()).unwrap_err();
         assert!(err.to_string().contains("real-kernel issue"), "{err}");
-    }
-
-    /// A raw eBPF instruction, as the kernel reads it on a little-endian host.
-    fn insn(code: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
-        u64::from(code)
-            | u64::from(dst) << 8
-            | u64::from(src) << 12
-            | u64::from(off as u16) << 16
-            | u64::from(imm as u32) << 32
     }
 
     const EXIT: u64 = 0x95;

@@ -35,9 +35,7 @@ const JA: u8 = 0x05;
 const EXIT: u8 = 0x95;
 
 fn insn(opc: u8, dst: u8, src: u8, off: i16, imm: i32) -> [u8; 8] {
-    let [o0, o1] = off.to_le_bytes();
-    let [i0, i1, i2, i3] = imm.to_le_bytes();
-    [opc, (src << 4) | dst, o0, o1, i0, i1, i2, i3]
+    resystance_vm::exec::encode_insn(opc, dst, src, off, imm).to_le_bytes()
 }
 
 /// The merge. Memory: `n_a: u64, n_b: u64, a[n_a], b[n_b], out[n_a + n_b]`; returns the

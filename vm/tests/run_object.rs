@@ -1,6 +1,7 @@
 //! End to end: committed clang objects loaded with `loader::load` and run in the vm, checking
 //! return values, helper effects and map contents afterwards.
 
+use resystance_vm::exec::encode_insn as insn;
 use std::sync::Arc;
 
 use resystance_vm::exec::{region_base, RunError};
@@ -305,15 +306,6 @@ fn bpf_loop_runs_the_callback_as_a_bpf_call() {
         (5 << 32) | 6,
         "stopped at index 4 after 5 calls"
     );
-}
-
-/// One instruction word: opcode, registers, offset, immediate.
-fn insn(opcode: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
-    u64::from(opcode)
-        | u64::from(dst) << 8
-        | u64::from(src) << 12
-        | u64::from(off as u16) << 16
-        | u64::from(imm as u32) << 32
 }
 
 /// `r1 = count; r2 = <callback or r2_value>; r3 = 0; r4 = flags; call bpf_loop; exit`,

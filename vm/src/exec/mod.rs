@@ -48,7 +48,9 @@ pub use memory::{
     frame_pointer, region_base, Memory, Region, CTX_BASE, FRAMES_MAX, REGIONS_EXTRA_MAX,
     REGION_BYTES_MAX, STACK_FRAMES_BASE, STACK_FRAME_BYTES, STACK_FRAME_STRIDE_BYTES,
 };
-pub use program::{callback_address, Program, CALLBACK_ADDR_BASE, INSN_SIZE_BYTES, PROG_INSNS_MAX};
+pub use program::{
+    callback_address, encode_insn, Program, CALLBACK_ADDR_BASE, INSN_SIZE_BYTES, PROG_INSNS_MAX,
+};
 
 /// Default instruction budget of one run: 2^28 (~268 M) instructions.
 ///

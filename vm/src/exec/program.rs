@@ -38,6 +38,17 @@ const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
 const BPF_MAY_GOTO: u8 = 0;
 const REG_FP: u8 = 10;
 
+/// One instruction as the little-endian 64-bit word Linux and the vm read: opcode in byte 0,
+/// dst (low nibble) and src (high nibble) registers in byte 1, the offset in bytes 2-3 and the
+/// immediate in bytes 4-7. (`.to_le_bytes()` gives the 8 bytes of a raw program.)
+pub const fn encode_insn(opcode: u8, dst: u8, src: u8, off: i16, imm: i32) -> u64 {
+    opcode as u64
+        | ((dst & 0xf) as u64) << 8
+        | ((src & 0xf) as u64) << 12
+        | (off as u16 as u64) << 16
+        | (imm as u32 as u64) << 32
+}
+
 /// The second operand of an ALU op, a store or a conditional jump.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Operand {
