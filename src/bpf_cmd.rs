@@ -129,15 +129,20 @@ fn disasm(args: &DisasmArgs) -> Result<String, String> {
     }
 }
 
-/// Each program of an object (or just `only`), linked, with its map loads named.
-fn disasm_object(path: &Path, only: Option<&str>) -> Result<String, String> {
+/// Reads and parses an object, named after its file as libbpf names objects.
+fn parse_object(path: &Path) -> Result<Object, String> {
     let bytes = read(path, "object")?;
     let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let object = Object::parse(
+    Object::parse(
         Object::name_from_file_name(file_name.as_deref().unwrap_or("object")),
         &bytes,
     )
-    .map_err(|e| format!("parsing {}: {e}", path.display()))?;
+    .map_err(|e| format!("parsing {}: {e}", path.display()))
+}
+
+/// Each program of an object (or just `only`), linked, with its map loads named.
+fn disasm_object(path: &Path, only: Option<&str>) -> Result<String, String> {
+    let object = parse_object(path)?;
     let programs: Vec<_> = object
         .programs()
         .iter()
@@ -308,13 +313,7 @@ impl Clock for KernelClock {
 }
 
 fn run_object(args: &RunArgs, path: &Path, kernel: &Arc<dyn Kernel>) -> Result<RunReport, String> {
-    let bytes = read(path, "object")?;
-    let file_name = path.file_name().map(|n| n.to_string_lossy().into_owned());
-    let object = Object::parse(
-        Object::name_from_file_name(file_name.as_deref().unwrap_or("object")),
-        &bytes,
-    )
-    .map_err(|e| format!("parsing {}: {e}", path.display()))?;
+    let object = parse_object(path)?;
     let prog = args
         .prog
         .as_deref()

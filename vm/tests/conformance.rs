@@ -3,19 +3,12 @@
 //! test measures raw rbpf 0.4.1's interpreter on the same cases, the baseline this runtime
 //! replaced.
 
-/// Prints a line past libtest's output capture (which only takes `print!`), so counts and skip
-/// lines show in a normal `cargo test` run.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
+#[macro_use]
+mod common;
 
-use std::collections::BTreeMap;
-use std::fs;
 use std::panic::{self, AssertUnwindSafe};
-use std::path::{Path, PathBuf};
+
+use common::{accepted_cases, Case};
 
 use resystance_vm::exec::{Limits, Memory, Program, Vm};
 
@@ -29,58 +22,6 @@ const RBPF_RAW_PASSING_DEBUG: usize = 202;
 /// Helper id 5 is `bpf_ktime_get_ns` in Linux; the suite's `call_unwind_fail` calls it and
 /// only needs it to return.
 const HELPER_KTIME_GET_NS: u32 = 5;
-
-struct Case {
-    name: String,
-    program: Vec<u8>,
-    mem: Vec<u8>,
-    expected_r0: u64,
-}
-
-fn suite_dir() -> Option<PathBuf> {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/bpf_conformance");
-    dir.is_dir().then_some(dir)
-}
-
-/// The Linux-accepted cases, or `None` (after printing the skip line) without the suite.
-fn accepted_cases() -> Option<Vec<Case>> {
-    let Some(dir) = suite_dir() else {
-        say!("SKIP conformance: ../shared/conformance not found");
-        return None;
-    };
-    let read = |name: &str| {
-        let path = dir.join(name);
-        fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-    };
-    let text = |name: &str| String::from_utf8(read(name)).unwrap_or_else(|e| panic!("{name}: {e}"));
-    let expected: BTreeMap<String, u64> = text("expected.txt")
-        .lines()
-        .filter(|l| !l.trim().is_empty())
-        .map(|line| {
-            let (name, value) = line
-                .split_once(' ')
-                .unwrap_or_else(|| panic!("expected.txt line {line:?}"));
-            let hex = value.trim().trim_start_matches("0x");
-            let value = u64::from_str_radix(hex, 16)
-                .unwrap_or_else(|e| panic!("expected.txt {line:?}: {e}"));
-            (name.to_string(), value)
-        })
-        .collect();
-    let cases = text("linux-6.18.txt")
-        .lines()
-        .filter_map(|line| line.strip_suffix(" accepted"))
-        .map(|name| Case {
-            name: name.to_string(),
-            program: read(&format!("{name}.bin")),
-            mem: read(&format!("{name}.mem")),
-            expected_r0: *expected
-                .get(name)
-                .unwrap_or_else(|| panic!("{name}: no expected value")),
-        })
-        .collect();
-    Some(cases)
-}
 
 /// Runs every case through our VM; returns the failures, one line each.
 fn our_failures(cases: &[Case]) -> Vec<String> {
@@ -143,7 +84,7 @@ fn rbpf_raw(case: &Case) -> RbpfOutcome {
 /// output): our VM must pass every case; rbpf's count is measured and pinned.
 #[test]
 fn linux_accepted_cases_return_the_expected_r0() {
-    let Some(cases) = accepted_cases() else {
+    let Some(cases) = accepted_cases("conformance") else {
         return;
     };
     assert_eq!(

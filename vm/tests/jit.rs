@@ -4,18 +4,12 @@
 //! instructions the JIT lacks must be refused by index, not miscompiled.
 #![cfg(all(target_arch = "x86_64", not(windows)))]
 
-/// Prints a line past libtest's output capture, so counts and skip lines show in a normal
-/// `cargo test` run.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
+#[macro_use]
+mod common;
 
 use std::collections::BTreeMap;
-use std::fs;
-use std::path::Path;
+
+use common::accepted_cases;
 
 use resystance_vm::exec::{Limits, Program, Vm};
 use resystance_vm::jit::{JitError, JitProgram, LinuxVerified};
@@ -24,44 +18,13 @@ use resystance_vm::jit::{JitError, JitProgram, LinuxVerified};
 /// register, ...). Pinned so that a change in what is refused is noticed.
 const JIT_COMPILED_CASES: usize = 185;
 
-struct Case {
-    name: String,
-    program: Vec<u8>,
-    mem: Vec<u8>,
-}
-
-/// The cases Linux 6.18 accepted, or `None` (after printing the skip line) without the suite.
-fn accepted_cases() -> Option<Vec<Case>> {
-    let dir =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/conformance/bpf_conformance");
-    if !dir.is_dir() {
-        say!("SKIP jit conformance: ../shared/conformance not found");
-        return None;
-    }
-    let read = |name: &str| {
-        let path = dir.join(name);
-        fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
-    };
-    let list = String::from_utf8(read("linux-6.18.txt")).expect("linux-6.18.txt is UTF-8");
-    let cases = list
-        .lines()
-        .filter_map(|line| line.strip_suffix(" accepted"))
-        .map(|name| Case {
-            name: name.to_string(),
-            program: read(&format!("{name}.bin")),
-            mem: read(&format!("{name}.mem")),
-        })
-        .collect();
-    Some(cases)
-}
-
 fn program(insns: &[[u8; 8]]) -> Program {
     Program::from_raw(&insns.concat()).expect("valid program")
 }
 
 #[test]
 fn jit_matches_the_interpreter_on_every_linux_accepted_case_it_compiles() {
-    let Some(cases) = accepted_cases() else {
+    let Some(cases) = accepted_cases("jit conformance") else {
         return;
     };
     let mut vm = Vm::new();

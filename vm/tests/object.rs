@@ -1,14 +1,8 @@
 //! Object parsing against real clang output: the committed objects in `tests/data` (built by
 //! `vm/build-test-objects.sh` from the `.c` files beside them).
 
-/// Prints a line past libtest's output capture (which only takes `print!`), so counts and skip
-/// lines show in a normal `cargo test` run.
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
+#[macro_use]
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
