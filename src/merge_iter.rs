@@ -1,7 +1,6 @@
 //! Iterators that combine others: a k-way merge, and the concatenation of a level's files.
 
 use std::cmp::Ordering;
-use std::collections::BinaryHeap;
 use std::sync::Arc;
 
 use resystance_traces::Kernel;
@@ -13,10 +12,12 @@ use crate::sst::{Table, TableIter};
 use crate::table_cache::TableCache;
 use crate::version::FileMeta;
 
-/// K-way merge of child iterators by internal key (a min-heap of child positions).
+/// K-way merge of child iterators by internal key: a binary min-heap of child indices, ordered
+/// through the children's own current keys, so a step copies no key.
 pub struct MergingIterator {
     children: Vec<Box<dyn InternalIterator>>,
-    heap: BinaryHeap<HeapEntry>,
+    /// Indices of the valid children; `heap[0]` holds the smallest key.
+    heap: Vec<usize>,
     error: Option<crate::Error>,
 }
 
@@ -28,50 +29,61 @@ impl std::fmt::Debug for MergingIterator {
     }
 }
 
-/// A child index ordered by its current key, smallest first.
-#[derive(Debug)]
-struct HeapEntry {
-    key: Vec<u8>,
-    child: usize,
-}
-
-impl Ord for HeapEntry {
-    fn cmp(&self, other: &Self) -> Ordering {
-        // BinaryHeap is a max-heap: reverse for the smallest key on top; ties (impossible with
-        // unique sequence numbers) fall back to the child index for determinism.
-        compare_internal(&other.key, &self.key).then_with(|| other.child.cmp(&self.child))
-    }
-}
-impl PartialOrd for HeapEntry {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl PartialEq for HeapEntry {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other) == Ordering::Equal
-    }
-}
-impl Eq for HeapEntry {}
-
 impl MergingIterator {
     /// A merge of `children` (unpositioned; seek first).
     pub fn new(children: Vec<Box<dyn InternalIterator>>) -> Self {
         MergingIterator {
-            heap: BinaryHeap::with_capacity(children.len()),
+            heap: Vec::with_capacity(children.len()),
             children,
             error: None,
         }
     }
 
-    fn push_if_valid(&mut self, child: usize) {
-        let it = &self.children[child];
-        if it.valid() {
-            self.heap.push(HeapEntry {
-                key: it.key().to_vec(),
-                child,
-            });
-        } else if let Err(e) = it.status() {
+    /// Whether child `a` sorts before child `b`; ties (impossible with unique sequence
+    /// numbers) go to the lower index, for determinism.
+    fn before(&self, a: usize, b: usize) -> bool {
+        match compare_internal(self.children[a].key(), self.children[b].key()) {
+            Ordering::Less => true,
+            Ordering::Greater => false,
+            Ordering::Equal => a < b,
+        }
+    }
+
+    fn sift_up(&mut self, mut pos: usize) {
+        while pos > 0 {
+            let parent = (pos - 1) / 2;
+            if !self.before(self.heap[pos], self.heap[parent]) {
+                break;
+            }
+            self.heap.swap(pos, parent);
+            pos = parent;
+        }
+    }
+
+    fn sift_down(&mut self, mut pos: usize) {
+        loop {
+            let left = 2 * pos + 1;
+            if left >= self.heap.len() {
+                break;
+            }
+            let right = left + 1;
+            let smaller =
+                if right < self.heap.len() && self.before(self.heap[right], self.heap[left]) {
+                    right
+                } else {
+                    left
+                };
+            if !self.before(self.heap[smaller], self.heap[pos]) {
+                break;
+            }
+            self.heap.swap(pos, smaller);
+            pos = smaller;
+        }
+    }
+
+    /// Records the error of an exhausted child, if it ended by one.
+    fn note_error(&mut self, child: usize) {
+        if let Err(e) = self.children[child].status() {
             self.error.get_or_insert(e);
         }
     }
@@ -79,7 +91,12 @@ impl MergingIterator {
     fn rebuild(&mut self) {
         self.heap.clear();
         for i in 0..self.children.len() {
-            self.push_if_valid(i);
+            if self.children[i].valid() {
+                self.heap.push(i);
+                self.sift_up(self.heap.len() - 1);
+            } else {
+                self.note_error(i);
+            }
         }
     }
 }
@@ -106,19 +123,27 @@ impl InternalIterator for MergingIterator {
     }
 
     fn next(&mut self) {
-        let top = self.heap.pop().expect("next on an invalid iterator");
-        self.children[top.child].next();
-        self.push_if_valid(top.child);
+        let top = *self.heap.first().expect("next on an invalid iterator");
+        self.children[top].next();
+        if !self.children[top].valid() {
+            self.note_error(top);
+            let last = self.heap.pop().expect("heap holds top");
+            if self.heap.is_empty() {
+                return;
+            }
+            self.heap[0] = last;
+        }
+        self.sift_down(0);
     }
 
     fn key(&self) -> &[u8] {
-        let top = self.heap.peek().expect("key on an invalid iterator");
-        self.children[top.child].key()
+        let top = *self.heap.first().expect("key on an invalid iterator");
+        self.children[top].key()
     }
 
     fn value(&self) -> &[u8] {
-        let top = self.heap.peek().expect("value on an invalid iterator");
-        self.children[top.child].value()
+        let top = *self.heap.first().expect("value on an invalid iterator");
+        self.children[top].value()
     }
 
     fn status(&self) -> Result<()> {
