@@ -1329,7 +1329,10 @@ impl Iterator for DbIter {
                     return None;
                 }
             }
-            self.last_user_key = Some(p.user_key.to_vec());
+            // One buffer for the whole scan: no allocation per key.
+            let last = self.last_user_key.get_or_insert_with(Vec::new);
+            last.clear();
+            last.extend_from_slice(p.user_key);
             let item = (p.value_type == ValueType::Value)
                 .then(|| (p.user_key.to_vec(), self.merged.value().to_vec()));
             self.merged.next();

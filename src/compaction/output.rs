@@ -23,8 +23,8 @@ pub struct OutputWriter<'a> {
     finished: Vec<FileMeta>,
     /// Paths created so far, to remove if the job fails.
     created: Vec<PathBuf>,
-    last_user_key: Vec<u8>,
-    /// The last internal key added, to reject out-of-order input.
+    /// The last internal key added: out-of-order input is rejected against it, and a new
+    /// file starts only where its user key changes.
     last_key: Option<Vec<u8>>,
 }
 
@@ -61,7 +61,6 @@ impl<'a> OutputWriter<'a> {
             current: None,
             finished: Vec::new(),
             created: Vec::new(),
-            last_user_key: Vec::new(),
             last_key: None,
         }
     }
@@ -74,7 +73,10 @@ impl<'a> OutputWriter<'a> {
         let parsed = key::parse_internal_key(ikey).ok_or_else(|| {
             Error::corruption(self.dir, 0, "compaction input has a malformed internal key")
         })?;
-        if let Some(last) = &self.last_key {
+        // The previous entry's key (none yet for the first): the order check and the
+        // user-key boundary both read it.
+        let previous = self.last_key.as_deref();
+        if let Some(last) = previous {
             if key::compare_internal(last, ikey) != std::cmp::Ordering::Less {
                 return Err(Error::corruption(
                     self.dir,
@@ -87,10 +89,10 @@ impl<'a> OutputWriter<'a> {
                 ));
             }
         }
+        let new_user_key = previous.is_none_or(|last| key::user_key(last) != parsed.user_key);
         let last = self.last_key.get_or_insert_with(Vec::new);
         last.clear();
         last.extend_from_slice(ikey);
-        let new_user_key = parsed.user_key != self.last_user_key.as_slice();
         if new_user_key {
             let full = self
                 .current
@@ -99,8 +101,6 @@ impl<'a> OutputWriter<'a> {
             if full {
                 self.finish_current()?;
             }
-            self.last_user_key.clear();
-            self.last_user_key.extend_from_slice(parsed.user_key);
         }
         if self.current.is_none() {
             let number = (self.new_file_number)();
