@@ -188,27 +188,17 @@ fn compile_checked(_program: &Program) -> Result<JitProgram<'_>, JitError> {
     })
 }
 
-// Opcode bytes and fields, from the kernel's uapi `bpf.h` (rbpf 0.4.1 predates several).
-const CLS_MASK: u8 = 0x07;
-const CLS_LD: u8 = 0x00;
-const CLS_LDX: u8 = 0x01;
-const CLS_ST: u8 = 0x02;
-const CLS_STX: u8 = 0x03;
-const CLS_ALU: u8 = 0x04;
-const CLS_JMP: u8 = 0x05;
-const CLS_JMP32: u8 = 0x06;
-const CLS_ALU64: u8 = 0x07;
+// Opcode bytes and fields: rbpf's definitions where it has them; `may_goto`'s class-op and the
+// mode mask from the kernel's uapi `bpf.h` (rbpf 0.4.1 predates them).
+use rbpf::ebpf::{
+    BPF_ALU as CLS_ALU, BPF_ALU64 as CLS_ALU64, BPF_ALU_OP_MASK as OP_MASK, BPF_CALL as OP_CALL,
+    BPF_CLS_MASK as CLS_MASK, BPF_DIV as OP_DIV, BPF_END as OP_END, BPF_JA as OP_JA,
+    BPF_JMP as CLS_JMP, BPF_JMP32 as CLS_JMP32, BPF_LD as CLS_LD, BPF_LDX as CLS_LDX,
+    BPF_MEM as MODE_MEM, BPF_MOD as OP_MOD, BPF_MOV as OP_MOV, BPF_ST as CLS_ST,
+    BPF_STX as CLS_STX, BPF_X as SRC_X,
+};
 const MODE_MASK: u8 = 0xe0;
-const MODE_MEM: u8 = 0x60;
-const OP_MASK: u8 = 0xf0;
-const OP_DIV: u8 = 0x30;
-const OP_MOD: u8 = 0x90;
-const OP_MOV: u8 = 0xb0;
-const OP_END: u8 = 0xd0;
-const OP_JA: u8 = 0x00;
-const OP_CALL: u8 = 0x80;
 const OP_JCOND: u8 = 0xe0;
-const SRC_X: u8 = 0x08;
 
 /// Refuses the first instruction rbpf's JIT lacks or translates differently from Linux.
 ///

@@ -18,6 +18,7 @@
 
 pub mod exec;
 pub mod helpers;
+mod insn;
 pub mod jit;
 pub mod loader;
 pub mod maps;

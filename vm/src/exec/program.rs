@@ -12,6 +12,7 @@
 use rbpf::ebpf;
 
 use super::error::LoadError;
+use crate::insn::{PSEUDO_CALL, PSEUDO_FUNC, PSEUDO_KFUNC_CALL};
 
 /// Instructions a program may have: Linux's limit for privileged programs
 /// (`BPF_COMPLEXITY_LIMIT_INSNS`).
@@ -33,8 +34,6 @@ const BPF_XCHG: i32 = 0xe0 | BPF_FETCH;
 const BPF_CMPXCHG: i32 = 0xf0 | BPF_FETCH;
 const BPF_LOAD_ACQ: i32 = 0x100;
 const BPF_STORE_REL: i32 = 0x110;
-const BPF_PSEUDO_CALL: u8 = 1;
-const BPF_PSEUDO_KFUNC_CALL: u8 = 2;
 const BPF_MAY_GOTO: u8 = 0;
 const REG_FP: u8 = 10;
 
@@ -175,8 +174,6 @@ pub(crate) enum Op {
     Exit,
 }
 
-/// `src_reg` of an `lddw` that loads a function's address (`BPF_PSEUDO_FUNC`).
-const PSEUDO_FUNC: u8 = 4;
 /// Base of callback addresses: slot `0xffff_fe00`, in no region, so a program cannot load or
 /// store through one; only `bpf_loop` accepts them.
 pub const CALLBACK_ADDR_BASE: u64 = 0xffff_fe00_0000_0000;
@@ -422,10 +419,10 @@ impl Decoder<'_> {
                     self.helper_calls.push((pc, id));
                     Ok(Op::CallHelper { id })
                 }
-                BPF_PSEUDO_CALL => Ok(Op::CallLocal {
+                PSEUDO_CALL => Ok(Op::CallLocal {
                     target: self.target(pc, "call", i64::from(insn.imm))?,
                 }),
-                BPF_PSEUDO_KFUNC_CALL => Err(LoadError::UnknownOpcode {
+                PSEUDO_KFUNC_CALL => Err(LoadError::UnknownOpcode {
                     pc,
                     opcode: insn.opc,
                     note: "kfunc calls (src_reg=2) are not supported",

@@ -4,9 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 
-use super::insn::{self, INSN_SIZE};
 use super::program::{FuncInfo, MapReloc, MapRelocKind, Program, ProgramType};
 use super::ObjectError;
+use crate::insn::{self, INSN_SIZE};
 
 /// Largest linked program we build: the kernel's limit for privileged programs
 /// (`BPF_COMPLEXITY_LIMIT_INSNS`), so nothing larger is worth handing to either kernel.

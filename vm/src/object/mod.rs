@@ -17,11 +17,11 @@
 
 mod btf;
 mod error;
-mod insn;
 mod link;
 mod maps;
 mod program;
 
+use crate::insn;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use object::elf::{self, FileHeader64};

@@ -1,8 +1,8 @@
 //! Programs as the loader hands them to a kernel: linked instructions plus the map references
 //! that still need a map fd (real kernel) or host handle (vm) written in.
 
-use super::insn;
 use super::ObjectError;
+use crate::insn;
 
 /// Kernel program types (`enum bpf_prog_type`, numbering as in Linux 6.18 uapi).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -1,11 +1,11 @@
-//! The few eBPF instruction fields the loader reads and rewrites.
+//! The eBPF instruction fields and pseudo-source values the loader and the interpreter share.
 //!
 //! An instruction is kept as the little-endian 8-byte word read from the object:
 //! byte 0 opcode, byte 1 dst (low nibble) and src (high nibble) registers, bytes 2-3 the
 //! 16-bit offset, bytes 4-7 the 32-bit immediate.
 
 /// Size of one instruction in bytes.
-pub(crate) const INSN_SIZE: usize = 8;
+pub(crate) const INSN_SIZE: usize = rbpf::ebpf::INSN_SIZE;
 /// `BPF_LD | BPF_IMM | BPF_DW`: the first half of a 16-byte 64-bit immediate load.
 pub(crate) const OP_LD_IMM64: u8 = 0x18;
 /// `BPF_JMP | BPF_CALL`.
