@@ -17,7 +17,7 @@
 //! `rbpf-0.4.1/src/jit.rs`):
 //!
 //! * ISA v4 (movsx, sign-extending loads, sdiv/smod, 64-bit `bswap`, `gotol`): not emitted;
-//! * atomics: `unimplemented!()` in rbpf (a panic while compiling);
+//! * atomics: rbpf 0.4.1 has no translation for them and panics while compiling one;
 //! * `may_goto`: not emitted (it needs a hidden stack counter the kernel's JIT adds);
 //! * helper calls: rbpf's helpers are plain `fn` pointers with no state, so none of our
 //!   helpers (maps, clocks, `bpf_loop`) can be expressed;
@@ -235,7 +235,7 @@ fn check_supported(program: &Program) -> Result<(), JitError> {
                 return refuse("sign-extending load (ISA v4)", "not emitted");
             }
             CLS_ST | CLS_STX if insn.opc & MODE_MASK != MODE_MEM => {
-                return refuse("atomic", "rbpf's JIT panics (unimplemented!)");
+                return refuse("atomic", "rbpf's JIT has no translation and panics on it");
             }
             CLS_LDX | CLS_ST | CLS_STX => {}
             CLS_ALU | CLS_ALU64 => {
