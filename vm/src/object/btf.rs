@@ -1,10 +1,11 @@
-//! Just enough of the `.BTF` type format to read BTF-defined map definitions.
+//! Just enough of the `.BTF` type format to read BTF-defined map definitions and struct
+//! layouts ([`BtfStruct`], for checking a C ABI against its Rust mirror).
 //!
 //! Layout (kernel `Documentation/bpf/btf.rst`): a header (magic `0xeB9F`, version, flags,
 //! `hdr_len`, then offsets/lengths of the type and string areas relative to the header's end),
 //! a sequence of variable-length type records (ids start at 1; 0 is `void`), and a string area.
-//! Every record is decoded so that ids line up, but only the kinds map definitions use keep
-//! their details.
+//! Every record is decoded so that ids line up, but only the kinds map definitions and struct
+//! layouts use keep their details.
 
 use std::collections::HashMap;
 
@@ -26,7 +27,42 @@ pub(crate) struct Member {
     pub(crate) name_off: u32,
     /// Member type id.
     pub(crate) type_id: u32,
+    /// The raw `offset` word: the bit offset, or with the composite's `kind_flag` set, the
+    /// bitfield size in bits 24..32 and the bit offset in bits 0..24.
+    pub(crate) offset: u32,
 }
+
+/// The layout of a C struct as BTF records it: what the compiler decided, for comparing a C
+/// ABI with its Rust `#[repr(C)]` mirror.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BtfStruct {
+    /// The struct's tag (`cj_job` for `struct cj_job`), or the typedef name it was found by.
+    pub name: String,
+    /// `sizeof`, padding included.
+    pub size: u32,
+    /// Members in declaration order.
+    pub members: Vec<BtfMember>,
+}
+
+/// One member of a [`BtfStruct`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BtfMember {
+    /// The member's name; empty for an anonymous struct or union member.
+    pub name: String,
+    /// `offsetof`.
+    pub offset_bytes: u32,
+    /// `sizeof` of the member's type, typedefs and qualifiers resolved (an array is its
+    /// element size times its length; a pointer is 8 bytes).
+    pub size_bytes: u32,
+}
+
+/// BTF kind number of a struct (`BTF_KIND_STRUCT`).
+const KIND_STRUCT: u32 = 4;
+/// BTF kind number of a typedef (`BTF_KIND_TYPEDEF`).
+const KIND_TYPEDEF: u32 = 8;
+/// Bits of a member's `offset` word holding the bit offset when the composite's `kind_flag`
+/// is set (the bits above hold the bitfield size).
+const MEMBER_BIT_OFFSET_MASK: u32 = 0x00ff_ffff;
 
 /// One variable of a data section (`DATASEC` entry).
 #[derive(Debug, Clone)]
@@ -39,13 +75,19 @@ pub(crate) struct SecVar {
 #[derive(Debug, Clone)]
 pub(crate) enum Kind {
     /// A type with a byte size and nothing we need inside (int, enum, enum64, float).
-    Sized { size: u32 },
+    /// `partial`: an int whose encoding uses fewer bits than its size, or starts at a bit
+    /// offset (how bitfields are described without `kind_flag`).
+    Sized { size: u32, partial: bool },
     /// Pointer to `target`.
     Ptr { target: u32 },
     /// Array of `nelems` elements of type `elem`.
     Array { elem: u32, nelems: u32 },
-    /// Struct or union.
-    Composite { size: u32, members: Vec<Member> },
+    /// Struct or union. `kind_flag`: member offsets carry bitfield sizes.
+    Composite {
+        size: u32,
+        kind_flag: bool,
+        members: Vec<Member>,
+    },
     /// typedef, volatile, const, restrict, type tag: same layout as `target`.
     Alias { target: u32 },
     /// A variable of type `target`.
@@ -63,6 +105,8 @@ pub(crate) enum Kind {
 pub(crate) struct Type {
     /// Offset of the type name in the string area.
     pub(crate) name_off: u32,
+    /// The `BTF_KIND_*` number (decoding merges some kinds, e.g. struct and union).
+    pub(crate) kind_number: u32,
     /// Decoded kind.
     pub(crate) kind: Kind,
     /// Byte offset of the record inside `.BTF`, for error messages.
@@ -177,11 +221,18 @@ impl<'data> Btf<'data> {
         let size_or_type = reader.u32()?;
         debug_assert_eq!(reader.pos - offset, BTF_TYPE_SIZE);
         let vlen = (info & 0xffff) as usize;
-        let kind = match (info >> 24) & 0x1f {
-            // INT: one u32 of encoding bits.
+        let kind_flag = info >> 31 == 1;
+        let kind_number = (info >> 24) & 0x1f;
+        let kind = match kind_number {
+            // INT: one u32 of encoding: bits 0..8 the value's bit count, 16..24 its bit offset.
             1 => {
-                reader.skip(1, 4)?;
-                Kind::Sized { size: size_or_type }
+                let encoding = reader.u32()?;
+                let bits = encoding & 0xff;
+                let bit_offset = (encoding >> 16) & 0xff;
+                Kind::Sized {
+                    size: size_or_type,
+                    partial: bit_offset != 0 || u64::from(bits) != u64::from(size_or_type) * 8,
+                }
             }
             2 => Kind::Ptr {
                 target: size_or_type,
@@ -198,18 +249,26 @@ impl<'data> Btf<'data> {
                 for _ in 0..vlen {
                     let name_off = reader.u32()?;
                     let type_id = reader.u32()?;
-                    let _bit_offset = reader.u32()?;
-                    members.push(Member { name_off, type_id });
+                    let offset = reader.u32()?;
+                    members.push(Member {
+                        name_off,
+                        type_id,
+                        offset,
+                    });
                 }
                 Kind::Composite {
                     size: size_or_type,
+                    kind_flag,
                     members,
                 }
             }
             // ENUM: vlen (name_off, value) pairs.
             6 => {
                 reader.skip(vlen, 8)?;
-                Kind::Sized { size: size_or_type }
+                Kind::Sized {
+                    size: size_or_type,
+                    partial: false,
+                }
             }
             // FWD.
             7 => Kind::Unsized,
@@ -242,7 +301,10 @@ impl<'data> Btf<'data> {
                 Kind::Datasec { vars }
             }
             // FLOAT.
-            16 => Kind::Sized { size: size_or_type },
+            16 => Kind::Sized {
+                size: size_or_type,
+                partial: false,
+            },
             // DECL_TAG: one u32 component index.
             17 => {
                 reader.skip(1, 4)?;
@@ -251,7 +313,10 @@ impl<'data> Btf<'data> {
             // ENUM64: vlen (name_off, lo32, hi32).
             19 => {
                 reader.skip(vlen, 12)?;
-                Kind::Sized { size: size_or_type }
+                Kind::Sized {
+                    size: size_or_type,
+                    partial: false,
+                }
             }
             other => {
                 return Err(ObjectError::btf(
@@ -262,6 +327,7 @@ impl<'data> Btf<'data> {
         };
         Ok(Type {
             name_off,
+            kind_number,
             kind,
             offset,
         })
@@ -325,7 +391,7 @@ impl<'data> Btf<'data> {
             ));
         }
         match ty.kind {
-            Kind::Sized { size } | Kind::Composite { size, .. } => Ok(u64::from(size)),
+            Kind::Sized { size, .. } | Kind::Composite { size, .. } => Ok(u64::from(size)),
             // BPF is a 64-bit target.
             Kind::Ptr { .. } => Ok(8),
             Kind::Array { elem, nelems } => self
@@ -352,6 +418,93 @@ impl<'data> Btf<'data> {
             }
         }
         Ok(None)
+    }
+}
+
+impl Btf<'_> {
+    /// The layout of `struct name`, or of the struct the typedef `name` stands for (e.g.
+    /// `typedef struct { … } name;`); `None` if BTF has neither.
+    ///
+    /// Bitfield members are refused with an error naming them: they have no byte offset or
+    /// size, so a byte-level ABI has no use for them. BTF describes only the types the object
+    /// uses (in a variable, a map, a function signature), so an unused struct is not found.
+    pub(crate) fn struct_layout(&self, name: &str) -> Result<Option<BtfStruct>, ObjectError> {
+        let mut by_typedef = None;
+        for (index, ty) in self.types.iter().enumerate() {
+            if ty.kind_number != KIND_STRUCT && ty.kind_number != KIND_TYPEDEF {
+                continue;
+            }
+            if self.name(ty.name_off)? != name {
+                continue;
+            }
+            let id = u32::try_from(index + 1).expect("type count fits u32: ids are u32");
+            if ty.kind_number == KIND_STRUCT {
+                return self.layout_of(name, id).map(Some);
+            }
+            let target = self.skip_aliases(id)?;
+            if by_typedef.is_none() && self.get(target)?.kind_number == KIND_STRUCT {
+                by_typedef = Some(target);
+            }
+        }
+        by_typedef.map(|id| self.layout_of(name, id)).transpose()
+    }
+
+    /// The layout of the struct with type id `id`, reported under `name`.
+    fn layout_of(&self, name: &str, id: u32) -> Result<BtfStruct, ObjectError> {
+        let ty = self.get(id)?;
+        let Kind::Composite {
+            size,
+            kind_flag,
+            members,
+        } = &ty.kind
+        else {
+            unreachable!("callers pass a struct's id");
+        };
+        let mut out = Vec::with_capacity(members.len());
+        for member in members {
+            let member_name = self.name(member.name_off)?;
+            let bitfield = |what: &str| {
+                ObjectError::btf(
+                    ty.offset,
+                    format!(
+                        "struct {name}: member '{member_name}' is a bitfield ({what}); \
+                         bitfields have no byte layout"
+                    ),
+                )
+            };
+            let (bit_offset, bitfield_bits) = if *kind_flag {
+                (member.offset & MEMBER_BIT_OFFSET_MASK, member.offset >> 24)
+            } else {
+                (member.offset, 0)
+            };
+            if bitfield_bits != 0 {
+                return Err(bitfield(&format!("{bitfield_bits} bits")));
+            }
+            if bit_offset % 8 != 0 {
+                return Err(bitfield(&format!("at bit offset {bit_offset}")));
+            }
+            if let Kind::Sized { partial: true, .. } =
+                self.get(self.skip_aliases(member.type_id)?)?.kind
+            {
+                return Err(bitfield("an int of fewer bits than its size"));
+            }
+            let size_bytes = u32::try_from(self.size_of(member.type_id)?).map_err(|_| {
+                ObjectError::btf(
+                    ty.offset,
+                    format!("struct {name}: member '{member_name}' is larger than 4 GiB"),
+                )
+            })?;
+            out.push(BtfMember {
+                name: member_name.to_string(),
+                offset_bytes: bit_offset / 8,
+                size_bytes,
+            });
+        }
+        Ok(BtfStruct {
+            name: name.to_string(),
+            size: *size,
+            members: out,
+        })
     }
 }
 

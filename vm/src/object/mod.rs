@@ -28,6 +28,7 @@ use object::elf::{self, FileHeader64};
 use object::read::elf::{FileHeader, Rel, SectionHeader, Sym};
 use object::LittleEndian;
 
+pub use btf::{BtfMember, BtfStruct};
 pub use error::ObjectError;
 pub use maps::{
     global_data_map_name, MapDef, MapOrigin, MapType, BPF_F_MMAPABLE, BPF_F_RDONLY_PROG,
@@ -216,6 +217,16 @@ impl Object {
     /// filled in from the ELF, as libbpf does), if the object has BTF.
     pub fn btf(&self) -> Option<&[u8]> {
         self.btf.as_deref()
+    }
+
+    /// The layout of `struct name` (or of the struct the typedef `name` names) as BTF records
+    /// it; `Ok(None)` if the object has no BTF or its BTF has no such struct (BTF describes only
+    /// types the object uses). Bitfield members are an error: they have no byte layout.
+    pub fn btf_struct(&self, name: &str) -> Result<Option<BtfStruct>, ObjectError> {
+        match &self.btf {
+            Some(raw) => btf::Btf::parse(raw)?.struct_layout(name),
+            None => Ok(None),
+        }
     }
 
     /// Programs in section order, then by offset inside the section.
