@@ -9,14 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use clap::{Args, Subcommand, ValueEnum};
-use resystance_traces::{
-    FuncInfo, Kernel, MapFd, MapSpec, MapType, ProgBtf, ProgLoad, ProgLoaded, ProgType,
-    TestRunResult,
-};
+use resystance_traces::{Kernel, ProgLoad, ProgLoaded, ProgType, TestRunResult};
 use resystance_vm::exec::{self, Limits, Vm};
 use resystance_vm::helpers::Clock;
 use resystance_vm::loader::{self, LoadOptions};
 use resystance_vm::object::{MapDef, MapRelocKind, MapType as ObjMapType, Object};
+
+use crate::bpf_object::{self, KernelProgram};
 
 /// `resystance bpf …`.
 #[derive(Debug, Args)]
@@ -284,22 +283,7 @@ fn map_inputs(args: &RunArgs) -> Result<Vec<(String, Vec<u8>)>, String> {
 
 /// The values of an array map split from `bytes`, checked against its shape.
 fn array_values<'a>(def: &MapDef, bytes: &'a [u8]) -> Result<Vec<&'a [u8]>, String> {
-    if !matches!(def.map_type, ObjMapType::Array | ObjMapType::PercpuArray) {
-        return Err(format!(
-            "--map {}: only array maps can be filled from a file",
-            def.name
-        ));
-    }
-    let value_size = def.value_size as usize;
-    let full = value_size * def.max_entries as usize;
-    if bytes.is_empty() || bytes.len() % value_size != 0 || bytes.len() > full {
-        return Err(format!(
-            "--map {}: {} bytes is not a whole number of {value_size}-byte values (at most {full} bytes)",
-            def.name,
-            bytes.len()
-        ));
-    }
-    Ok(bytes.chunks_exact(value_size).collect())
+    bpf_object::array_values(def, bytes).map_err(|why| format!("--map {}: {why}", def.name))
 }
 
 /// The vm's clock is the owning kernel's clock.
@@ -430,17 +414,8 @@ fn describe_kernel_run(text: &mut String, loaded: &ProgLoaded, run: &TestRunResu
     u64::from(run.retval)
 }
 
-/// The kernel's map type for an object's map, for the types the boundary knows.
-fn kernel_map_type(def: &MapDef) -> Result<MapType, String> {
-    Ok(match def.map_type {
-        ObjMapType::Array => MapType::Array,
-        ObjMapType::Hash => MapType::Hash,
-        ObjMapType::PercpuArray => MapType::PercpuArray,
-        ObjMapType::Ringbuf => MapType::Ringbuf,
-        other => return Err(format!("map {}: type {other:?} is not supported", def.name)),
-    })
-}
-
+/// Loads `prog` with its maps through [`KernelProgram`], runs it once on `ctx`, and reads the
+/// plain array maps back (a per-CPU lookup returns one value per possible CPU).
 fn run_object_on_kernel(
     object: &Object,
     prog: &str,
@@ -450,118 +425,24 @@ fn run_object_on_kernel(
     text: &mut String,
     digests: &mut Vec<(String, Vec<u8>)>,
 ) -> Result<u64, String> {
-    let program = object
-        .program(prog)
-        .ok_or_else(|| format!("no program {prog:?} in the object"))?;
-    if program.section() != "syscall" {
-        return Err(format!(
-            "section {:?}: only SEC(\"syscall\") programs run through BPF_PROG_TEST_RUN here",
-            program.section()
-        ));
+    // Checked here too so that `--map` mistakes are worded as the command line spells them.
+    for (name, contents) in inputs {
+        let (_, def) = object
+            .map(name)
+            .ok_or_else(|| format!("--map {name}: no such map"))?;
+        array_values(def, contents)?;
     }
-    // Descriptors are closed on every path, success or not.
-    let mut fds: Vec<MapFd> = Vec::new();
-    let result = (|| {
-        for def in object.maps() {
-            let fd = kernel
-                .bpf_map_create(&MapSpec {
-                    name: def.name.chars().take(15).collect(),
-                    map_type: kernel_map_type(def)?,
-                    key_size: def.key_size,
-                    value_size: def.value_size,
-                    max_entries: def.max_entries,
-                    flags: def.map_flags,
-                })
-                .map_err(|e| format!("creating map {}: {e}", def.name))?;
-            fds.push(fd);
-            if let Some(initial) = &def.initial_value {
-                kernel
-                    .bpf_map_update(fd, &0u32.to_le_bytes(), initial, 0)
-                    .map_err(|e| format!("initialising {}: {e}", def.name))?;
-            }
+    // Dropping `program` closes its descriptors, success or not.
+    let program =
+        KernelProgram::load(Arc::clone(kernel), object, prog, inputs).map_err(|e| e.to_string())?;
+    let run = program.test_run(ctx).map_err(|e| e.to_string())?;
+    for (def, _) in program.maps() {
+        if matches!(def.map_type, ObjMapType::Array) {
+            let all = program.read_array(&def.name).map_err(|e| e.to_string())?;
+            digests.push((def.name.clone(), all));
         }
-        for (name, contents) in inputs {
-            let index = object
-                .maps()
-                .iter()
-                .position(|d| &d.name == name)
-                .ok_or_else(|| format!("--map {name}: no such map"))?;
-            let def = &object.maps()[index];
-            for (i, value) in array_values(def, contents)?.into_iter().enumerate() {
-                kernel
-                    .bpf_map_update(fds[index], &(i as u32).to_le_bytes(), value, 0)
-                    .map_err(|e| format!("--map {name}: {e}"))?;
-            }
-        }
-        // As libbpf does: once its contents are in (initial value, then `--map`), a read-only
-        // map (`.rodata`) is frozen, which lets the verifier treat its contents as constants
-        // and refuse programs that store into it.
-        for (def, fd) in object.maps().iter().zip(&fds) {
-            if def.frozen {
-                kernel
-                    .bpf_map_freeze(*fd)
-                    .map_err(|e| format!("freezing {}: {e}", def.name))?;
-            }
-        }
-        let handles: Vec<i32> = fds.iter().map(|f| f.0 .0).collect();
-        let load = ProgLoad {
-            name: prog.chars().take(15).collect(),
-            prog_type: ProgType::Syscall,
-            insns: program
-                .relocated(&handles)
-                .map_err(|e| format!("relocating: {e}"))?,
-            license: object.license().unwrap_or("GPL").to_string(),
-        };
-        // With BTF and func_info when the object has them, as libbpf loads it: Linux refuses
-        // callbacks (bpf_loop) without.
-        let loaded = match object.btf().filter(|_| !program.func_info().is_empty()) {
-            Some(raw) => {
-                let btf = kernel
-                    .bpf_btf_load(raw)
-                    .map_err(|e| format!("loading BTF: {e}"))?;
-                let loaded = kernel.bpf_prog_load_btf(
-                    &load,
-                    &ProgBtf {
-                        btf,
-                        func_info: program
-                            .func_info()
-                            .iter()
-                            .map(|f| FuncInfo {
-                                insn_off: f.insn_off,
-                                type_id: f.type_id,
-                            })
-                            .collect(),
-                    },
-                );
-                // The program holds its own reference to the BTF.
-                let _ = kernel.close(btf.0);
-                loaded
-            }
-            None => kernel.bpf_prog_load(&load),
-        }
-        .map_err(|e| format!("loading: {e}"))?;
-        let run = kernel.bpf_prog_test_run(loaded.fd, ctx);
-        let _ = kernel.close(loaded.fd.0);
-        let run = run.map_err(|e| format!("BPF_PROG_TEST_RUN: {e}"))?;
-        for (def, fd) in object.maps().iter().zip(&fds) {
-            if matches!(def.map_type, ObjMapType::Array) {
-                let mut all = Vec::new();
-                let mut value = vec![0u8; def.value_size as usize];
-                for i in 0..def.max_entries {
-                    kernel
-                        .bpf_map_lookup(*fd, &i.to_le_bytes(), &mut value)
-                        .map_err(|e| format!("reading map {}: {e}", def.name))?;
-                    all.extend_from_slice(&value);
-                }
-                digests.push((def.name.clone(), all));
-            }
-        }
-        Ok(describe_kernel_run(text, &loaded, &run))
-    })();
-    for fd in fds {
-        let _ = kernel.close(fd.0);
     }
-    result
+    Ok(describe_kernel_run(text, program.loaded(), &run))
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! the testbed for offloading its compaction into the kernel with io_uring and eBPF.
 
 pub mod bpf_cmd;
+pub mod bpf_object;
 pub mod coding;
 pub mod error;
 pub mod file;
