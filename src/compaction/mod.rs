@@ -7,6 +7,7 @@
 
 pub mod baseline;
 pub mod job;
+pub mod machines;
 pub mod output;
 pub mod picker;
 pub mod visibility;

@@ -1,0 +1,967 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The compaction program: merges the raw data blocks of up to CJ_RUNS_MAX sorted runs of
+ * RocksDB block-based tables into new data blocks, inside the kernel.
+ *
+ * Per entry, all in here: verify each input block's CRC32c, decode its shared-prefix entries,
+ * k-way merge by internal key (user key ascending, sequence descending), drop versions no
+ * snapshot can see and, when the job is bottommost, tombstones in the oldest stripe, encode
+ * output blocks (restart points, shared prefixes, CRC32c trailer) and cut blocks and files
+ * exactly where the engine's table builder and output writer would. The job ABI and the
+ * protocol are in compact_abi.h; the Rust twin (programs/src/twin.rs) is the same state
+ * machine and must stay step for step equal to this file.
+ *
+ * Verifier notes (DESIGN.md §4): every loop is `while (can_loop)` with its cursor in map
+ * memory (job->cur[]), reloaded each iteration, so the verifier sees an unknown scalar and
+ * prunes after one pass; every offset is bounds-checked for the logic and masked for the
+ * verifier (the masks never change a checked value). The per-entry work lives in global
+ * functions, verified once each, with a fresh loop budget per call. */
+#include "bpf_defs.h"
+#include "compact_abi.h"
+#include "crc32c_table.h"
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct cj_job);
+	__uint(max_entries, 1);
+} cj_job SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct cj_window);
+	__uint(max_entries, CJ_RUNS_MAX);
+} cj_windows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct cj_output);
+	__uint(max_entries, 1);
+} cj_output SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct cj_records);
+	__uint(max_entries, 1);
+} cj_records SEC(".maps");
+
+#define RUN_MASK (CJ_RUNS_MAX - 1)
+#define WIN_MASK (CJ_WINDOW_BYTES - 1)
+#define OUT_MASK (CJ_OUTPUT_BYTES - 1)
+#define KEY_MASK (CJ_KEY_BYTES_MAX - 1)
+#define KEY_WORD_MASK (CJ_KEY_BYTES_MAX - 8)
+#define BLOCKS_MASK (CJ_WINDOW_BLOCKS_MAX - 1)
+#define RESTARTS_MASK (CJ_RESTARTS_MAX - 1)
+#define SNAPSHOTS_MASK (CJ_SNAPSHOTS_MAX - 1)
+#define RECORDS_MASK (CJ_RECORDS_MAX - 1)
+
+_Static_assert((CJ_RUNS_MAX & RUN_MASK) == 0 && CJ_RUNS_MAX <= 32, "runs: power of two, u32 masks");
+_Static_assert((CJ_WINDOW_BYTES & WIN_MASK) == 0, "window: power of two");
+_Static_assert((CJ_OUTPUT_BYTES & OUT_MASK) == 0, "output: power of two");
+_Static_assert((CJ_KEY_BYTES_MAX & KEY_MASK) == 0, "key: power of two");
+_Static_assert((CJ_WINDOW_BLOCKS_MAX & BLOCKS_MASK) == 0, "blocks: power of two");
+_Static_assert((CJ_RESTARTS_MAX & RESTARTS_MASK) == 0, "restarts: power of two");
+_Static_assert((CJ_SNAPSHOTS_MAX & SNAPSHOTS_MASK) == 0, "snapshots: power of two");
+_Static_assert((CJ_RECORDS_MAX & RECORDS_MASK) == 0, "records: power of two");
+_Static_assert(CJ_BLOCK_BYTES_MAX <= CJ_WINDOW_BYTES, "a largest block fits a window");
+_Static_assert(CJ_BLOCK_BYTES_MAX <= CJ_OUTPUT_BYTES, "a largest block fits the output");
+
+/* job->cur[] slots: one per loop that can be live at the same time. */
+#define CUR_CRC 0
+#define CUR_FILL 1
+#define CUR_KEY 2
+#define CUR_CMP 3
+#define CUR_PICK 4
+#define CUR_MIN 5
+#define CUR_PENDING 6
+#define CUR_SNAP_LO 7
+#define CUR_SNAP_HI 8
+#define CUR_EMIT 9
+#define CUR_FINISH 10
+#define CUR_START 11
+
+/* Key selectors of cj_cmp: 0..CJ_RUNS_MAX-1 name a run's head. */
+#define SEL_IN_LAST 32
+#define SEL_OUT_LAST 33
+
+/* cj_cmp results: user keys differ (+-2), only the trailers differ (+-1), equal (0). */
+#define CMP_LOOP 99
+/* cj_step result: one entry done, go on. */
+#define STEP_CONTINUE 255
+/* CRC functions set this bit when a loop ended early. */
+#define CRC_LOOP (1ULL << 32)
+
+static __always_inline int fail(struct cj_job *job, __u32 status, __u32 detail, __u32 run,
+				__u32 block, __u32 offset)
+{
+	job->error_detail = detail;
+	job->status_run = run;
+	job->error_block = block;
+	job->error_offset = offset;
+	return status;
+}
+
+static __always_inline __u32 crc_mask(__u32 crc)
+{
+	return ((crc >> 15) | (crc << 17)) + 0xa282ead8;
+}
+
+/* Slicing-by-8 step over 8 little-endian bytes. */
+static __always_inline __u32 crc_step8(__u32 crc, __u64 word)
+{
+	__u32 lo = crc ^ (__u32)word;
+	__u32 hi = (__u32)(word >> 32);
+
+	return cj_crc_table[7][lo & 0xff] ^ cj_crc_table[6][(lo >> 8) & 0xff] ^
+	       cj_crc_table[5][(lo >> 16) & 0xff] ^ cj_crc_table[4][lo >> 24] ^
+	       cj_crc_table[3][hi & 0xff] ^ cj_crc_table[2][(hi >> 8) & 0xff] ^
+	       cj_crc_table[1][(hi >> 16) & 0xff] ^ cj_crc_table[0][hi >> 24];
+}
+
+static __always_inline __u32 crc_step1(__u32 crc, __u8 byte)
+{
+	return cj_crc_table[0][(crc ^ byte) & 0xff] ^ (crc >> 8);
+}
+
+/* CRC32c (unmasked) of bytes [off, off + len) of `base`, a buffer with `mask` + 1 + 8 bytes. */
+#define CRC_BODY(job, base, mask, off, len)                                        \
+	do {                                                                       \
+		__u32 crc = ~0u;                                                   \
+		job->cur[CUR_CRC] = 0;                                             \
+		while (can_loop) {                                                 \
+			__u32 i = job->cur[CUR_CRC];                               \
+			if (i + 8 > len)                                           \
+				break;                                             \
+			crc = crc_step8(crc, *(__u64 *)(base + ((off + i) & mask))); \
+			job->cur[CUR_CRC] = i + 8;                                 \
+		}                                                                  \
+		while (can_loop) {                                                 \
+			__u32 i = job->cur[CUR_CRC];                               \
+			if (i >= len)                                              \
+				break;                                             \
+			crc = crc_step1(crc, base[(off + i) & mask]);              \
+			job->cur[CUR_CRC] = i + 1;                                 \
+		}                                                                  \
+		if (job->cur[CUR_CRC] != len)                                      \
+			return CRC_LOOP;                                           \
+		return (__u32)~crc;                                                \
+	} while (0)
+
+__noinline __u64 cj_crc_window(struct cj_job *job, struct cj_window *w, __u32 off, __u32 len)
+{
+	if (!job || !w)
+		return CRC_LOOP;
+	CRC_BODY(job, w->bytes, WIN_MASK, off, len);
+}
+
+__noinline __u64 cj_crc_output(struct cj_job *job, struct cj_output *out, __u32 off, __u32 len)
+{
+	if (!job || !out)
+		return CRC_LOOP;
+	CRC_BODY(job, out->bytes, OUT_MASK, off, len);
+}
+
+static __always_inline __u32 load32(const __u8 *p)
+{
+	return *(const __u32 *)p;
+}
+
+static __always_inline void store32(__u8 *p, __u32 v)
+{
+	*(__u32 *)p = v;
+}
+
+static __always_inline __u32 lowest_bit(__u32 x)
+{
+	__u32 n = 0;
+
+	if (!(x & 0xffff)) {
+		n += 16;
+		x >>= 16;
+	}
+	if (!(x & 0xff)) {
+		n += 8;
+		x >>= 8;
+	}
+	if (!(x & 0xf)) {
+		n += 4;
+		x >>= 4;
+	}
+	if (!(x & 0x3)) {
+		n += 2;
+		x >>= 2;
+	}
+	if (!(x & 0x1))
+		n += 1;
+	return n;
+}
+
+/* Index of the first byte where two little-endian words differ (they must differ). */
+static __always_inline __u32 first_diff_byte(__u64 x)
+{
+	__u32 n = 0;
+
+	if (!(x & 0xffffffffULL)) {
+		n += 4;
+		x >>= 32;
+	}
+	if (!(x & 0xffff)) {
+		n += 2;
+		x >>= 16;
+	}
+	if (!(x & 0xff))
+		n += 1;
+	return n;
+}
+
+static __always_inline __u8 *key_of(struct cj_job *job, __u32 sel, __u32 *len)
+{
+	if (sel == SEL_IN_LAST) {
+		*len = job->in_last_len;
+		return job->in_last_key;
+	}
+	if (sel == SEL_OUT_LAST) {
+		*len = job->out_last_len;
+		return job->out_last_key;
+	}
+	*len = job->runs[sel & RUN_MASK].key_len;
+	return job->runs[sel & RUN_MASK].key;
+}
+
+/* Compares two internal keys (lengths 8..CJ_KEY_BYTES_MAX, checked when they were decoded). */
+__noinline int cj_cmp(struct cj_job *job, __u32 a, __u32 b)
+{
+	__u32 la, lb, ua, ub, n;
+	__u8 *ka, *kb;
+	__u64 ta, tb;
+
+	if (!job)
+		return CMP_LOOP;
+	ka = key_of(job, a, &la);
+	kb = key_of(job, b, &lb);
+	ua = (la - 8) & KEY_MASK;
+	ub = (lb - 8) & KEY_MASK;
+	n = ua < ub ? ua : ub;
+	job->cur[CUR_CMP] = 0;
+	while (can_loop) {
+		__u32 i = job->cur[CUR_CMP];
+		__u64 x, y;
+
+		if (i >= n)
+			break;
+		x = *(__u64 *)(ka + (i & KEY_WORD_MASK));
+		y = *(__u64 *)(kb + (i & KEY_WORD_MASK));
+		if (n - i < 8) {
+			__u64 m = (1ULL << ((n - i) * 8)) - 1;
+
+			x &= m;
+			y &= m;
+		}
+		if (x != y) {
+			x = __builtin_bswap64(x);
+			y = __builtin_bswap64(y);
+			return x < y ? -2 : 2;
+		}
+		job->cur[CUR_CMP] = i + 8;
+	}
+	if (job->cur[CUR_CMP] < n)
+		return CMP_LOOP;
+	if (ua != ub)
+		return ua < ub ? -2 : 2;
+	ta = *(__u64 *)(ka + ua);
+	tb = *(__u64 *)(kb + ub);
+	if (ta != tb)
+		return ta > tb ? -1 : 1; /* sequence and type descending */
+	return 0;
+}
+
+/* Bytes the head of run `m` shares with the last output key. */
+__noinline int cj_shared(struct cj_job *job, __u32 m)
+{
+	__u32 la, lb, n;
+	__u8 *ka, *kb;
+
+	if (!job)
+		return -1;
+	ka = key_of(job, SEL_OUT_LAST, &la);
+	kb = key_of(job, m & RUN_MASK, &lb);
+	la &= 1023;
+	lb &= 1023;
+	n = la < lb ? la : lb;
+	job->cur[CUR_CMP] = 0;
+	while (can_loop) {
+		__u32 i = job->cur[CUR_CMP];
+		__u64 x;
+
+		if (i >= n)
+			break;
+		x = *(__u64 *)(ka + (i & KEY_WORD_MASK)) ^ *(__u64 *)(kb + (i & KEY_WORD_MASK));
+		if (x) {
+			i += first_diff_byte(x);
+			return i < n ? i : n;
+		}
+		job->cur[CUR_CMP] = i + 8;
+	}
+	if (job->cur[CUR_CMP] < n)
+		return -1;
+	return n;
+}
+
+/* Stripe of `seq`: the number of snapshots below it. */
+__noinline int cj_stripe(struct cj_job *job, __u64 seq)
+{
+	if (!job)
+		return -1;
+	if (job->num_snapshots == 0)
+		return 0;
+	job->cur[CUR_SNAP_LO] = 0;
+	job->cur[CUR_SNAP_HI] = job->num_snapshots;
+	while (can_loop) {
+		__u32 lo = job->cur[CUR_SNAP_LO];
+		__u32 hi = job->cur[CUR_SNAP_HI];
+		__u32 mid;
+
+		if (lo >= hi)
+			break;
+		mid = (lo + hi) / 2;
+		if (job->snapshots[mid & SNAPSHOTS_MASK] < seq)
+			job->cur[CUR_SNAP_LO] = mid + 1;
+		else
+			job->cur[CUR_SNAP_HI] = mid;
+	}
+	if (job->cur[CUR_SNAP_LO] < job->cur[CUR_SNAP_HI])
+		return -1;
+	return job->cur[CUR_SNAP_LO];
+}
+
+/* Reads a varint32 at *pos (< limit). 0 on success. */
+static __always_inline int read_varint32(struct cj_window *w, __u32 *pos, __u32 limit,
+					 __u32 *out)
+{
+	__u32 p = *pos;
+	__u32 result = 0;
+
+#pragma unroll
+	for (int k = 0; k < 5; k++) {
+		__u8 b;
+
+		if (p >= limit)
+			return -1;
+		b = w->bytes[p & WIN_MASK];
+		p++;
+		if (k == 4 && b > 0x0f)
+			return -1;
+		result |= (__u32)(b & 0x7f) << (7 * k);
+		if (!(b & 0x80)) {
+			*pos = p;
+			*out = result;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* Checks block `run->block` of run `r` and positions the run on its first entry. */
+static __always_inline int enter_block(struct cj_job *job, struct cj_run *run,
+				       struct cj_window *w, __u32 r)
+{
+	__u32 b = run->block & BLOCKS_MASK;
+	__u32 off = run->block_off;
+	__u32 len = run->block_len[b];
+	__u32 stored, nr, entries_end;
+	__u64 crc;
+
+	if (off > CJ_WINDOW_BYTES || len > CJ_WINDOW_BYTES ||
+	    off + len + CJ_BLOCK_TRAILER_BYTES > CJ_WINDOW_BYTES)
+		return fail(job, CJ_ERR_ABI, CJ_DETAIL_WINDOW, r, b, off);
+	crc = cj_crc_window(job, w, off, len + 1);
+	if (crc & CRC_LOOP)
+		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, r, b, off);
+	stored = load32(w->bytes + ((off + len + 1) & WIN_MASK));
+	if (stored != crc_mask((__u32)crc))
+		return fail(job, CJ_ERR_CHECKSUM, CJ_DETAIL_NONE, r, b, off);
+	if (w->bytes[(off + len) & WIN_MASK] != 0)
+		return fail(job, CJ_ERR_CORRUPT, CJ_DETAIL_COMPRESSED, r, b, off);
+	if (len < 4)
+		return fail(job, CJ_ERR_CORRUPT, CJ_DETAIL_BLOCK_SHORT, r, b, off);
+	nr = load32(w->bytes + ((off + len - 4) & WIN_MASK));
+	if (nr == 0 || nr > (len - 4) / 4)
+		return fail(job, CJ_ERR_CORRUPT, CJ_DETAIL_RESTARTS, r, b, off);
+	entries_end = off + len - 4 - 4 * nr;
+	if (entries_end == off)
+		return fail(job, CJ_ERR_CORRUPT, CJ_DETAIL_EMPTY_BLOCK, r, b, off);
+	run->entries_end = entries_end;
+	run->next_off = off;
+	job->blocks_in++;
+	job->bytes_in += len + CJ_BLOCK_TRAILER_BYTES;
+	return 0;
+}
+
+/* Decodes the entry at run->next_off into the run's head. */
+static __always_inline int decode_entry(struct cj_job *job, struct cj_run *run,
+					struct cj_window *w, __u32 r)
+{
+	__u32 b = run->block;
+	__u32 p = run->next_off;
+	__u32 limit = run->entries_end;
+	__u32 shared, non_shared, value_len, key_len;
+	__u8 type;
+
+	if (read_varint32(w, &p, limit, &shared) || read_varint32(w, &p, limit, &non_shared) ||
+	    read_varint32(w, &p, limit, &value_len))
+		return fail(job, CJ_ERR_CORRUPT, CJ_DETAIL_VARINT, r, b, run->next_off);
+	if (run->next_off == run->block_off ? shared != 0 : shared > run->key_len)
+		return fail(job, CJ_ERR_CORRUPT, CJ_DETAIL_SHARED, r, b, run->next_off);
+	if ((__u64)shared + non_shared > CJ_KEY_BYTES_MAX)
+		return fail(job, CJ_ERR_KEY_TOO_LONG, CJ_DETAIL_NONE, r, b, run->next_off);
+	key_len = shared + non_shared;
+	if (key_len < 8)
+		return fail(job, CJ_ERR_CORRUPT, CJ_DETAIL_SHORT_KEY, r, b, run->next_off);
+	if (value_len > CJ_VALUE_BYTES_MAX)
+		return fail(job, CJ_ERR_VALUE_TOO_LONG, CJ_DETAIL_NONE, r, b, run->next_off);
+	if ((__u64)p + non_shared + value_len > limit)
+		return fail(job, CJ_ERR_CORRUPT, CJ_DETAIL_ENTRY_OVERRUN, r, b, run->next_off);
+	job->cur[CUR_KEY] = 0;
+	while (can_loop) {
+		__u32 i = job->cur[CUR_KEY];
+
+		if (i >= non_shared)
+			break;
+		*(__u64 *)(run->key + ((shared + i) & KEY_MASK)) =
+			*(__u64 *)(w->bytes + ((p + i) & WIN_MASK));
+		job->cur[CUR_KEY] = i + 8;
+	}
+	if (job->cur[CUR_KEY] < non_shared)
+		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, r, b, run->next_off);
+	type = run->key[(key_len - 8) & KEY_MASK];
+	if (type > 1)
+		return fail(job, CJ_ERR_CORRUPT, CJ_DETAIL_VALUE_TYPE, r, b, run->next_off);
+	run->key_len = key_len;
+	run->value_off = p + non_shared;
+	run->value_len = value_len;
+	run->next_off = p + non_shared + value_len;
+	return 0;
+}
+
+/* Gives run `r` a head entry, or marks it exhausted. 0, CJ_NEED_INPUT or an error. */
+__noinline int cj_fill(struct cj_job *job, __u32 r)
+{
+	struct cj_window *w;
+	struct cj_run *run;
+	__u32 key = r & RUN_MASK;
+	int rc;
+
+	if (!job)
+		return CJ_ERR_ABI;
+	run = &job->runs[key];
+	w = bpf_map_lookup_elem(&cj_windows, &key);
+	if (!w)
+		return fail(job, CJ_ERR_ABI, CJ_DETAIL_MAPS, key, 0, 0);
+	while (can_loop) {
+		__u32 b;
+
+		if (run->state == CJ_RUN_NEW_WINDOW) {
+			if (run->window_blocks == 0) {
+				if (run->more)
+					return CJ_NEED_INPUT;
+				run->state = CJ_RUN_EXHAUSTED;
+				return 0;
+			}
+			if (run->window_blocks > CJ_WINDOW_BLOCKS_MAX)
+				return fail(job, CJ_ERR_ABI, CJ_DETAIL_WINDOW, key, 0, 0);
+			run->block = 0;
+			run->block_off = run->window_first;
+			rc = enter_block(job, run, w, key);
+			if (rc)
+				return rc;
+			run->state = CJ_RUN_IN_BLOCK;
+			continue;
+		}
+		if (run->state != CJ_RUN_IN_BLOCK)
+			return fail(job, CJ_ERR_ABI, CJ_DETAIL_STATE, key, 0, 0);
+		if (run->next_off < run->entries_end)
+			return decode_entry(job, run, w, key);
+		b = run->block + 1;
+		if (b >= run->window_blocks) {
+			if (run->more) {
+				run->state = CJ_RUN_NEW_WINDOW;
+				return CJ_NEED_INPUT;
+			}
+			run->state = CJ_RUN_EXHAUSTED;
+			return 0;
+		}
+		run->block_off += run->block_len[run->block & BLOCKS_MASK] + CJ_BLOCK_TRAILER_BYTES;
+		run->block = b;
+		rc = enter_block(job, run, w, key);
+		if (rc)
+			return rc;
+	}
+	return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, key, 0, 0);
+}
+
+/* Finishes the block being built: restart array, count, trailer, record. */
+__noinline int cj_finish_block(struct cj_job *job)
+{
+	struct cj_output *out;
+	struct cj_records *recs;
+	struct cj_record *rec;
+	__u32 zero = 0;
+	__u32 base, pos, nr, size;
+	__u64 crc;
+
+	if (!job)
+		return CJ_ERR_ABI;
+	out = bpf_map_lookup_elem(&cj_output, &zero);
+	recs = bpf_map_lookup_elem(&cj_records, &zero);
+	if (!out || !recs)
+		return fail(job, CJ_ERR_ABI, CJ_DETAIL_MAPS, CJ_NO_RUN, 0, 0);
+	base = job->out_len;
+	pos = base + job->blk_len;
+	nr = job->blk_restarts;
+	if (nr == 0 || nr > CJ_RESTARTS_MAX || job->num_records >= CJ_RECORDS_MAX)
+		return fail(job, CJ_ERR_ABI, CJ_DETAIL_STATE, CJ_NO_RUN, 0, 0);
+	job->cur[CUR_FINISH] = 0;
+	while (can_loop) {
+		__u32 i = job->cur[CUR_FINISH];
+
+		if (i >= nr)
+			break;
+		store32(out->bytes + ((pos + 4 * i) & OUT_MASK), job->restarts[i & RESTARTS_MASK]);
+		job->cur[CUR_FINISH] = i + 1;
+	}
+	if (job->cur[CUR_FINISH] < nr)
+		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, CJ_NO_RUN, 0, 0);
+	store32(out->bytes + ((pos + 4 * nr) & OUT_MASK), nr);
+	size = job->blk_len + 4 * nr + 4;
+	out->bytes[(base + size) & OUT_MASK] = 0;
+	crc = cj_crc_output(job, out, base, size + 1);
+	if (crc & CRC_LOOP)
+		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, CJ_NO_RUN, 0, 0);
+	store32(out->bytes + ((base + size + 1) & OUT_MASK), crc_mask((__u32)crc));
+
+	rec = &recs->rec[job->num_records & RECORDS_MASK];
+	rec->offset = base;
+	rec->size = size;
+	rec->flags = job->file_bytes == 0 ? CJ_RECORD_STARTS_FILE : 0;
+	rec->entries = job->blk_entries;
+	rec->deletions = job->blk_deletions;
+	rec->raw_key_bytes = job->blk_raw_key_bytes;
+	rec->raw_value_bytes = job->blk_raw_value_bytes;
+	rec->seq_min = job->blk_seq_min;
+	rec->seq_max = job->blk_seq_max;
+	rec->last_key_len = job->out_last_len;
+	job->cur[CUR_FINISH] = 0;
+	while (can_loop) {
+		__u32 i = job->cur[CUR_FINISH];
+
+		if (i >= job->out_last_len)
+			break;
+		*(__u64 *)(rec->last_key + (i & KEY_WORD_MASK)) =
+			*(__u64 *)(job->out_last_key + (i & KEY_WORD_MASK));
+		job->cur[CUR_FINISH] = i + 8;
+	}
+	if (job->cur[CUR_FINISH] < job->out_last_len)
+		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, CJ_NO_RUN, 0, 0);
+
+	job->num_records++;
+	job->out_len = base + size + CJ_BLOCK_TRAILER_BYTES;
+	job->file_bytes += size + CJ_BLOCK_TRAILER_BYTES;
+	job->blocks_out++;
+	job->blk_entries = 0;
+	return 0;
+}
+
+static __always_inline __u32 put_varint32(struct cj_output *out, __u32 pos, __u32 v)
+{
+	__u32 n = 0;
+
+#pragma unroll
+	for (int k = 0; k < 5; k++) {
+		if (v < 0x80) {
+			out->bytes[(pos + n) & OUT_MASK] = v;
+			return n + 1;
+		}
+		out->bytes[(pos + n) & OUT_MASK] = (v & 0x7f) | 0x80;
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+/* Writes the head of run `m` into the output: cuts the file and the block first where the
+ * output writer and table builder would. 0, CJ_OUTPUT_FULL (nothing of the entry written)
+ * or an error. */
+__noinline int cj_emit(struct cj_job *job, __u32 m)
+{
+	struct cj_output *out;
+	struct cj_window *w;
+	struct cj_run *run;
+	__u32 zero = 0;
+	__u32 key = m & RUN_MASK;
+	__u32 key_len, value_len, value_off, shared, non_shared, pos, n;
+	__u64 trailer;
+	int new_user_key = 1;
+	int rc;
+
+	if (!job)
+		return CJ_ERR_ABI;
+	run = &job->runs[key];
+	out = bpf_map_lookup_elem(&cj_output, &zero);
+	w = bpf_map_lookup_elem(&cj_windows, &key);
+	if (!out || !w)
+		return fail(job, CJ_ERR_ABI, CJ_DETAIL_MAPS, key, 0, 0);
+	key_len = run->key_len;
+	value_len = run->value_len;
+	value_off = run->value_off;
+	if (key_len < 8 || key_len > CJ_KEY_BYTES_MAX || value_len > CJ_VALUE_BYTES_MAX ||
+	    value_off > CJ_WINDOW_BYTES)
+		return fail(job, CJ_ERR_ABI, CJ_DETAIL_STATE, key, 0, 0);
+
+	if (job->out_last_len) {
+		int c = cj_cmp(job, SEL_OUT_LAST, key);
+
+		if (c == CMP_LOOP)
+			return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, key, 0, 0);
+		new_user_key = c == -2 || c == 2;
+	}
+	/* The output writer: a new file only between user keys, once the current one (finished
+	 * blocks plus the block being built with its trailer) reaches the target size. */
+	if (new_user_key && (job->file_bytes > 0 || job->blk_entries > 0)) {
+		__u64 pending = 0;
+
+		if (job->blk_entries)
+			pending = job->blk_len + 4 * job->blk_restarts + 4 + CJ_BLOCK_TRAILER_BYTES;
+		if (job->file_bytes + pending >= job->target_file_size) {
+			if (job->blk_entries) {
+				rc = cj_finish_block(job);
+				if (rc)
+					return rc;
+			}
+			job->file_bytes = 0;
+		}
+	}
+	/* The table builder: cut the block before an entry once its size estimate reaches the
+	 * block size. */
+	if (job->blk_entries &&
+	    job->blk_len + 4 * job->blk_restarts + 4 >= job->block_size) {
+		rc = cj_finish_block(job);
+		if (rc)
+			return rc;
+	}
+	if (job->blk_entries == 0) {
+		if (job->out_len + CJ_BLOCK_BYTES_MAX > CJ_OUTPUT_BYTES ||
+		    job->num_records >= CJ_RECORDS_MAX)
+			return CJ_OUTPUT_FULL;
+		job->blk_len = 0;
+		job->blk_restarts = 1;
+		job->restarts[0] = 0;
+		job->blk_since_restart = 0;
+		job->blk_deletions = 0;
+		job->blk_raw_key_bytes = 0;
+		job->blk_raw_value_bytes = 0;
+		job->blk_seq_min = ~0ULL;
+		job->blk_seq_max = 0;
+	}
+
+	if (job->blk_since_restart >= job->restart_interval) {
+		if (job->blk_restarts >= CJ_RESTARTS_MAX)
+			return fail(job, CJ_ERR_ABI, CJ_DETAIL_STATE, key, 0, 0);
+		job->restarts[job->blk_restarts & RESTARTS_MASK] = job->blk_len;
+		job->blk_restarts++;
+		job->blk_since_restart = 0;
+		shared = 0;
+	} else if (job->blk_entries == 0) {
+		shared = 0;
+	} else {
+		int s = cj_shared(job, key);
+
+		if (s < 0)
+			return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, key, 0, 0);
+		shared = s;
+	}
+	shared &= KEY_MASK;
+	if (shared > key_len)
+		return fail(job, CJ_ERR_ABI, CJ_DETAIL_STATE, key, 0, 0);
+	non_shared = key_len - shared;
+
+	pos = job->out_len + job->blk_len;
+	if (pos > CJ_OUTPUT_BYTES)
+		return fail(job, CJ_ERR_ABI, CJ_DETAIL_STATE, key, 0, 0);
+	n = put_varint32(out, pos, shared);
+	n += put_varint32(out, pos + n, non_shared);
+	n += put_varint32(out, pos + n, value_len);
+	pos += n;
+	job->cur[CUR_EMIT] = 0;
+	while (can_loop) {
+		__u32 i = job->cur[CUR_EMIT];
+
+		if (i >= non_shared)
+			break;
+		*(__u64 *)(out->bytes + ((pos + i) & OUT_MASK)) =
+			*(__u64 *)(run->key + ((shared + i) & KEY_MASK));
+		job->cur[CUR_EMIT] = i + 8;
+	}
+	if (job->cur[CUR_EMIT] < non_shared)
+		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, key, 0, 0);
+	pos += non_shared;
+	job->cur[CUR_EMIT] = 0;
+	while (can_loop) {
+		__u32 i = job->cur[CUR_EMIT];
+
+		if (i >= value_len)
+			break;
+		*(__u64 *)(out->bytes + ((pos + i) & OUT_MASK)) =
+			*(__u64 *)(w->bytes + ((value_off + i) & WIN_MASK));
+		job->cur[CUR_EMIT] = i + 8;
+	}
+	if (job->cur[CUR_EMIT] < value_len)
+		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, key, 0, 0);
+	job->cur[CUR_EMIT] = 0;
+	while (can_loop) {
+		__u32 i = job->cur[CUR_EMIT];
+
+		if (i >= non_shared)
+			break;
+		*(__u64 *)(job->out_last_key + ((shared + i) & KEY_MASK)) =
+			*(__u64 *)(run->key + ((shared + i) & KEY_MASK));
+		job->cur[CUR_EMIT] = i + 8;
+	}
+	if (job->cur[CUR_EMIT] < non_shared)
+		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, key, 0, 0);
+	job->out_last_len = key_len;
+
+	trailer = *(__u64 *)(run->key + ((key_len - 8) & KEY_MASK));
+	job->blk_len += n + non_shared + value_len;
+	job->blk_entries++;
+	job->blk_since_restart++;
+	if ((trailer & 0xff) == 0)
+		job->blk_deletions++;
+	job->blk_raw_key_bytes += key_len;
+	job->blk_raw_value_bytes += value_len;
+	if ((trailer >> 8) < job->blk_seq_min)
+		job->blk_seq_min = trailer >> 8;
+	if ((trailer >> 8) > job->blk_seq_max)
+		job->blk_seq_max = trailer >> 8;
+	job->entries_out++;
+	return 0;
+}
+
+/* Copies the head key of run `m` to in_last_key. */
+static __always_inline int remember_input_key(struct cj_job *job, __u32 m)
+{
+	struct cj_run *run = &job->runs[m & RUN_MASK];
+	__u32 len = run->key_len;
+
+	job->cur[CUR_EMIT] = 0;
+	while (can_loop) {
+		__u32 i = job->cur[CUR_EMIT];
+
+		if (i >= len)
+			break;
+		*(__u64 *)(job->in_last_key + (i & KEY_WORD_MASK)) =
+			*(__u64 *)(run->key + (i & KEY_WORD_MASK));
+		job->cur[CUR_EMIT] = i + 8;
+	}
+	if (job->cur[CUR_EMIT] < len)
+		return -1;
+	job->in_last_len = len;
+	return 0;
+}
+
+/* One merge step: refill the runs that need a head, then merge the smallest head. */
+__noinline int cj_step(struct cj_job *job)
+{
+	struct cj_run *run;
+	__u32 live, m, stripe;
+	__u64 trailer;
+	int same_user_key = 0;
+	int keep = 1;
+	int rc, s;
+
+	if (!job)
+		return CJ_ERR_ABI;
+	if (job->call_entries >= job->entries_per_call)
+		return CJ_BUDGET;
+	while (can_loop) {
+		__u32 pending = job->pending;
+		__u32 r;
+
+		if (!pending)
+			break;
+		r = lowest_bit(pending) & RUN_MASK;
+		rc = cj_fill(job, r);
+		if (rc == CJ_NEED_INPUT) {
+			job->status_run = r;
+			return CJ_NEED_INPUT;
+		}
+		if (rc)
+			return rc;
+		job->pending &= ~(1u << r);
+		if (job->runs[r].state == CJ_RUN_IN_BLOCK)
+			job->live |= 1u << r;
+	}
+	if (job->pending)
+		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, CJ_NO_RUN, 0, 0);
+
+	live = job->live;
+	if (!live) {
+		if (job->blk_entries) {
+			rc = cj_finish_block(job);
+			if (rc)
+				return rc;
+		}
+		return CJ_DONE;
+	}
+	job->cur[CUR_MIN] = lowest_bit(live);
+	job->cur[CUR_PICK] = job->cur[CUR_MIN] + 1;
+	while (can_loop) {
+		__u32 r = job->cur[CUR_PICK];
+		int c;
+
+		if (r >= job->num_runs || r >= CJ_RUNS_MAX)
+			break;
+		if (live & (1u << r)) {
+			c = cj_cmp(job, r, job->cur[CUR_MIN]);
+			if (c == CMP_LOOP)
+				return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, r, 0, 0);
+			if (c < 0)
+				job->cur[CUR_MIN] = r;
+		}
+		job->cur[CUR_PICK] = r + 1;
+	}
+	if (job->cur[CUR_PICK] < job->num_runs)
+		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, CJ_NO_RUN, 0, 0);
+	m = job->cur[CUR_MIN] & RUN_MASK;
+	run = &job->runs[m];
+
+	if (job->in_last_len) {
+		int c = cj_cmp(job, SEL_IN_LAST, m);
+
+		if (c == CMP_LOOP)
+			return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, m, 0, 0);
+		if (c >= 0)
+			return fail(job, CJ_ERR_ORDER, CJ_DETAIL_NONE, m, run->block, run->next_off);
+		same_user_key = c == -1;
+	}
+	trailer = *(__u64 *)(run->key + ((run->key_len - 8) & KEY_MASK));
+	s = cj_stripe(job, trailer >> 8);
+	if (s < 0)
+		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, m, 0, 0);
+	stripe = s;
+	if (same_user_key && stripe == job->last_stripe)
+		keep = 0; /* shadowed by a newer version no snapshot tells apart */
+	else if ((trailer & 0xff) == 0 && job->bottommost && stripe == 0)
+		keep = 0; /* a tombstone nothing below needs */
+	if (keep) {
+		rc = cj_emit(job, m);
+		if (rc)
+			return rc;
+	}
+	if (remember_input_key(job, m))
+		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, m, 0, 0);
+	job->last_stripe = stripe;
+	job->entries_in++;
+	job->call_entries++;
+	job->live &= ~(1u << m);
+	job->pending |= 1u << m;
+	return STEP_CONTINUE;
+}
+
+/* Checks the parameters and sets the program's fields for a new job. */
+__noinline int cj_start(struct cj_job *job)
+{
+	__u32 n;
+
+	if (!job)
+		return CJ_ERR_ABI;
+	if (job->abi_version != CJ_ABI_VERSION)
+		return fail(job, CJ_ERR_ABI, CJ_DETAIL_ABI_VERSION, CJ_NO_RUN, 0, 0);
+	if (job->num_runs == 0)
+		return fail(job, CJ_ERR_ABI, CJ_DETAIL_NUM_RUNS, CJ_NO_RUN, 0, 0);
+	if (job->num_runs > CJ_RUNS_MAX)
+		return fail(job, CJ_ERR_TOO_MANY_RUNS, CJ_DETAIL_NUM_RUNS, CJ_NO_RUN, 0, 0);
+	if (job->block_size == 0 || job->block_size > CJ_BLOCK_SIZE_MAX)
+		return fail(job, CJ_ERR_ABI, CJ_DETAIL_BLOCK_SIZE, CJ_NO_RUN, 0, 0);
+	if (job->restart_interval == 0 || job->restart_interval > CJ_RESTART_INTERVAL_MAX)
+		return fail(job, CJ_ERR_ABI, CJ_DETAIL_RESTART_INTERVAL, CJ_NO_RUN, 0, 0);
+	if (job->target_file_size == 0)
+		return fail(job, CJ_ERR_ABI, CJ_DETAIL_TARGET_FILE_SIZE, CJ_NO_RUN, 0, 0);
+	if (job->entries_per_call == 0 || job->entries_per_call > CJ_ENTRIES_PER_CALL_MAX)
+		return fail(job, CJ_ERR_ABI, CJ_DETAIL_ENTRIES_PER_CALL, CJ_NO_RUN, 0, 0);
+	n = job->num_snapshots;
+	if (n > CJ_SNAPSHOTS_MAX)
+		return fail(job, CJ_ERR_ABI, CJ_DETAIL_SNAPSHOTS, CJ_NO_RUN, 0, 0);
+	job->cur[CUR_START] = 1;
+	while (can_loop) {
+		__u32 i = job->cur[CUR_START];
+
+		if (i >= n)
+			break;
+		if (job->snapshots[(i - 1) & SNAPSHOTS_MASK] >= job->snapshots[i & SNAPSHOTS_MASK])
+			return fail(job, CJ_ERR_ABI, CJ_DETAIL_SNAPSHOTS, CJ_NO_RUN, 0, 0);
+		job->cur[CUR_START] = i + 1;
+	}
+	if (n > 1 && job->cur[CUR_START] < n)
+		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, CJ_NO_RUN, 0, 0);
+	job->status_run = CJ_NO_RUN;
+	job->error_detail = CJ_DETAIL_NONE;
+	job->error_block = 0;
+	job->error_offset = 0;
+	job->out_len = 0;
+	job->num_records = 0;
+	job->pending = job->num_runs == 32 ? 0xffffffffu : (1u << job->num_runs) - 1;
+	job->live = 0;
+	job->last_stripe = 0;
+	job->in_last_len = 0;
+	job->blk_entries = 0;
+	job->out_last_len = 0;
+	job->file_bytes = 0;
+	job->phase = CJ_PHASE_MERGE;
+	return 0;
+}
+
+static __always_inline int finish_call(struct cj_job *job, int status)
+{
+	job->status = status;
+	if (status >= CJ_ERR_ABI)
+		job->phase = CJ_PHASE_FAILED;
+	else if (status == CJ_DONE)
+		job->phase = CJ_PHASE_DONE;
+	return status;
+}
+
+SEC("syscall")
+int compact(void *ctx)
+{
+	__u32 zero = 0;
+	struct cj_job *job = bpf_map_lookup_elem(&cj_job, &zero);
+	int rc;
+
+	if (!job)
+		return CJ_ERR_ABI;
+	job->calls++;
+	if (job->phase == CJ_PHASE_DONE || job->phase == CJ_PHASE_FAILED)
+		return job->status;
+	if (job->phase == CJ_PHASE_START) {
+		rc = cj_start(job);
+		if (rc)
+			return finish_call(job, rc);
+	} else if (job->phase != CJ_PHASE_MERGE) {
+		return finish_call(job, fail(job, CJ_ERR_ABI, CJ_DETAIL_STATE, CJ_NO_RUN, 0, 0));
+	}
+	job->call_entries = 0;
+	while (can_loop) {
+		rc = cj_step(job);
+		if (rc != STEP_CONTINUE)
+			return finish_call(job, rc);
+	}
+	return finish_call(job, fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, CJ_NO_RUN, 0, 0));
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,342 @@
+//! Rust mirrors of `bpf/compact_abi.h`: the memory user space shares with the compaction
+//! program. Field order, sizes and offsets equal the C side; a root test compares them with
+//! the BTF of the compiled object, field by field.
+#![allow(missing_docs)] // every field is documented in compact_abi.h, the single source
+
+/// ABI version the program accepts in [`Job::abi_version`].
+pub const ABI_VERSION: u32 = 1;
+
+pub const RUNS_MAX: usize = 32;
+pub const WINDOW_BYTES: usize = 262_144;
+pub const WINDOW_SLACK_BYTES: usize = 4096;
+pub const WINDOW_BLOCKS_MAX: usize = 512;
+pub const KEY_BYTES_MAX: usize = 512;
+pub const KEY_BUF_BYTES: usize = KEY_BYTES_MAX + 8;
+pub const VALUE_BYTES_MAX: usize = 65_536;
+pub const BLOCK_SIZE_MAX: usize = 65_536;
+pub const RESTART_INTERVAL_MAX: usize = 1024;
+pub const RESTARTS_MAX: usize = 8192;
+pub const SNAPSHOTS_MAX: usize = 128;
+pub const OUTPUT_BYTES: usize = 1_048_576;
+pub const OUTPUT_SLACK_BYTES: usize = 4096;
+pub const RECORDS_MAX: usize = 256;
+pub const ENTRIES_PER_CALL_MAX: usize = 1_048_576;
+pub const BLOCK_TRAILER_BYTES: usize = 5;
+pub const ENTRY_BYTES_MAX: usize = 15 + KEY_BYTES_MAX + VALUE_BYTES_MAX;
+pub const BLOCK_BYTES_MAX: usize = BLOCK_SIZE_MAX + ENTRY_BYTES_MAX + 4 + BLOCK_TRAILER_BYTES;
+/// Bytes of one `cj_windows` map value.
+pub const WINDOW_VALUE_BYTES: usize = WINDOW_BYTES + WINDOW_SLACK_BYTES;
+/// Bytes of the `cj_output` map value.
+pub const OUTPUT_VALUE_BYTES: usize = OUTPUT_BYTES + OUTPUT_SLACK_BYTES;
+/// Longest user key the program accepts.
+pub const USER_KEY_BYTES_MAX: usize = KEY_BYTES_MAX - 8;
+
+const _: () = assert!(RUNS_MAX.is_power_of_two() && RUNS_MAX <= 32); // `pending`/`live` are u32
+const _: () = assert!(WINDOW_BYTES.is_power_of_two() && KEY_BYTES_MAX.is_power_of_two());
+const _: () = assert!(OUTPUT_BYTES.is_power_of_two());
+const _: () = assert!(BLOCK_BYTES_MAX <= WINDOW_BYTES && BLOCK_BYTES_MAX <= OUTPUT_BYTES);
+const _: () = assert!(WINDOW_SLACK_BYTES >= 8 && OUTPUT_SLACK_BYTES >= 8);
+
+/// What one program run returned (`cj_job.status`).
+pub mod status {
+    pub const DONE: u32 = 0;
+    pub const NEED_INPUT: u32 = 1;
+    pub const OUTPUT_FULL: u32 = 2;
+    pub const BUDGET: u32 = 3;
+    pub const ERR_ABI: u32 = 16;
+    pub const ERR_CHECKSUM: u32 = 17;
+    pub const ERR_CORRUPT: u32 = 18;
+    pub const ERR_KEY_TOO_LONG: u32 = 19;
+    pub const ERR_VALUE_TOO_LONG: u32 = 20;
+    pub const ERR_ORDER: u32 = 21;
+    pub const ERR_TOO_MANY_RUNS: u32 = 22;
+    pub const ERR_LOOP: u32 = 23;
+
+    /// A readable name for a status.
+    pub fn name(status: u32) -> &'static str {
+        match status {
+            DONE => "DONE",
+            NEED_INPUT => "NEED_INPUT",
+            OUTPUT_FULL => "OUTPUT_FULL",
+            BUDGET => "BUDGET",
+            ERR_ABI => "ERR_ABI",
+            ERR_CHECKSUM => "ERR_CHECKSUM",
+            ERR_CORRUPT => "ERR_CORRUPT",
+            ERR_KEY_TOO_LONG => "ERR_KEY_TOO_LONG",
+            ERR_VALUE_TOO_LONG => "ERR_VALUE_TOO_LONG",
+            ERR_ORDER => "ERR_ORDER",
+            ERR_TOO_MANY_RUNS => "ERR_TOO_MANY_RUNS",
+            ERR_LOOP => "ERR_LOOP",
+            _ => "unknown status",
+        }
+    }
+
+    /// Whether `status` is an error (the job failed).
+    pub fn is_error(status: u32) -> bool {
+        status >= ERR_ABI
+    }
+}
+
+/// `cj_job.error_detail` values.
+pub mod detail {
+    pub const NONE: u32 = 0;
+    pub const ABI_VERSION: u32 = 1;
+    pub const NUM_RUNS: u32 = 2;
+    pub const BLOCK_SIZE: u32 = 3;
+    pub const RESTART_INTERVAL: u32 = 4;
+    pub const TARGET_FILE_SIZE: u32 = 5;
+    pub const SNAPSHOTS: u32 = 6;
+    pub const ENTRIES_PER_CALL: u32 = 7;
+    pub const WINDOW: u32 = 8;
+    pub const MAPS: u32 = 9;
+    pub const BLOCK_SHORT: u32 = 10;
+    pub const COMPRESSED: u32 = 11;
+    pub const RESTARTS: u32 = 12;
+    pub const EMPTY_BLOCK: u32 = 13;
+    pub const VARINT: u32 = 14;
+    pub const SHARED: u32 = 15;
+    pub const SHORT_KEY: u32 = 16;
+    pub const ENTRY_OVERRUN: u32 = 17;
+    pub const VALUE_TYPE: u32 = 18;
+    pub const STATE: u32 = 19;
+
+    /// What a detail code means, for error messages.
+    pub fn describe(detail: u32) -> &'static str {
+        match detail {
+            NONE => "no detail",
+            ABI_VERSION => "abi_version is not the program's",
+            NUM_RUNS => "num_runs is 0",
+            BLOCK_SIZE => "block_size out of range",
+            RESTART_INTERVAL => "restart_interval out of range",
+            TARGET_FILE_SIZE => "target_file_size is 0",
+            SNAPSHOTS => "snapshots too many, or not ascending and distinct",
+            ENTRIES_PER_CALL => "entries_per_call out of range",
+            WINDOW => "window fields out of range (too many blocks, or a block past the window)",
+            MAPS => "a map lookup failed",
+            BLOCK_SHORT => "block shorter than its restart array",
+            COMPRESSED => "compressed block (trailer type byte is not 0)",
+            RESTARTS => "restart count is 0, too large, or has the hash-index bit",
+            EMPTY_BLOCK => "data block without entries",
+            VARINT => "malformed varint32 in an entry header",
+            SHARED => "shared prefix longer than the previous key",
+            SHORT_KEY => "internal key shorter than 8 bytes",
+            ENTRY_OVERRUN => "key or value runs past the block's entries",
+            VALUE_TYPE => "entry type is neither a value nor a deletion",
+            STATE => "program state fields are inconsistent",
+            _ => "unknown detail",
+        }
+    }
+}
+
+/// `cj_run.state` values.
+pub mod run_state {
+    pub const NEW_WINDOW: u32 = 0;
+    pub const IN_BLOCK: u32 = 1;
+    pub const EXHAUSTED: u32 = 2;
+}
+
+/// `cj_job.phase` values.
+pub mod phase {
+    pub const START: u32 = 0;
+    pub const MERGE: u32 = 1;
+    pub const DONE: u32 = 2;
+    pub const FAILED: u32 = 3;
+}
+
+/// [`Record::flags`]: the block starts a new output file.
+pub const RECORD_STARTS_FILE: u32 = 1;
+/// [`Job::status_run`] when no run is involved.
+pub const NO_RUN: u32 = u32::MAX;
+
+/// `struct cj_run`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Run {
+    pub window_first: u32,
+    pub window_blocks: u32,
+    pub more: u32,
+    pub state: u32,
+    pub block: u32,
+    pub block_off: u32,
+    pub entries_end: u32,
+    pub next_off: u32,
+    pub value_off: u32,
+    pub value_len: u32,
+    pub key_len: u32,
+    pub pad0: u32,
+    pub block_len: [u32; WINDOW_BLOCKS_MAX],
+    pub key: [u8; KEY_BUF_BYTES],
+}
+
+/// `struct cj_job`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Job {
+    pub abi_version: u32,
+    pub num_runs: u32,
+    pub block_size: u32,
+    pub restart_interval: u32,
+    pub target_file_size: u64,
+    pub bottommost: u32,
+    pub num_snapshots: u32,
+    pub entries_per_call: u32,
+    pub pad0: u32,
+    pub snapshots: [u64; SNAPSHOTS_MAX],
+
+    pub status: u32,
+    pub status_run: u32,
+    pub error_detail: u32,
+    pub error_block: u32,
+    pub error_offset: u32,
+    pub phase: u32,
+
+    pub out_len: u32,
+    pub num_records: u32,
+
+    pub pending: u32,
+    pub live: u32,
+    pub last_stripe: u32,
+    pub in_last_len: u32,
+    pub call_entries: u32,
+
+    pub blk_len: u32,
+    pub blk_entries: u32,
+    pub blk_restarts: u32,
+    pub blk_since_restart: u32,
+    pub blk_deletions: u32,
+    pub blk_raw_key_bytes: u64,
+    pub blk_raw_value_bytes: u64,
+    pub blk_seq_min: u64,
+    pub blk_seq_max: u64,
+    pub out_last_len: u32,
+    pub pad1: u32,
+    pub file_bytes: u64,
+
+    pub calls: u64,
+    pub entries_in: u64,
+    pub entries_out: u64,
+    pub blocks_in: u64,
+    pub bytes_in: u64,
+    pub blocks_out: u64,
+    pub cur: [u32; 16],
+
+    pub in_last_key: [u8; KEY_BUF_BYTES],
+    pub out_last_key: [u8; KEY_BUF_BYTES],
+    pub restarts: [u32; RESTARTS_MAX],
+    pub runs: [Run; RUNS_MAX],
+}
+
+/// `struct cj_record`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct Record {
+    pub offset: u32,
+    pub size: u32,
+    pub flags: u32,
+    pub entries: u32,
+    pub deletions: u32,
+    pub last_key_len: u32,
+    pub raw_key_bytes: u64,
+    pub raw_value_bytes: u64,
+    pub seq_min: u64,
+    pub seq_max: u64,
+    pub last_key: [u8; KEY_BUF_BYTES],
+}
+
+impl Record {
+    /// The block's last internal key.
+    pub fn last_key(&self) -> &[u8] {
+        &self.last_key[..self.last_key_len as usize]
+    }
+}
+
+/// Plain old data: every bit pattern is a valid value, so these structs can be viewed as the
+/// bytes of map memory and back.
+///
+/// # Safety
+/// Implement only for `#[repr(C)]` structs of integers and integer arrays without padding.
+pub unsafe trait Pod: Copy + 'static {}
+// SAFETY: repr(C), integer fields only, explicit padding fields (the layout test checks that
+// the fields cover every byte).
+unsafe impl Pod for Job {}
+// SAFETY: as above.
+unsafe impl Pod for Run {}
+// SAFETY: as above.
+unsafe impl Pod for Record {}
+
+/// A zeroed value, on the heap (a [`Job`] is over 100 KiB).
+pub fn boxed_zeroed<T: Pod>() -> Box<T> {
+    let layout = std::alloc::Layout::new::<T>();
+    assert!(layout.size() > 0);
+    // SAFETY: the layout has a non-zero size; all-zero bytes are a valid `T` (Pod); the
+    // pointer comes from the global allocator with `T`'s layout, as Box requires.
+    unsafe {
+        let ptr = std::alloc::alloc_zeroed(layout).cast::<T>();
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        Box::from_raw(ptr)
+    }
+}
+
+/// The bytes of a value.
+pub fn bytes_of<T: Pod>(value: &T) -> &[u8] {
+    // SAFETY: Pod types have no padding, so every byte is initialised.
+    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(value).cast::<u8>(), size_of::<T>()) }
+}
+
+/// The bytes of a value, writable: any bytes are a valid `T`.
+pub fn bytes_of_mut<T: Pod>(value: &mut T) -> &mut [u8] {
+    // SAFETY: as `bytes_of`; any bit pattern is a valid Pod value.
+    unsafe {
+        std::slice::from_raw_parts_mut(std::ptr::from_mut(value).cast::<u8>(), size_of::<T>())
+    }
+}
+
+impl Job {
+    /// A zeroed job with the parameters set, ready for its first windows.
+    pub fn new_boxed(params: &JobParams) -> Box<Job> {
+        let mut job = boxed_zeroed::<Job>();
+        job.abi_version = ABI_VERSION;
+        job.num_runs = params.num_runs;
+        job.block_size = params.block_size;
+        job.restart_interval = params.restart_interval;
+        job.target_file_size = params.target_file_size;
+        job.bottommost = u32::from(params.bottommost);
+        job.entries_per_call = params.entries_per_call;
+        let n = params.snapshots.len().min(SNAPSHOTS_MAX);
+        job.num_snapshots = u32::try_from(params.snapshots.len()).unwrap_or(u32::MAX);
+        job.snapshots[..n].copy_from_slice(&params.snapshots[..n]);
+        job
+    }
+}
+
+/// The parameters of one job.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JobParams {
+    pub num_runs: u32,
+    pub block_size: u32,
+    pub restart_interval: u32,
+    pub target_file_size: u64,
+    pub bottommost: bool,
+    /// Ascending, distinct.
+    pub snapshots: Vec<u64>,
+    pub entries_per_call: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::mem::{offset_of, size_of};
+
+    #[test]
+    fn sizes_have_no_hidden_padding() {
+        // Sums of the field sizes, written out: any padding the compiler inserted would show.
+        let run_fields = 12 * 4 + 4 * WINDOW_BLOCKS_MAX + KEY_BUF_BYTES;
+        assert_eq!(size_of::<Run>(), run_fields);
+        let record_fields = 6 * 4 + 4 * 8 + KEY_BUF_BYTES;
+        assert_eq!(size_of::<Record>(), record_fields);
+        assert_eq!(offset_of!(Job, runs) % 8, 0);
+        assert_eq!(size_of::<Job>() % 8, 0);
+    }
+}

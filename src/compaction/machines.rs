@@ -1,0 +1,235 @@
+//! The compaction program ([`resystance_programs::COMPACT_OBJECT`]) as a
+//! [`Machine`]: on the vm (no root, deterministic) or on the kernel behind the boundary
+//! (`bpf(2)` + `BPF_PROG_TEST_RUN` over mmapped maps). The twin is
+//! [`resystance_programs::driver::TwinMachine`].
+//!
+//! Both keep a host copy of the job that the driver edits between runs and write it into the
+//! program's map before each run (118 KiB; small next to a window's work), and read it back
+//! after. Windows are written only when the source touched them.
+
+use std::sync::Arc;
+
+use resystance_programs::abi::{
+    bytes_of, status, Job, Record, OUTPUT_VALUE_BYTES, RECORDS_MAX, RUNS_MAX, WINDOW_VALUE_BYTES,
+};
+use resystance_programs::driver::{read_pod, BoxError, Machine};
+use resystance_programs::{maps, COMPACT_OBJECT, COMPACT_PROGRAM};
+use resystance_traces::{Kernel, MemId};
+use resystance_vm::exec::Limits;
+use resystance_vm::helpers::Clock;
+use resystance_vm::loader::{self, LoadOptions, LoadedProgram};
+use resystance_vm::object::Object;
+
+use crate::bpf_object::{KernelProgram, KernelProgramError};
+
+/// Instructions one vm run may execute: far above what `entries_per_call` allows a run to do,
+/// so only a runaway program meets it.
+pub const VM_INSNS_PER_RUN_MAX: u64 = 1 << 36;
+
+/// The compaction object, parsed.
+pub fn compact_object() -> Object {
+    Object::parse("compact.bpf.o", COMPACT_OBJECT)
+        .expect("the committed compaction object parses (tests/compaction_program.rs)")
+}
+
+fn records_from(bytes: &[u8], n: usize, out: &mut [Record]) {
+    let size = size_of::<Record>();
+    for (i, rec) in out.iter_mut().enumerate().take(n) {
+        *rec = *read_pod::<Record>(&bytes[i * size..(i + 1) * size]);
+    }
+}
+
+/// The program on the vm's interpreter.
+pub struct VmMachine {
+    loaded: LoadedProgram,
+    job: Box<Job>,
+    records: Vec<Record>,
+    /// Instructions executed by all runs so far.
+    pub insns_executed: u64,
+}
+
+impl std::fmt::Debug for VmMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("VmMachine")
+            .field("insns_executed", &self.insns_executed)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct NoClock;
+
+impl Clock for NoClock {
+    fn monotonic_ns(&self) -> u64 {
+        0 // the compaction program reads no clock
+    }
+}
+
+impl VmMachine {
+    /// Loads the committed object into a fresh vm.
+    pub fn new() -> Result<Self, BoxError> {
+        let object = compact_object();
+        let mut options = LoadOptions::new(Arc::new(NoClock));
+        options.limits = Limits {
+            insns_max: VM_INSNS_PER_RUN_MAX,
+        };
+        let loaded = loader::load(&object, COMPACT_PROGRAM, &options)?;
+        Ok(VmMachine {
+            loaded,
+            job: resystance_programs::abi::boxed_zeroed(),
+            records: vec![*resystance_programs::abi::boxed_zeroed::<Record>(); RECORDS_MAX],
+            insns_executed: 0,
+        })
+    }
+}
+
+impl Machine for VmMachine {
+    fn job_mut(&mut self) -> &mut Job {
+        &mut self.job
+    }
+
+    fn window_mut(&mut self, run: usize) -> &mut [u8] {
+        assert!(run < RUNS_MAX);
+        let all = self
+            .loaded
+            .map_mmap_mut(maps::WINDOWS)
+            .expect("cj_windows is mmapable");
+        &mut all[run * WINDOW_VALUE_BYTES..(run + 1) * WINDOW_VALUE_BYTES]
+    }
+
+    fn output(&self) -> &[u8] {
+        self.loaded
+            .map_mmap(maps::OUTPUT)
+            .expect("cj_output is mmapable")
+    }
+
+    fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    fn run(&mut self) -> Result<u32, BoxError> {
+        let job_bytes = self.loaded.map_mmap_mut(maps::JOB)?;
+        job_bytes[..size_of::<Job>()].copy_from_slice(bytes_of(self.job.as_ref()));
+        let result = self.loaded.run(&mut [])?;
+        self.insns_executed += result.insns_executed;
+        self.job = read_pod(self.loaded.map_mmap(maps::JOB)?);
+        let rc = u32::try_from(result.r0).map_err(|_| format!("r0 {:#x}", result.r0))?;
+        if rc == status::OUTPUT_FULL || rc == status::DONE {
+            let n = (self.job.num_records as usize).min(RECORDS_MAX);
+            records_from(self.loaded.map_mmap(maps::RECORDS)?, n, &mut self.records);
+        }
+        Ok(rc)
+    }
+}
+
+/// The program loaded into a kernel (Linux, or the simulator) and run with
+/// `BPF_PROG_TEST_RUN`; its maps are mmapped.
+pub struct KernelMachine {
+    program: KernelProgram,
+    kernel: Arc<dyn Kernel>,
+    job_mem: MemId,
+    windows_mem: MemId,
+    output_mem: MemId,
+    records_mem: MemId,
+    job: Box<Job>,
+    windows: Vec<Box<[u8]>>,
+    dirty: Vec<bool>,
+    output: Vec<u8>,
+    records: Vec<Record>,
+    /// Nanoseconds the kernel reported for all test runs so far.
+    pub run_ns: u64,
+}
+
+impl std::fmt::Debug for KernelMachine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelMachine")
+            .field("program", &self.program.name())
+            .field("run_ns", &self.run_ns)
+            .finish_non_exhaustive()
+    }
+}
+
+impl KernelMachine {
+    /// Loads the committed object into `kernel` (the verifier runs here) and mmaps its maps.
+    pub fn new(kernel: Arc<dyn Kernel>, runs: usize) -> Result<Self, KernelProgramError> {
+        let object = compact_object();
+        let mut program = KernelProgram::load(Arc::clone(&kernel), &object, COMPACT_PROGRAM, &[])?;
+        let job_mem = program.mmap(maps::JOB)?;
+        let windows_mem = program.mmap(maps::WINDOWS)?;
+        let output_mem = program.mmap(maps::OUTPUT)?;
+        let records_mem = program.mmap(maps::RECORDS)?;
+        let runs = runs.min(RUNS_MAX);
+        Ok(KernelMachine {
+            program,
+            kernel,
+            job_mem,
+            windows_mem,
+            output_mem,
+            records_mem,
+            job: resystance_programs::abi::boxed_zeroed(),
+            windows: (0..runs)
+                .map(|_| vec![0u8; WINDOW_VALUE_BYTES].into_boxed_slice())
+                .collect(),
+            dirty: vec![false; runs],
+            output: vec![0u8; OUTPUT_VALUE_BYTES],
+            records: vec![*resystance_programs::abi::boxed_zeroed::<Record>(); RECORDS_MAX],
+            run_ns: 0,
+        })
+    }
+
+    /// Instructions the verifier processed when it accepted the program.
+    pub fn verified_insns(&self) -> Option<u32> {
+        self.program.verified_insns()
+    }
+}
+
+impl Machine for KernelMachine {
+    fn job_mut(&mut self) -> &mut Job {
+        &mut self.job
+    }
+
+    fn window_mut(&mut self, run: usize) -> &mut [u8] {
+        self.dirty[run] = true;
+        &mut self.windows[run]
+    }
+
+    fn output(&self) -> &[u8] {
+        &self.output
+    }
+
+    fn records(&self) -> &[Record] {
+        &self.records
+    }
+
+    fn run(&mut self) -> Result<u32, BoxError> {
+        for (run, dirty) in self.dirty.iter_mut().enumerate() {
+            if std::mem::take(dirty) {
+                self.kernel.mem_write(
+                    self.windows_mem,
+                    run * WINDOW_VALUE_BYTES,
+                    &self.windows[run],
+                )?;
+            }
+        }
+        self.kernel
+            .mem_write(self.job_mem, 0, bytes_of(self.job.as_ref()))?;
+        let result = self.program.test_run(&mut [])?;
+        self.run_ns += result.duration_ns;
+        self.kernel.mem_read(
+            self.job_mem,
+            0,
+            resystance_programs::abi::bytes_of_mut(self.job.as_mut()),
+        )?;
+        let rc = result.retval;
+        if rc == status::OUTPUT_FULL || rc == status::DONE {
+            let len = (self.job.out_len as usize).min(OUTPUT_VALUE_BYTES);
+            self.kernel
+                .mem_read(self.output_mem, 0, &mut self.output[..len])?;
+            let n = (self.job.num_records as usize).min(RECORDS_MAX);
+            let mut bytes = vec![0u8; n * size_of::<Record>()];
+            self.kernel.mem_read(self.records_mem, 0, &mut bytes)?;
+            records_from(&bytes, n, &mut self.records);
+        }
+        Ok(rc)
+    }
+}

@@ -1,0 +1,454 @@
+//! The compaction program against its Rust twin and against the engine's own semantics.
+//!
+//! Generated compactions (proptest): 1 to 32 runs, keys with long shared prefixes, many
+//! versions per key, deletions, snapshots, empty runs, tiny and large blocks, values up to
+//! 5 KB, file cuts, windows of one block to many, output drained often, small per-call
+//! budgets. Each case is encoded into input data blocks with the engine's block builder and:
+//!
+//! 1. the twin's output files must equal the data blocks the engine's own path writes
+//!    (merge → `VersionFilter` → output cut rule → `TableBuilder`), byte for byte;
+//! 2. the program on the vm must give the twin's transcript: every run's status, every
+//!    output block and record, the final counters;
+//! 3. the program on Linux (root; one SKIP line otherwise) likewise.
+//!
+//! `PROGRAM_CASES` sets the number of cases (default 10,000); `PROGRAM_CASES_KERNEL` the
+//! number that also run on Linux (default: all). A second test feeds damaged blocks (bytes
+//! changed, checksums fixed up or not) and requires the three to fail or succeed alike.
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use resystance::compaction::machines::{KernelMachine, VmMachine};
+use resystance::compaction::visibility::VersionFilter;
+use resystance::key::{compare_internal, internal_key, user_key, ValueType};
+use resystance::sst::block::BlockBuilder;
+use resystance::sst::format::block_trailer;
+use resystance::sst::{TableBuilder, TableOptions};
+use resystance_programs::abi::{JobParams, Record, RUNS_MAX};
+use resystance_programs::driver::{
+    drive, DriveError, DriveSummary, Machine, MemorySink, MemorySource, TwinMachine,
+};
+use resystance_real_kernel::RealKernel;
+use resystance_traces::Kernel;
+
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
+    }};
+}
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
+        })
+        .unwrap_or(default)
+}
+
+/// One generated compaction.
+#[derive(Clone, Debug)]
+struct Case {
+    /// Each run's entries (internal key, value), strictly increasing.
+    runs: Vec<Vec<(Vec<u8>, Vec<u8>)>>,
+    input_block_size: usize,
+    input_restart_interval: usize,
+    params: JobParams,
+    blocks_per_window: usize,
+    first_offset: u32,
+}
+
+/// Raw material for a case: turned into a [`Case`] by [`build_case`].
+#[derive(Clone, Debug)]
+struct Raw {
+    prefix_len: usize,
+    suffixes: Vec<Vec<u8>>,
+    runs: Vec<Vec<(usize, u32, bool, usize)>>,
+    snapshot_picks: Vec<u32>,
+    bottommost: bool,
+    input_block_size: usize,
+    input_restart_interval: usize,
+    block_size: u32,
+    restart_interval: u32,
+    target_file_size: u64,
+    entries_per_call: u32,
+    blocks_per_window: usize,
+    first_offset: u32,
+}
+
+fn raw_strategy() -> impl Strategy<Value = Raw> {
+    let runs = prop_oneof![6 => 1usize..=4, 3 => 5usize..=12, 1 => 13usize..=RUNS_MAX];
+    let value_len = prop_oneof![8 => 0usize..24, 3 => 24usize..300, 1 => 1000usize..5000];
+    let entry = (
+        0usize..1000,
+        any::<u32>(),
+        prop::bool::weighted(0.2),
+        value_len,
+    );
+    let run_entries =
+        prop_oneof![1 => Just(0usize..1), 8 => Just(1usize..60), 1 => Just(60usize..250)]
+            .prop_flat_map(move |len| prop::collection::vec(entry.clone(), len));
+    (
+        (
+            0usize..48,
+            prop::collection::vec(prop::collection::vec(b'a'..=b'd', 0..6), 1..50),
+            runs.prop_flat_map(move |k| prop::collection::vec(run_entries.clone(), k)),
+            prop::collection::vec(any::<u32>(), 0..6),
+            any::<bool>(),
+        ),
+        (
+            prop_oneof![1 => 1usize..64, 2 => 64usize..1024, 2 => 1024usize..8192],
+            1usize..=20,
+            prop_oneof![1 => 1u32..64, 2 => 64u32..1024, 2 => 1024u32..8192],
+            1u32..=20,
+            prop_oneof![1 => 1u64..300, 2 => 300u64..20_000, 1 => Just(u64::MAX)],
+            prop_oneof![1 => 1u32..4, 2 => 4u32..200, 2 => Just(1u32 << 20)],
+            prop_oneof![1 => Just(1usize), 1 => 2usize..6, 2 => Just(usize::MAX)],
+            0u32..64,
+        ),
+    )
+        .prop_map(
+            |(
+                (prefix_len, suffixes, runs, snapshot_picks, bottommost),
+                (
+                    input_block_size,
+                    input_restart_interval,
+                    block_size,
+                    restart_interval,
+                    target_file_size,
+                    entries_per_call,
+                    blocks_per_window,
+                    first_offset,
+                ),
+            )| Raw {
+                prefix_len,
+                suffixes,
+                runs,
+                snapshot_picks,
+                bottommost,
+                input_block_size,
+                input_restart_interval,
+                block_size,
+                restart_interval,
+                target_file_size,
+                entries_per_call,
+                blocks_per_window,
+                first_offset,
+            },
+        )
+}
+
+/// Gives every entry a distinct sequence number (ranked by its random hint), builds keys from
+/// a shared prefix and a small alphabet (so user keys repeat across and within runs), and
+/// sorts each run.
+fn build_case(raw: &Raw) -> Case {
+    let mut hints: Vec<(u32, usize, usize)> = Vec::new();
+    for (r, run) in raw.runs.iter().enumerate() {
+        for (i, e) in run.iter().enumerate() {
+            hints.push((e.1, r, i));
+        }
+    }
+    hints.sort_unstable();
+    let mut seqs: Vec<Vec<u64>> = raw.runs.iter().map(|r| vec![0; r.len()]).collect();
+    for (rank, &(_, r, i)) in hints.iter().enumerate() {
+        seqs[r][i] = rank as u64 + 1;
+    }
+    let max_seq = hints.len() as u64;
+    let prefix: Vec<u8> = (0..raw.prefix_len).map(|i| b'p' + (i % 3) as u8).collect();
+    let runs = raw
+        .runs
+        .iter()
+        .enumerate()
+        .map(|(r, run)| {
+            let mut entries: Vec<(Vec<u8>, Vec<u8>)> = run
+                .iter()
+                .enumerate()
+                .map(|(i, &(key, _, delete, value_len))| {
+                    let mut user = prefix.clone();
+                    user.extend_from_slice(&raw.suffixes[key % raw.suffixes.len()]);
+                    let seq = seqs[r][i];
+                    let t = if delete {
+                        ValueType::Deletion
+                    } else {
+                        ValueType::Value
+                    };
+                    let value = if delete {
+                        Vec::new()
+                    } else {
+                        (0..value_len)
+                            .map(|j| (seq as usize * 7 + j) as u8)
+                            .collect()
+                    };
+                    (internal_key(&user, seq, t), value)
+                })
+                .collect();
+            entries.sort_by(|a, b| compare_internal(&a.0, &b.0));
+            entries
+        })
+        .collect();
+    let mut snapshots: Vec<u64> = raw
+        .snapshot_picks
+        .iter()
+        .map(|&p| u64::from(p) % (max_seq + 2))
+        .collect();
+    snapshots.sort_unstable();
+    snapshots.dedup();
+    Case {
+        params: JobParams {
+            num_runs: raw.runs.len() as u32,
+            block_size: raw.block_size,
+            restart_interval: raw.restart_interval,
+            target_file_size: raw.target_file_size,
+            bottommost: raw.bottommost,
+            snapshots,
+            entries_per_call: raw.entries_per_call,
+        },
+        runs,
+        input_block_size: raw.input_block_size,
+        input_restart_interval: raw.input_restart_interval,
+        blocks_per_window: raw.blocks_per_window,
+        first_offset: raw.first_offset,
+    }
+}
+
+/// The runs as data blocks (contents + trailer), cut as the table builder cuts them.
+fn encode_runs(case: &Case) -> Vec<Vec<Vec<u8>>> {
+    case.runs
+        .iter()
+        .map(|run| {
+            let mut blocks = Vec::new();
+            let mut b = BlockBuilder::new(case.input_restart_interval);
+            let mut flush = |b: &mut BlockBuilder| {
+                let contents = b.finish().to_vec();
+                let mut block = contents.clone();
+                block.extend_from_slice(&block_trailer(&contents));
+                blocks.push(block);
+                b.reset();
+            };
+            for (k, v) in run {
+                if !b.is_empty() && b.size_estimate() >= case.input_block_size {
+                    flush(&mut b);
+                }
+                b.add(k, v);
+            }
+            if !b.is_empty() {
+                flush(&mut b);
+            }
+            blocks
+        })
+        .collect()
+}
+
+/// What the engine's own path writes: the data section of each output table.
+fn reference_files(case: &Case) -> Vec<Vec<u8>> {
+    let mut all: Vec<&(Vec<u8>, Vec<u8>)> = case.runs.iter().flatten().collect();
+    all.sort_by(|a, b| compare_internal(&a.0, &b.0));
+    let mut filter = VersionFilter::new(case.params.snapshots.clone(), case.params.bottommost);
+    let options = TableOptions {
+        block_size_bytes: case.params.block_size as usize,
+        block_restart_interval: case.params.restart_interval as usize,
+        index_block_restart_interval: 1,
+    };
+    let mut files = Vec::new();
+    let mut builder: Option<TableBuilder<Vec<u8>>> = None;
+    let mut last: Option<Vec<u8>> = None;
+    let finish = |b: TableBuilder<Vec<u8>>, files: &mut Vec<Vec<u8>>| {
+        let (bytes, summary) = b.finish().expect("in-memory table");
+        files.push(bytes[..summary.data_size as usize].to_vec());
+    };
+    for (k, v) in all {
+        if !filter.keep(k) {
+            continue;
+        }
+        let new_user_key = last.as_ref().is_none_or(|l| user_key(l) != user_key(k));
+        if new_user_key
+            && builder
+                .as_ref()
+                .is_some_and(|b| b.file_size_estimate() >= case.params.target_file_size)
+        {
+            finish(builder.take().expect("open"), &mut files);
+        }
+        builder
+            .get_or_insert_with(|| TableBuilder::new(options.clone(), Vec::new()))
+            .add(k, v)
+            .expect("in-memory table");
+        last = Some(k.clone());
+    }
+    if let Some(b) = builder {
+        finish(b, &mut files);
+    }
+    files
+}
+
+/// Everything a run of the protocol shows.
+#[derive(Debug, PartialEq, Eq)]
+struct Transcript {
+    statuses: Vec<u32>,
+    result: Result<DriveSummary, String>,
+    files: Vec<(Vec<u8>, Vec<RecordView>)>,
+}
+
+/// A record without the key buffer's bytes past the key.
+#[derive(Debug, PartialEq, Eq)]
+struct RecordView {
+    offset: u32,
+    size: u32,
+    flags: u32,
+    entries: u32,
+    deletions: u32,
+    raw_key_bytes: u64,
+    raw_value_bytes: u64,
+    seq_min: u64,
+    seq_max: u64,
+    last_key: Vec<u8>,
+}
+
+impl From<&Record> for RecordView {
+    fn from(r: &Record) -> Self {
+        RecordView {
+            offset: r.offset,
+            size: r.size,
+            flags: r.flags,
+            entries: r.entries,
+            deletions: r.deletions,
+            raw_key_bytes: r.raw_key_bytes,
+            raw_value_bytes: r.raw_value_bytes,
+            seq_min: r.seq_min,
+            seq_max: r.seq_max,
+            last_key: r.last_key().to_vec(),
+        }
+    }
+}
+
+fn transcript(machine: &mut dyn Machine, case: &Case, blocks: &[Vec<Vec<u8>>]) -> Transcript {
+    let mut source = MemorySource::new(blocks.to_vec());
+    source.blocks_per_window = case.blocks_per_window;
+    source.first_offset = case.first_offset;
+    let mut sink = MemorySink::default();
+    let mut statuses = Vec::new();
+    let result = drive(machine, &case.params, &mut source, &mut sink, &mut |s| {
+        statuses.push(s)
+    });
+    let result = result.map_err(|e| match e {
+        DriveError::Program(p) => format!("{p:?}"),
+        other => panic!("protocol or machine failure: {other}"),
+    });
+    Transcript {
+        statuses,
+        result,
+        files: sink
+            .files
+            .iter()
+            .map(|(bytes, recs)| (bytes.clone(), recs.iter().map(RecordView::from).collect()))
+            .collect(),
+    }
+}
+
+struct Machines {
+    twin: TwinMachine,
+    vm: VmMachine,
+    kernel: Option<KernelMachine>,
+}
+
+fn kernel_machine() -> Option<KernelMachine> {
+    let kernel = RealKernel::new();
+    if let Some(why) = kernel.bpf_unavailable() {
+        say!("SKIP the Linux half of the compaction-program tests: {why}");
+        return None;
+    }
+    let kernel: Arc<dyn Kernel> = Arc::new(kernel);
+    let machine = KernelMachine::new(kernel, RUNS_MAX).expect("Linux accepts compact.bpf.o");
+    say!(
+        "Linux verifier accepted compact.bpf.o: {} instructions processed",
+        machine
+            .verified_insns()
+            .map_or_else(|| "?".to_string(), |n| n.to_string())
+    );
+    Some(machine)
+}
+
+fn check(
+    m: &mut Machines,
+    case: &Case,
+    blocks: &[Vec<Vec<u8>>],
+    with_kernel: bool,
+) -> Result<Transcript, TestCaseError> {
+    let twin = transcript(&mut m.twin, case, blocks);
+    let vm = transcript(&mut m.vm, case, blocks);
+    prop_assert_eq!(&vm, &twin, "vm and twin differ");
+    if with_kernel {
+        if let Some(k) = m.kernel.as_mut() {
+            let kernel = transcript(k, case, blocks);
+            prop_assert_eq!(&kernel, &twin, "Linux and twin differ");
+        }
+    }
+    Ok(twin)
+}
+
+#[test]
+fn twin_vm_and_linux_agree_with_the_engine_on_generated_compactions() {
+    let cases = env_u64("PROGRAM_CASES", 10_000);
+    let kernel_cases = env_u64("PROGRAM_CASES_KERNEL", cases);
+    let machines = RefCell::new(Machines {
+        twin: TwinMachine::new(RUNS_MAX),
+        vm: VmMachine::new().expect("the vm loads compact.bpf.o"),
+        kernel: kernel_machine(),
+    });
+    let ran_kernel = machines.borrow().kernel.is_some();
+    let mut runner = TestRunner::new(Config {
+        cases: u32::try_from(cases).expect("case count fits u32"),
+        failure_persistence: None,
+        ..Config::default()
+    });
+    let stats = RefCell::new((0u64, 0u64, 0u64, 0u64, 0u64, Duration::ZERO));
+    let started = Instant::now();
+    runner
+        .run(&raw_strategy(), |raw| {
+            let case = build_case(&raw);
+            let blocks = encode_runs(&case);
+            let mut st = stats.borrow_mut();
+            let with_kernel = st.0 < kernel_cases;
+            let t0 = Instant::now();
+            let t = check(&mut machines.borrow_mut(), &case, &blocks, with_kernel)?;
+            st.5 += t0.elapsed();
+            let summary = t
+                .result
+                .as_ref()
+                .map_err(|e| TestCaseError::fail(format!("a valid compaction failed: {e}")))?;
+            let files: Vec<Vec<u8>> = t.files.iter().map(|f| f.0.clone()).collect();
+            prop_assert_eq!(
+                files,
+                reference_files(&case),
+                "twin differs from the engine"
+            );
+            st.0 += 1;
+            st.1 += summary.entries_in;
+            st.2 += summary.calls;
+            st.3 += summary.blocks_in;
+            st.4 += t.files.len() as u64;
+            Ok(())
+        })
+        .unwrap();
+    let st = stats.borrow();
+    let m = machines.borrow();
+    say!(
+        "compaction program: {} generated compactions ({} entries, {} input blocks, {} output files, {} program runs each) — twin = vm{} = engine; vm executed {} instructions; {:.1} s",
+        st.0,
+        st.1,
+        st.3,
+        st.4,
+        st.2,
+        if ran_kernel {
+            format!(" = Linux (on {})", st.0.min(kernel_cases))
+        } else {
+            String::new()
+        },
+        m.vm.insns_executed,
+        started.elapsed().as_secs_f64()
+    );
+}
