@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
 use std::thread::JoinHandle;
 
+use resystance_programs::abi::{USER_KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use resystance_traces::{Accounted, Errno, Kernel};
 
 use crate::compaction::executor_for;
@@ -115,6 +116,29 @@ impl Drop for Snapshot {
             st.snapshots.remove(&self.sequence);
         }
     }
+}
+
+/// Refuses a batch the compaction program could not compact: every executor must handle every
+/// key and value the engine accepts.
+fn check_batch_limits(batch: &WriteBatch) -> Result<()> {
+    for (i, op) in batch.iter().enumerate() {
+        let (_, key, value) = op.expect("a batch we built is well formed");
+        if key.len() > USER_KEY_BYTES_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "update {i} of the batch: key of {} bytes exceeds the limit of {USER_KEY_BYTES_MAX} \
+                 bytes (USER_KEY_BYTES_MAX)",
+                key.len()
+            )));
+        }
+        let value_len = value.map_or(0, <[u8]>::len);
+        if value_len > VALUE_BYTES_MAX {
+            return Err(Error::InvalidArgument(format!(
+                "update {i} of the batch: value of {value_len} bytes exceeds the limit of \
+                 {VALUE_BYTES_MAX} bytes (VALUE_BYTES_MAX)"
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Whether a `mkdir` succeeded or found the directory already there.
@@ -365,11 +389,14 @@ impl Db {
         self.write(b)
     }
 
-    /// Applies `batch` atomically.
+    /// Applies `batch` atomically. A user key over [`USER_KEY_BYTES_MAX`] or a value over
+    /// [`VALUE_BYTES_MAX`] (what the compaction program handles) is `InvalidArgument`, and then
+    /// nothing of the batch is logged or applied.
     pub fn write(&self, mut batch: WriteBatch) -> Result<()> {
         if batch.is_empty() {
             return Ok(());
         }
+        check_batch_limits(&batch)?;
         let inner = &self.inner;
         let mut st = inner.lock();
         st = inner.make_room_for_write(st, batch.user_bytes())?;
@@ -1345,5 +1372,86 @@ impl Iterator for DbIter {
             Ok(()) => None,
             Err(e) => Some(Err(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use resystance_real_kernel::RealKernel;
+
+    use super::*;
+
+    fn open(dir: &Path) -> Db {
+        let options = Options {
+            background: BackgroundMode::Inline,
+            ..Options::default()
+        };
+        Db::open(Arc::new(RealKernel::new()), dir, options).unwrap()
+    }
+
+    fn assert_refused(r: Result<()>, expected: &[String]) {
+        match r {
+            Err(Error::InvalidArgument(msg)) => {
+                for e in expected {
+                    assert!(msg.contains(e), "{msg:?} does not mention {e:?}");
+                }
+            }
+            other => panic!("expected InvalidArgument, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn keys_and_values_over_the_program_limits_are_refused_before_logging() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = open(dir.path());
+        let key_max = vec![b'k'; USER_KEY_BYTES_MAX];
+        let key_over = vec![b'k'; USER_KEY_BYTES_MAX + 1];
+        let value_max = vec![b'v'; VALUE_BYTES_MAX];
+        let value_over = vec![b'v'; VALUE_BYTES_MAX + 1];
+        db.put(b"before", b"1").unwrap();
+        let wal_bytes = db.stats().wal_bytes_written;
+        let sequence = db.snapshot().sequence();
+
+        let key_msg = [
+            format!("key of {} bytes", USER_KEY_BYTES_MAX + 1),
+            format!("limit of {USER_KEY_BYTES_MAX} bytes"),
+        ];
+        let value_msg = [
+            format!("value of {} bytes", VALUE_BYTES_MAX + 1),
+            format!("limit of {VALUE_BYTES_MAX} bytes"),
+        ];
+        assert_refused(db.put(&key_over, b"x"), &key_msg);
+        assert_refused(db.delete(&key_over), &key_msg);
+        assert_refused(db.put(b"k", &value_over), &value_msg);
+        // One bad update spoils the whole batch, wherever it is.
+        let mut batch = WriteBatch::new();
+        batch.put(b"a", b"1");
+        batch.delete(b"before");
+        batch.put(b"b", &value_over);
+        batch.put(b"c", b"3");
+        assert_refused(
+            db.write(batch),
+            &["update 2".to_string(), value_msg[0].clone()],
+        );
+        assert_eq!(db.stats().wal_bytes_written, wal_bytes, "nothing logged");
+        assert_eq!(db.snapshot().sequence(), sequence, "no sequence used");
+        for k in [&b"a"[..], b"b", b"c", b"k", &key_over] {
+            assert_eq!(db.get(k).unwrap(), None);
+        }
+        assert_eq!(db.get(b"before").unwrap(), Some(b"1".to_vec()));
+
+        // The limits themselves are fine, and the db keeps working, through a flush and a
+        // reopen.
+        db.put(&key_max, &value_max).unwrap();
+        db.put(b"after", b"2").unwrap();
+        db.flush().unwrap();
+        db.delete(b"before").unwrap();
+        db.close().unwrap();
+        let db = open(dir.path());
+        assert_eq!(db.get(&key_max).unwrap(), Some(value_max));
+        assert_eq!(db.get(b"after").unwrap(), Some(b"2".to_vec()));
+        assert_eq!(db.get(b"before").unwrap(), None);
+        assert_eq!(db.get(b"a").unwrap(), None);
+        db.close().unwrap();
     }
 }

@@ -332,7 +332,7 @@ fn transcript(machine: &mut dyn Machine, case: &Case, blocks: &[Vec<Vec<u8>>]) -
     let mut sink = MemorySink::default();
     let mut statuses = Vec::new();
     let result = drive(machine, &case.params, &mut source, &mut sink, &mut |s| {
-        statuses.push(s)
+        statuses.push(s);
     });
     let result = result.map_err(|e| match e {
         DriveError::Program(p) => format!("{p:?}"),

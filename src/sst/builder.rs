@@ -1,4 +1,5 @@
-//! Writes a table: data blocks as entries arrive, then index, properties, metaindex, footer.
+//! Writes a table: data blocks as entries arrive (or finished elsewhere), then index,
+//! properties, metaindex, footer.
 
 use std::cmp::Ordering;
 
@@ -9,6 +10,7 @@ use crate::key::{compare_internal, parse_internal_key, ValueType};
 use super::block::BlockBuilder;
 use super::format::{
     block_trailer, BlockHandle, ChecksumType, Footer, BLOCK_TRAILER_LEN, FORMAT_VERSION_WRITTEN,
+    NO_COMPRESSION,
 };
 use super::properties::{PropertiesToWrite, PROPERTIES_BLOCK_NAME};
 
@@ -67,7 +69,27 @@ pub struct TableSummary {
     pub largest_key: Vec<u8>,
 }
 
-/// Builds one table into a [`Sink`], from internal keys added in strictly increasing order.
+/// What [`TableBuilder::add_data_block`] needs to know about a data block finished elsewhere:
+/// exactly what [`TableBuilder::add`] would have counted for its entries.
+#[derive(Clone, Copy, Debug)]
+pub struct DataBlockMeta<'a> {
+    /// First internal key of the block.
+    pub first_key: &'a [u8],
+    /// Last internal key of the block; it becomes the block's index key.
+    pub last_key: &'a [u8],
+    /// Entries in the block.
+    pub entries: u64,
+    /// Entries that are deletions.
+    pub deletions: u64,
+    /// Sum of the entries' internal key lengths.
+    pub raw_key_bytes: u64,
+    /// Sum of the entries' value lengths.
+    pub raw_value_bytes: u64,
+}
+
+/// Builds one table into a [`Sink`], from internal keys added in strictly increasing order,
+/// either entry by entry ([`TableBuilder::add`]) or as finished data blocks
+/// ([`TableBuilder::add_data_block`]); one table uses one way, and both give the same bytes.
 ///
 /// After a sink error the builder is unusable: every later call returns that error again.
 #[derive(Debug)]
@@ -80,8 +102,11 @@ pub struct TableBuilder<W: Sink> {
     index_block: BlockBuilder,
     /// Reused for block contents + trailer, so each block is one append.
     scratch: Vec<u8>,
+    /// Reused for the encoded handle of an index entry.
+    handle_scratch: Vec<u8>,
     props: PropertiesToWrite,
     smallest_key: Vec<u8>,
+    /// Last internal key added; the index key of the data block that ends with it.
     last_key: Vec<u8>,
     failed: Option<crate::Error>,
 }
@@ -97,6 +122,7 @@ impl<W: Sink> TableBuilder<W> {
             sink,
             offset: 0,
             scratch: Vec::new(),
+            handle_scratch: Vec::new(),
             props: PropertiesToWrite::default(),
             smallest_key: Vec::new(),
             last_key: Vec::new(),
@@ -133,6 +159,76 @@ impl<W: Sink> TableBuilder<W> {
         self.props.raw_key_size += ikey.len() as u64;
         self.props.raw_value_size += value.len() as u64;
         Ok(())
+    }
+
+    /// Appends a data block finished elsewhere (the compaction program or its twin): `block` is
+    /// the block contents followed by its 5-byte trailer (no compression, masked CRC32c). The
+    /// table gets the bytes, index entry and properties [`TableBuilder::add`] would have given
+    /// the same entries cut into the same block.
+    ///
+    /// Panics on broken caller invariants: entries were added through [`TableBuilder::add`]
+    /// and are still pending, `block` has no contents, the trailer is not an uncompressed one,
+    /// `meta` is inconsistent, or `meta.first_key` is not greater than the previous last key.
+    pub fn add_data_block(&mut self, block: &[u8], meta: &DataBlockMeta<'_>) -> Result<()> {
+        self.check_healthy()?;
+        assert!(
+            self.data_block.is_empty(),
+            "TableBuilder::add_data_block: entries added one by one are pending"
+        );
+        assert!(
+            block.len() > BLOCK_TRAILER_LEN,
+            "TableBuilder::add_data_block: block of {} bytes has no contents",
+            block.len()
+        );
+        let (contents, trailer) = block.split_at(block.len() - BLOCK_TRAILER_LEN);
+        assert_eq!(
+            trailer[0], NO_COMPRESSION,
+            "TableBuilder::add_data_block: compressed block"
+        );
+        debug_assert_eq!(
+            trailer,
+            block_trailer(contents),
+            "TableBuilder::add_data_block: bad block checksum"
+        );
+        assert!(meta.entries > 0, "TableBuilder::add_data_block: no entries");
+        assert!(meta.deletions <= meta.entries);
+        assert!(
+            meta.raw_key_bytes >= 8 * meta.entries,
+            "TableBuilder::add_data_block: raw key bytes below 8 per internal key"
+        );
+        parse_internal_key(meta.first_key).expect("TableBuilder::add_data_block: first key");
+        parse_internal_key(meta.last_key).expect("TableBuilder::add_data_block: last key");
+        let in_block = compare_internal(meta.first_key, meta.last_key);
+        assert!(
+            if meta.entries == 1 {
+                in_block.is_eq()
+            } else {
+                in_block.is_lt()
+            },
+            "TableBuilder::add_data_block: first and last key disagree with {} entries",
+            meta.entries
+        );
+        if self.props.num_entries > 0 {
+            assert_eq!(
+                compare_internal(&self.last_key, meta.first_key),
+                Ordering::Less,
+                "TableBuilder::add_data_block: keys out of order"
+            );
+        } else {
+            self.smallest_key = meta.first_key.to_vec();
+        }
+        self.last_key.clear();
+        self.last_key.extend_from_slice(meta.last_key);
+        self.props.num_entries += meta.entries;
+        self.props.num_deletions += meta.deletions;
+        self.props.raw_key_size += meta.raw_key_bytes;
+        self.props.raw_value_size += meta.raw_value_bytes;
+        self.emit_data_block(block)
+    }
+
+    /// Whether no entry added through [`TableBuilder::add`] awaits its data block.
+    pub fn data_block_is_empty(&self) -> bool {
+        self.data_block.is_empty()
     }
 
     /// Entries added so far.
@@ -229,29 +325,39 @@ impl<W: Sink> TableBuilder<W> {
         }
     }
 
-    /// Writes the current data block and indexes it under its last key (always a correct
-    /// separator, and what every executor can compute without seeing the next block).
+    /// Finishes the current data block and emits it.
     fn flush_data_block(&mut self) -> Result<()> {
         debug_assert!(!self.data_block.is_empty());
-        let handle = match append_block(
-            &mut self.sink,
-            &mut self.scratch,
-            &mut self.offset,
-            self.data_block.finish(),
-        ) {
-            Ok(h) => h,
-            Err(e) => {
-                self.failed = Some(e.clone());
-                return Err(e);
-            }
-        };
-        self.scratch.clear();
-        handle.encode_to(&mut self.scratch);
-        self.index_block
-            .add(self.data_block.last_key(), &self.scratch);
+        debug_assert_eq!(self.data_block.last_key(), &self.last_key[..]);
+        // Borrow the scratch buffer so `emit_data_block` can take `&mut self`.
+        let mut block = std::mem::take(&mut self.scratch);
+        block.clear();
+        let contents = self.data_block.finish();
+        block.extend_from_slice(contents);
+        block.extend_from_slice(&block_trailer(contents));
         self.data_block.reset();
+        let result = self.emit_data_block(&block);
+        self.scratch = block;
+        result
+    }
+
+    /// Appends a finished data block (contents + trailer) in one write and indexes it under
+    /// `self.last_key`, which the caller has set to the block's last key (always a correct
+    /// separator, and what every executor can compute without seeing the next block). The
+    /// caller counts the block's entries; this counts the block.
+    fn emit_data_block(&mut self, block: &[u8]) -> Result<()> {
+        debug_assert!(block.len() > BLOCK_TRAILER_LEN);
+        let handle = BlockHandle::new(self.offset, (block.len() - BLOCK_TRAILER_LEN) as u64);
+        if let Err(e) = self.sink.append(block) {
+            self.failed = Some(e.clone());
+            return Err(e);
+        }
+        self.offset += block.len() as u64;
+        self.handle_scratch.clear();
+        handle.encode_to(&mut self.handle_scratch);
+        self.index_block.add(&self.last_key, &self.handle_scratch);
         self.props.num_data_blocks += 1;
-        self.props.data_size += handle.size + BLOCK_TRAILER_LEN as u64;
+        self.props.data_size += block.len() as u64;
         Ok(())
     }
 }

@@ -47,7 +47,7 @@ pub mod format;
 pub mod properties;
 pub mod reader;
 
-pub use builder::{TableBuilder, TableOptions, TableSummary};
+pub use builder::{DataBlockMeta, TableBuilder, TableOptions, TableSummary};
 pub use format::{BlockHandle, ChecksumType, BLOCK_TRAILER_LEN};
 pub use properties::TableProperties;
 pub use reader::{Table, TableIter};

@@ -496,3 +496,203 @@ fn random_damage_without_checksums_never_panics() {
     }
     assert!(ok > 0 && failed > 0, "{ok} read, {failed} rejected");
 }
+
+/// Splits a table built by [`build`] into its data blocks (contents + trailer) and what
+/// `add_data_block` needs to know about each, read back from the blocks themselves.
+fn split_into_data_blocks(bytes: &[u8]) -> Vec<(Vec<u8>, Entries)> {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel();
+    let path = write_file(dir.path(), "s.sst", bytes);
+    let table = Table::open(&k, &path).unwrap();
+    table
+        .data_block_handles()
+        .iter()
+        .map(|h| {
+            let start = usize::try_from(h.offset).unwrap();
+            let end = usize::try_from(h.end_with_trailer().unwrap()).unwrap();
+            let contents = &bytes[start..end - BLOCK_TRAILER_LEN];
+            let entries =
+                block::decode_block_entries(contents, block::BlockKind::Data, &path, h.offset)
+                    .unwrap();
+            (bytes[start..end].to_vec(), entries)
+        })
+        .collect()
+}
+
+fn block_meta(entries: &Entries) -> builder::DataBlockMeta<'_> {
+    builder::DataBlockMeta {
+        first_key: &entries.first().unwrap().0,
+        last_key: &entries.last().unwrap().0,
+        entries: entries.len() as u64,
+        deletions: entries
+            .iter()
+            .filter(|(k, _)| {
+                crate::key::parse_internal_key(k).unwrap().value_type == ValueType::Deletion
+            })
+            .count() as u64,
+        raw_key_bytes: entries.iter().map(|(k, _)| k.len() as u64).sum(),
+        raw_value_bytes: entries.iter().map(|(_, v)| v.len() as u64).sum(),
+    }
+}
+
+/// Rebuilds a table from its own data blocks through `add_data_block`.
+fn rebuild_from_blocks(options: TableOptions, bytes: &[u8]) -> (Vec<u8>, TableSummary) {
+    let mut b = TableBuilder::new(options, Vec::new());
+    for (block, entries) in split_into_data_blocks(bytes) {
+        b.add_data_block(&block, &block_meta(&entries)).unwrap();
+        assert!(b.data_block_is_empty());
+        assert_eq!(b.file_size_estimate(), b.sink().len() as u64);
+    }
+    b.finish().unwrap()
+}
+
+/// Entries with user keys of 0 to ~40 bytes, several versions each, deletions and values from
+/// empty to a few hundred bytes.
+fn varied_entries(n: usize) -> Entries {
+    let mut v: Entries = (0..n)
+        .map(|i| {
+            let uk: Vec<u8> = format!("k{:03}", i / 3)
+                .bytes()
+                .chain(std::iter::repeat_n(b'a' + (i % 7) as u8, (i * 13) % 41))
+                .collect();
+            let uk = if i == 0 { Vec::new() } else { uk };
+            let del = i % 4 == 1;
+            let t = if del {
+                ValueType::Deletion
+            } else {
+                ValueType::Value
+            };
+            let value = if del {
+                Vec::new()
+            } else {
+                vec![(i % 251) as u8; (i * 37) % 300]
+            };
+            (internal_key(&uk, 5_000 - i as u64, t), value)
+        })
+        .collect();
+    v.sort_by(|a, b| compare_internal(&a.0, &b.0));
+    v.dedup_by(|a, b| a.0 == b.0);
+    v
+}
+
+#[test]
+fn data_blocks_added_whole_give_the_same_file() {
+    let entries = varied_entries(400);
+    let opts = TableOptions {
+        block_size_bytes: 256,
+        block_restart_interval: 4,
+        index_block_restart_interval: 1,
+    };
+    let (bytes, summary) = build(opts.clone(), &entries);
+    assert!(summary.num_data_blocks > 50, "{summary:?}");
+    assert!(summary.num_deletions > 0);
+    let blocks = split_into_data_blocks(&bytes);
+    let replayed: Entries = blocks.iter().flat_map(|(_, e)| e.clone()).collect();
+    assert_eq!(replayed, entries, "the split saw every entry");
+
+    let (rebuilt, rebuilt_summary) = rebuild_from_blocks(opts, &bytes);
+    assert_eq!(rebuilt_summary, summary);
+    assert!(rebuilt == bytes, "rebuilt file differs");
+
+    // The empty table is the same both ways too.
+    let (empty, empty_summary) = build(TableOptions::default(), &vec![]);
+    assert_eq!(
+        rebuild_from_blocks(TableOptions::default(), &empty),
+        (empty, empty_summary)
+    );
+}
+
+#[test]
+#[should_panic(expected = "keys out of order")]
+fn data_blocks_out_of_order_panic() {
+    let opts = TableOptions {
+        block_size_bytes: 256,
+        ..TableOptions::default()
+    };
+    let (bytes, _) = build(opts.clone(), &small_entries(200));
+    let blocks = split_into_data_blocks(&bytes);
+    assert!(blocks.len() >= 2);
+    let mut b = TableBuilder::new(opts, Vec::new());
+    b.add_data_block(&blocks[1].0, &block_meta(&blocks[1].1))
+        .unwrap();
+    let _ = b.add_data_block(&blocks[0].0, &block_meta(&blocks[0].1));
+}
+
+#[test]
+#[should_panic(expected = "pending")]
+fn data_block_after_pending_entries_panics() {
+    let opts = TableOptions {
+        block_size_bytes: 256,
+        ..TableOptions::default()
+    };
+    let entries = small_entries(200);
+    let (bytes, _) = build(opts.clone(), &entries);
+    let blocks = split_into_data_blocks(&bytes);
+    let last = blocks.last().unwrap();
+    let mut b = TableBuilder::new(opts, Vec::new());
+    b.add(&entries[0].0, &entries[0].1).unwrap();
+    assert!(!b.data_block_is_empty());
+    let _ = b.add_data_block(&last.0, &block_meta(&last.1));
+}
+
+/// Accepts `ok_appends` appends, then fails every one.
+struct FailingSink {
+    ok_appends: usize,
+}
+
+impl crate::file::Sink for FailingSink {
+    fn append(&mut self, _data: &[u8]) -> crate::Result<()> {
+        if self.ok_appends == 0 {
+            return Err(Error::Unavailable("sink broke".into()));
+        }
+        self.ok_appends -= 1;
+        Ok(())
+    }
+}
+
+#[test]
+fn a_sink_error_during_add_data_block_is_sticky() {
+    let opts = TableOptions {
+        block_size_bytes: 256,
+        ..TableOptions::default()
+    };
+    let (bytes, _) = build(opts.clone(), &small_entries(200));
+    let blocks = split_into_data_blocks(&bytes);
+    assert!(blocks.len() >= 3);
+    let mut b = TableBuilder::new(opts, FailingSink { ok_appends: 1 });
+    b.add_data_block(&blocks[0].0, &block_meta(&blocks[0].1))
+        .unwrap();
+    let size = b.file_size_estimate();
+    let first = b.add_data_block(&blocks[1].0, &block_meta(&blocks[1].1));
+    assert!(matches!(first, Err(Error::Unavailable(_))), "{first:?}");
+    assert_eq!(
+        b.file_size_estimate(),
+        size,
+        "nothing counted for the lost block"
+    );
+    let again = b.add_data_block(&blocks[2].0, &block_meta(&blocks[2].1));
+    assert!(matches!(again, Err(Error::Unavailable(_))), "{again:?}");
+    assert!(matches!(b.finish(), Err(Error::Unavailable(_))));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_tables_rebuilt_from_their_blocks_are_identical(
+        entries in arb_entries(),
+        block_size in prop_oneof![Just(4096usize), 32usize..600],
+        interval in 1usize..20,
+        index_interval in 1usize..4,
+    ) {
+        let opts = TableOptions {
+            block_size_bytes: block_size,
+            block_restart_interval: interval,
+            index_block_restart_interval: index_interval,
+        };
+        let (bytes, summary) = build(opts.clone(), &entries);
+        let (rebuilt, rebuilt_summary) = rebuild_from_blocks(opts, &bytes);
+        prop_assert_eq!(rebuilt_summary, summary);
+        prop_assert!(rebuilt == bytes, "rebuilt file differs");
+    }
+}

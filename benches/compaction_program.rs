@@ -1,0 +1,211 @@
+//! Merge throughput of the compaction program: the Rust twin (native), the program on the vm's
+//! interpreter, and the program in Linux through `BPF_PROG_TEST_RUN` — the same inputs, side
+//! by side, input bytes per second.
+//!
+//! Input: a db_bench-like compaction of 4 overlapping runs (16-byte decimal keys, 100-byte
+//! values, 4 KiB blocks, restart interval 16), 96,000 entries, ~12.7 MB of data blocks; one
+//! key in 8 has older versions in other runs, one in 16 is a deletion. Windows hold as many
+//! blocks as fit (256 KiB per run), and the output is drained every 1 MiB, as the resystance
+//! executor would. Every mode's output is checked equal to the twin's before timing.
+//!
+//! Run: `cargo bench --bench compaction_program` (root for the Linux row; without it that
+//! row is skipped with one line). Besides criterion's wall times (which include copying the
+//! 118 KiB job to and from the maps per run), it prints the throughput over the kernel's own
+//! `BPF_PROG_TEST_RUN` time and the vm's instructions per second.
+//! rbpf's JIT cannot run this program: it has BPF-to-BPF calls and `may_goto`, which rbpf
+//! 0.4.1's JIT does not translate (`resystance_vm::jit` refuses them by name).
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use resystance::compaction::machines::{KernelMachine, VmMachine};
+use resystance::key::{compare_internal, internal_key, ValueType};
+use resystance::sst::block::BlockBuilder;
+use resystance::sst::format::block_trailer;
+use resystance_programs::abi::JobParams;
+use resystance_programs::driver::{
+    drive, DriveSummary, Machine, MemorySink, MemorySource, TwinMachine,
+};
+use resystance_real_kernel::RealKernel;
+use resystance_traces::Kernel;
+
+const RUNS: usize = 4;
+const ENTRIES_PER_RUN: usize = 24_000;
+const KEY_SPACE: u64 = 80_000;
+const VALUE_BYTES: usize = 100;
+const BLOCK_SIZE_BYTES: usize = 4096;
+
+fn workload() -> (Vec<Vec<Vec<u8>>>, JobParams, u64) {
+    let mut rng = ChaCha8Rng::seed_from_u64(0xc0_4ba7);
+    let mut seq = 1u64;
+    let mut runs = Vec::new();
+    let mut bytes = 0u64;
+    for _ in 0..RUNS {
+        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = (0..ENTRIES_PER_RUN)
+            .map(|_| {
+                let key = format!("{:016}", rng.gen_range(0..KEY_SPACE));
+                seq += 1;
+                let deletion = rng.gen_ratio(1, 16);
+                let t = if deletion {
+                    ValueType::Deletion
+                } else {
+                    ValueType::Value
+                };
+                let value: Vec<u8> = if deletion {
+                    Vec::new()
+                } else {
+                    (0..VALUE_BYTES).map(|_| rng.gen()).collect()
+                };
+                (internal_key(key.as_bytes(), seq, t), value)
+            })
+            .collect();
+        entries.sort_by(|a, b| compare_internal(&a.0, &b.0));
+        let mut blocks = Vec::new();
+        let mut b = BlockBuilder::new(16);
+        let mut flush = |b: &mut BlockBuilder, blocks: &mut Vec<Vec<u8>>| {
+            let contents = b.finish().to_vec();
+            let mut block = contents.clone();
+            block.extend_from_slice(&block_trailer(&contents));
+            bytes += block.len() as u64;
+            blocks.push(block);
+            b.reset();
+        };
+        for (k, v) in &entries {
+            if !b.is_empty() && b.size_estimate() >= BLOCK_SIZE_BYTES {
+                flush(&mut b, &mut blocks);
+            }
+            b.add(k, v);
+        }
+        flush(&mut b, &mut blocks);
+        runs.push(blocks);
+    }
+    let params = JobParams {
+        num_runs: RUNS as u32,
+        block_size: BLOCK_SIZE_BYTES as u32,
+        restart_interval: 16,
+        target_file_size: 64 << 20,
+        bottommost: true,
+        snapshots: Vec::new(),
+        entries_per_call: 1 << 20,
+    };
+    (runs, params, bytes)
+}
+
+fn compact(
+    machine: &mut dyn Machine,
+    runs: &[Vec<Vec<u8>>],
+    params: &JobParams,
+) -> (DriveSummary, MemorySink) {
+    let mut source = MemorySource::new(runs.to_vec());
+    let mut sink = MemorySink::default();
+    let summary = drive(machine, params, &mut source, &mut sink, &mut |_| {})
+        .expect("the benchmark compaction succeeds");
+    (summary, sink)
+}
+
+fn bench(c: &mut Criterion) {
+    let (runs, params, input_bytes) = workload();
+    let mut twin = TwinMachine::new(RUNS);
+    let (reference, reference_out) = compact(&mut twin, &runs, &params);
+    let mut vm = VmMachine::new().expect("vm loads compact.bpf.o");
+    let kernel = RealKernel::new();
+    let mut linux = match kernel.bpf_unavailable() {
+        Some(why) => {
+            eprintln!("SKIP the Linux row: {why}");
+            None
+        }
+        None => {
+            let kernel: Arc<dyn Kernel> = Arc::new(kernel);
+            Some(KernelMachine::new(kernel, RUNS).expect("Linux accepts compact.bpf.o"))
+        }
+    };
+    // Same output from every mode before anything is timed.
+    let (_, out) = compact(&mut vm, &runs, &params);
+    let bytes = |sink: &MemorySink| sink.files.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
+    assert_eq!(
+        bytes(&out),
+        bytes(&reference_out),
+        "vm output differs from the twin's"
+    );
+    if let Some(linux) = linux.as_mut() {
+        let (_, out) = compact(linux, &runs, &params);
+        assert_eq!(
+            bytes(&out),
+            bytes(&reference_out),
+            "Linux output differs from the twin's"
+        );
+    }
+    eprintln!(
+        "workload: {RUNS} runs, {} entries in, {} out, {} input blocks, {:.1} MB input, {} program runs",
+        reference.entries_in,
+        reference.entries_out,
+        reference.blocks_in,
+        input_bytes as f64 / 1e6,
+        reference.calls
+    );
+
+    let mut group = c.benchmark_group("compaction_program");
+    group.throughput(Throughput::Bytes(input_bytes));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(8));
+    group.bench_function("twin", |b| {
+        b.iter(|| black_box(compact(&mut twin, &runs, &params)));
+    });
+    if let Some(linux) = linux.as_mut() {
+        group.bench_function("linux_test_run", |b| {
+            b.iter(|| black_box(compact(linux, &runs, &params)));
+        });
+    }
+    group.bench_function("vm_interpreter", |b| {
+        b.iter(|| black_box(compact(&mut vm, &runs, &params)));
+    });
+    group.finish();
+
+    // Throughput over the time spent inside the program alone, medians of 15 compactions.
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let twin_mbps = median(
+        (0..15)
+            .map(|_| {
+                let t = Instant::now();
+                black_box(compact(&mut twin, &runs, &params));
+                input_bytes as f64 / t.elapsed().as_secs_f64() / 1e6
+            })
+            .collect(),
+    );
+    eprintln!("twin (whole drive, native): {twin_mbps:.0} MB/s of input");
+    if let Some(linux) = linux.as_mut() {
+        let mbps = median(
+            (0..15)
+                .map(|_| {
+                    let before = linux.run_ns;
+                    black_box(compact(linux, &runs, &params));
+                    input_bytes as f64 / ((linux.run_ns - before) as f64 / 1e9) / 1e6
+                })
+                .collect(),
+        );
+        eprintln!(
+            "Linux BPF_PROG_TEST_RUN time only: {mbps:.0} MB/s of input = {:.2}x the twin",
+            mbps / twin_mbps
+        );
+    }
+    let before = vm.insns_executed;
+    let t = Instant::now();
+    black_box(compact(&mut vm, &runs, &params));
+    let secs = t.elapsed().as_secs_f64();
+    let insns = vm.insns_executed - before;
+    eprintln!(
+        "vm interpreter: {insns} instructions per compaction, {:.1} M instructions/s, {:.0} MB/s of input",
+        insns as f64 / secs / 1e6,
+        input_bytes as f64 / secs / 1e6
+    );
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
