@@ -3,7 +3,7 @@
 # Usage: programs/build-bpf.sh [OUT_DIR]   (default: programs/bpf itself, the committed objects)
 # Runs clang from inside bpf/ with that directory mapped to "." so no absolute path reaches the
 # DWARF: the same sources give the same bytes on every machine with clang-19. The build script
-# (programs/build.rs) and the freshness test (programs/tests/object.rs) use it.
+# (programs/build.rs) and the freshness test (tests/program_object.rs) use it.
 set -eu
 CLANG=${CLANG:-clang-19}
 BPF_DIR=$(cd "$(dirname "$0")/bpf" && pwd)

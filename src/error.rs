@@ -34,6 +34,9 @@ pub enum Error {
     /// A feature this build or backend does not provide.
     #[error("not supported: {0}")]
     NotSupported(String),
+    /// The compaction program could not be run (a machine or protocol failure, not bad data).
+    #[error("compaction program: {0}")]
+    Program(String),
     /// The database is closed or a background error stopped writes.
     #[error("database unavailable: {0}")]
     Unavailable(String),

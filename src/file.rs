@@ -58,6 +58,13 @@ impl OpenFile {
     /// bytes is a corruption error: callers only ask for ranges the file's metadata promised.
     pub fn read_exact_at(&self, kernel: &dyn Kernel, offset: u64, len: usize) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; len];
+        self.read_exact_into(kernel, offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// [`OpenFile::read_exact_at`] into a caller's buffer: fills all of `buf`.
+    pub fn read_exact_into(&self, kernel: &dyn Kernel, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let len = buf.len();
         let mut done = 0;
         while done < len {
             let n = kernel
@@ -72,7 +79,7 @@ impl OpenFile {
             }
             done += n;
         }
-        Ok(buf)
+        Ok(())
     }
 
     /// Writes all of `data` at `offset` (retrying short writes).

@@ -1,6 +1,6 @@
 //! The compaction program against its Rust twin and against the engine's own semantics.
 //!
-//! Generated compactions (proptest): 1 to 32 runs, keys with long shared prefixes, many
+//! Generated compactions (proptest): 1 to 64 runs, keys with long shared prefixes, many
 //! versions per key, deletions, snapshots, empty runs, tiny and large blocks, values up to
 //! 5 KB, file cuts, windows of one block to many, output drained often, small per-call
 //! budgets. Each case is encoded into input data blocks with the engine's block builder and:
@@ -12,8 +12,8 @@
 //! 3. the program on Linux (root; one SKIP line otherwise) likewise.
 //!
 //! `PROGRAM_CASES` sets the number of cases (default 10,000); `PROGRAM_CASES_KERNEL` the
-//! number that also run on Linux (default: all). A second test feeds damaged blocks (bytes
-//! changed, checksums fixed up or not) and requires the three to fail or succeed alike.
+//! number that also run on Linux (default: all). Damaged inputs are tested in
+//! `tests/compaction_program_faults.rs`.
 
 use std::cell::RefCell;
 use std::io::Write;
@@ -437,7 +437,7 @@ fn twin_vm_and_linux_agree_with_the_engine_on_generated_compactions() {
     let st = stats.borrow();
     let m = machines.borrow();
     say!(
-        "compaction program: {} generated compactions ({} entries, {} input blocks, {} output files, {} program runs each) — twin = vm{} = engine; vm executed {} instructions; {:.1} s",
+        "compaction program: {} generated compactions ({} entries, {} input blocks, {} output files, {} program runs per machine) — twin = vm{} = engine; vm executed {} instructions; {:.1} s",
         st.0,
         st.1,
         st.3,

@@ -61,7 +61,7 @@ struct {
 #define SNAPSHOTS_MASK (CJ_SNAPSHOTS_MAX - 1)
 #define RECORDS_MASK (CJ_RECORDS_MAX - 1)
 
-_Static_assert((CJ_RUNS_MAX & RUN_MASK) == 0 && CJ_RUNS_MAX <= 32, "runs: power of two, u32 masks");
+_Static_assert((CJ_RUNS_MAX & RUN_MASK) == 0 && CJ_RUNS_MAX <= 64, "runs: power of two, u64 masks");
 _Static_assert((CJ_WINDOW_BYTES & WIN_MASK) == 0, "window: power of two");
 _Static_assert((CJ_OUTPUT_BYTES & OUT_MASK) == 0, "output: power of two");
 _Static_assert((CJ_KEY_BYTES_MAX & KEY_MASK) == 0, "key: power of two");
@@ -87,8 +87,8 @@ _Static_assert(CJ_BLOCK_BYTES_MAX <= CJ_OUTPUT_BYTES, "a largest block fits the 
 #define CUR_START 11
 
 /* Key selectors of cj_cmp: 0..CJ_RUNS_MAX-1 name a run's head. */
-#define SEL_IN_LAST 32
-#define SEL_OUT_LAST 33
+#define SEL_IN_LAST CJ_RUNS_MAX
+#define SEL_OUT_LAST (CJ_RUNS_MAX + 1)
 
 /* cj_cmp results: user keys differ (+-2), only the trailers differ (+-1), equal (0). */
 #define CMP_LOOP 99
@@ -177,10 +177,14 @@ static __always_inline void store32(__u8 *p, __u32 v)
 	*(__u32 *)p = v;
 }
 
-static __always_inline __u32 lowest_bit(__u32 x)
+static __always_inline __u32 lowest_bit(__u64 x)
 {
 	__u32 n = 0;
 
+	if (!(x & 0xffffffffULL)) {
+		n += 32;
+		x >>= 32;
+	}
 	if (!(x & 0xffff)) {
 		n += 16;
 		x >>= 16;
@@ -778,7 +782,8 @@ static __always_inline int remember_input_key(struct cj_job *job, __u32 m)
 __noinline int cj_step(struct cj_job *job)
 {
 	struct cj_run *run;
-	__u32 live, m, stripe;
+	__u64 live;
+	__u32 m, stripe;
 	__u64 trailer;
 	int same_user_key = 0;
 	int keep = 1;
@@ -789,7 +794,7 @@ __noinline int cj_step(struct cj_job *job)
 	if (job->call_entries >= job->entries_per_call)
 		return CJ_BUDGET;
 	while (can_loop) {
-		__u32 pending = job->pending;
+		__u64 pending = job->pending;
 		__u32 r;
 
 		if (!pending)
@@ -802,9 +807,9 @@ __noinline int cj_step(struct cj_job *job)
 		}
 		if (rc)
 			return rc;
-		job->pending &= ~(1u << r);
+		job->pending &= ~(1ULL << r);
 		if (job->runs[r].state == CJ_RUN_IN_BLOCK)
-			job->live |= 1u << r;
+			job->live |= 1ULL << r;
 	}
 	if (job->pending)
 		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, CJ_NO_RUN, 0, 0);
@@ -826,7 +831,7 @@ __noinline int cj_step(struct cj_job *job)
 
 		if (r >= job->num_runs || r >= CJ_RUNS_MAX)
 			break;
-		if (live & (1u << r)) {
+		if (live & (1ULL << r)) {
 			c = cj_cmp(job, r, job->cur[CUR_MIN]);
 			if (c == CMP_LOOP)
 				return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, r, 0, 0);
@@ -868,8 +873,8 @@ __noinline int cj_step(struct cj_job *job)
 	job->last_stripe = stripe;
 	job->entries_in++;
 	job->call_entries++;
-	job->live &= ~(1u << m);
-	job->pending |= 1u << m;
+	job->live &= ~(1ULL << m);
+	job->pending |= 1ULL << m;
 	return STEP_CONTINUE;
 }
 
@@ -915,7 +920,7 @@ __noinline int cj_start(struct cj_job *job)
 	job->error_offset = 0;
 	job->out_len = 0;
 	job->num_records = 0;
-	job->pending = job->num_runs == 32 ? 0xffffffffu : (1u << job->num_runs) - 1;
+	job->pending = job->num_runs == 64 ? ~0ULL : (1ULL << job->num_runs) - 1;
 	job->live = 0;
 	job->last_stripe = 0;
 	job->in_last_len = 0;

@@ -5,8 +5,8 @@
  *   cj_windows  CJ_RUNS_MAX x struct cj_window   raw data blocks of each input run
  *   cj_output   1 x struct cj_output   finished output data blocks, back to back
  *   cj_records  1 x struct cj_records  one record per finished output block
- * The Rust mirrors are in programs/src/abi.rs; tests check every size and offset on both
- * sides (programs/bpf/abi_layout.c prints the C side, the Rust test compares).
+ * The Rust mirrors are in programs/src/abi.rs; tests/program_object.rs compares every struct
+ * size and member offset and size with the BTF clang wrote into compact.bpf.o.
  *
  * Protocol (see programs/README.md):
  *   1. user space zeroes struct cj_job, sets the parameters and each run's first window;
@@ -28,7 +28,7 @@
 #define CJ_ABI_VERSION 1
 
 /* Limits. Sizes are bytes; the power-of-two ones are used as masks by the program. */
-#define CJ_RUNS_MAX 32                   /* input sorted runs per job (power of two) */
+#define CJ_RUNS_MAX 64                   /* input sorted runs per job (power of two, <= 64) */
 #define CJ_WINDOW_BYTES 262144           /* data bytes of one run's window (power of two) */
 #define CJ_WINDOW_SLACK_BYTES 4096       /* room for 8-byte over-reads; keeps windows page-aligned */
 #define CJ_WINDOW_BLOCKS_MAX 512         /* blocks in one window */
@@ -151,8 +151,8 @@ struct cj_job {
 	__u32 num_records;  /* records in cj_records */
 
 	/* Merge state: program. */
-	__u32 pending;      /* bitmask of runs that need a head entry */
-	__u32 live;         /* bitmask of runs holding a head entry */
+	__u64 pending;      /* bitmask of runs that need a head entry */
+	__u64 live;         /* bitmask of runs holding a head entry */
 	__u32 last_stripe;  /* snapshot stripe of the last merged entry */
 	__u32 in_last_len;  /* length of in_last_key; 0 before the first entry */
 	__u32 call_entries; /* entries merged in the current call */

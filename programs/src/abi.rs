@@ -6,7 +6,7 @@
 /// ABI version the program accepts in [`Job::abi_version`].
 pub const ABI_VERSION: u32 = 1;
 
-pub const RUNS_MAX: usize = 32;
+pub const RUNS_MAX: usize = 64;
 pub const WINDOW_BYTES: usize = 262_144;
 pub const WINDOW_SLACK_BYTES: usize = 4096;
 pub const WINDOW_BLOCKS_MAX: usize = 512;
@@ -31,7 +31,7 @@ pub const OUTPUT_VALUE_BYTES: usize = OUTPUT_BYTES + OUTPUT_SLACK_BYTES;
 /// Longest user key the program accepts.
 pub const USER_KEY_BYTES_MAX: usize = KEY_BYTES_MAX - 8;
 
-const _: () = assert!(RUNS_MAX.is_power_of_two() && RUNS_MAX <= 32); // `pending`/`live` are u32
+const _: () = assert!(RUNS_MAX.is_power_of_two() && RUNS_MAX <= 64); // `pending`/`live` are u64
 const _: () = assert!(WINDOW_BYTES.is_power_of_two() && KEY_BYTES_MAX.is_power_of_two());
 const _: () = assert!(OUTPUT_BYTES.is_power_of_two());
 const _: () = assert!(BLOCK_BYTES_MAX <= WINDOW_BYTES && BLOCK_BYTES_MAX <= OUTPUT_BYTES);
@@ -67,6 +67,25 @@ pub mod status {
             ERR_ORDER => "ERR_ORDER",
             ERR_TOO_MANY_RUNS => "ERR_TOO_MANY_RUNS",
             ERR_LOOP => "ERR_LOOP",
+            _ => "unknown status",
+        }
+    }
+
+    /// What a status means, for error messages.
+    pub fn describe(status: u32) -> &'static str {
+        match status {
+            DONE => "every output block is written",
+            NEED_INPUT => "a run consumed its window",
+            OUTPUT_FULL => "the output region is full",
+            BUDGET => "the per-call entry budget is spent",
+            ERR_ABI => "parameters or window fields out of range",
+            ERR_CHECKSUM => "an input block's CRC32c does not match its trailer",
+            ERR_CORRUPT => "an input block is malformed",
+            ERR_KEY_TOO_LONG => "an internal key is longer than KEY_BYTES_MAX",
+            ERR_VALUE_TOO_LONG => "a value is longer than VALUE_BYTES_MAX",
+            ERR_ORDER => "input keys out of order (merged keys not strictly increasing)",
+            ERR_TOO_MANY_RUNS => "more runs than RUNS_MAX",
+            ERR_LOOP => "the kernel's loop budget ended a loop early",
             _ => "unknown status",
         }
     }
@@ -193,8 +212,8 @@ pub struct Job {
     pub out_len: u32,
     pub num_records: u32,
 
-    pub pending: u32,
-    pub live: u32,
+    pub pending: u64,
+    pub live: u64,
     pub last_stripe: u32,
     pub in_last_len: u32,
     pub call_entries: u32,

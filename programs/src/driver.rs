@@ -79,10 +79,13 @@ impl fmt::Display for ProgramError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "compaction program: {} ({})",
+            "{}: {}",
             status::name(self.status),
-            detail::describe(self.detail)
+            status::describe(self.status)
         )?;
+        if self.detail != detail::NONE {
+            write!(f, " ({})", detail::describe(self.detail))?;
+        }
         if self.run != crate::abi::NO_RUN {
             write!(
                 f,

@@ -131,10 +131,10 @@ fn start(job: &mut Job) -> Result<(), u32> {
     job.error_offset = 0;
     job.out_len = 0;
     job.num_records = 0;
-    job.pending = if job.num_runs == 32 {
-        u32::MAX
+    job.pending = if job.num_runs == 64 {
+        u64::MAX
     } else {
-        (1u32 << job.num_runs) - 1
+        (1u64 << job.num_runs) - 1
     };
     job.live = 0;
     job.last_stripe = 0;
