@@ -148,6 +148,18 @@ impl Options {
                 self.level0_stop_writes_trigger
             ));
         }
+        // An L0 compaction merges every L0 file (each its own sorted run) and one sorted run
+        // of L1, and L0 can exceed the stop trigger by the memtables already waiting to be
+        // flushed: all of that must fit the compaction program's run limit.
+        let l0_runs_max = self.level0_stop_writes_trigger + self.max_write_buffer_number;
+        if l0_runs_max + 1 > resystance_programs::abi::RUNS_MAX {
+            return Err(format!(
+                "level0_stop_writes_trigger ({}) + max_write_buffer_number ({}) + 1 exceeds the {} sorted runs the compaction program merges at once",
+                self.level0_stop_writes_trigger,
+                self.max_write_buffer_number,
+                resystance_programs::abi::RUNS_MAX
+            ));
+        }
         if !(2..=64).contains(&self.num_levels) {
             return Err(format!("num_levels {} outside 2..=64", self.num_levels));
         }
@@ -182,5 +194,27 @@ impl Options {
             size *= self.max_bytes_for_level_multiplier;
         }
         size as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn l0_files_must_fit_the_compaction_programs_run_limit() {
+        assert!(Options::default().validate().is_ok());
+        let runs = resystance_programs::abi::RUNS_MAX;
+        let fits = Options {
+            level0_stop_writes_trigger: runs - 3,
+            ..Options::default()
+        };
+        assert!(fits.validate().is_ok(), "{:?}", fits.validate());
+        let over = Options {
+            level0_stop_writes_trigger: runs - 2,
+            ..Options::default()
+        };
+        let err = over.validate().unwrap_err();
+        assert!(err.contains("sorted runs"), "{err}");
     }
 }

@@ -6,9 +6,12 @@ use clap::builder::{BoolishValueParser, RangedU64ValueParser};
 use clap::{ArgAction, Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
-use super::keys::KEY_SIZE_MAX_BYTES;
-use super::values::VALUE_SIZE_MAX_BYTES;
+// The engine refuses keys and values longer than the compaction program takes; the flags
+// say so up front rather than at the first write.
 use crate::options::CompactionMode;
+use resystance_programs::abi::{
+    USER_KEY_BYTES_MAX as KEY_SIZE_MAX_BYTES, VALUE_BYTES_MAX as VALUE_SIZE_MAX_BYTES,
+};
 
 /// The seed used when `--seed` is 0 (db_bench would take the time; we stay reproducible).
 pub const DEFAULT_SEED: u64 = 1;
