@@ -344,3 +344,33 @@ fn abi_layout_matches_the_object_btf() {
         "compact_abi.h = programs/src/abi.rs: 6 structs, {members} members compared by name, offset and size; 4 maps"
     );
 }
+
+/// rbpf's JIT (the vm's opt-in fast mode) cannot run the compaction program: it lacks helper
+/// calls, BPF-to-BPF calls and `may_goto`, and refuses at compile time, naming what it met
+/// first. (The benchmark therefore compares the twin, Linux and the vm's interpreter.)
+#[test]
+fn rbpf_jit_refuses_the_compaction_program_by_name() {
+    use resystance_vm::jit::{JitError, JitProgram, LinuxVerified};
+    use resystance_vm::loader::{self, LoadOptions};
+
+    #[derive(Debug)]
+    struct NoClock;
+    impl resystance_vm::helpers::Clock for NoClock {
+        fn monotonic_ns(&self) -> u64 {
+            0
+        }
+    }
+    let object = resystance_vm::object::Object::parse("compact.bpf.o", COMPACT_OBJECT).unwrap();
+    let loaded = loader::load(
+        &object,
+        resystance_programs::COMPACT_PROGRAM,
+        &LoadOptions::new(std::sync::Arc::new(NoClock)),
+    )
+    .unwrap();
+    // SAFETY: never run; only compiled, and compiling refuses it. (Linux's verifier does
+    // accept this program: tests/compaction_program.rs loads it as root.)
+    let err = JitProgram::compile(unsafe { LinuxVerified::assume_verified(loaded.program()) })
+        .unwrap_err();
+    assert!(matches!(err, JitError::Unsupported { .. }), "{err:?}");
+    say!("rbpf JIT on compact.bpf.o: refused: {err}");
+}
