@@ -1,13 +1,13 @@
 //! Instructions per second of the checked interpreter (`exec::Vm`) and of rbpf's JIT fast mode
 //! (`jit::JitProgram`) on a merge-heavy program: two sorted arrays of u64 merged into a third.
 //!
-//! Until the compaction program exists (issue #4), the merge is a hand-written raw program,
-//! the loop shape a compaction's per-entry merge has: two loads, a compare, a store, cursor
-//! bumps. It uses no ISA v4, atomics or helpers, so the JIT compiles it too.
+//! The merge is a hand-written raw program with the loop shape of a compaction's per-entry
+//! merge: two loads, a compare, a store, cursor bumps. It uses no ISA v4, atomics or helpers,
+//! so rbpf's JIT compiles it too (it cannot compile the compaction program itself).
 //!
-//! Run: `cargo bench -p resystance-vm --bench interp` (about 10 s after the build). Linux's
-//! `BPF_PROG_TEST_RUN` figure for the same program is not here: it needs `bpf(2)` from
-//! `resystance-real-kernel`, which must not become a dependency of this crate.
+//! Run: `cargo bench -p resystance-vm --bench interp` (about 10 s after the build). The
+//! compaction program on the interpreter next to Linux's `BPF_PROG_TEST_RUN`:
+//! `cargo bench --bench compaction_program` in the root package.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
