@@ -18,12 +18,10 @@ use resystance_traces::Kernel;
 
 use crate::coding::decode_varint32;
 use crate::compaction::job::{CompactionJob, JobEnv, JobOutput};
+use crate::compaction::output::OutputFiles;
 use crate::error::{Error, Result};
-use crate::file::{sync_dir, AppendFile, WRITE_BUFFER_BYTES_DEFAULT};
-use crate::filename::table_path;
 use crate::key;
-use crate::sst::{BlockHandle, ChecksumType, DataBlockMeta, Table, TableBuilder, TableOptions};
-use crate::version::{remove_file, FileMeta};
+use crate::sst::{BlockHandle, ChecksumType, DataBlockMeta, Table};
 
 /// The program's parameters for `job`, or why the program cannot run it.
 pub fn job_params(job: &CompactionJob) -> Result<JobParams> {
@@ -82,7 +80,14 @@ pub fn run_job(
 ) -> Result<JobOutput> {
     let params = job_params(job)?;
     let mut source = TableSource::open(job, env, blocks_per_read)?;
-    let mut sink = TableSink::new(Arc::clone(&env.kernel), env, job.table_options.clone());
+    let mut sink = TableSink {
+        files: OutputFiles::new(
+            Arc::clone(&env.kernel),
+            env.dir,
+            env.new_file_number,
+            job.table_options.clone(),
+        ),
+    };
     let summary =
         drive(machine, &params, &mut source, &mut sink, &mut |_| {}).map_err(|e| match e {
             DriveError::Source(e) | DriveError::Sink(e) => match e.downcast::<Error>() {
@@ -96,7 +101,7 @@ pub fn run_job(
             ),
             other => Error::Program(format!("compaction {}: {other}", job.id)),
         })?;
-    let files = sink.finish()?;
+    let files = sink.files.finish()?;
     let expected_in: u64 = job.inputs().map(|f| f.num_entries).sum();
     if summary.entries_in != expected_in {
         return Err(Error::corruption(
@@ -227,98 +232,24 @@ impl BlockSource for TableSource {
     }
 }
 
-/// Output blocks into new tables: a new file at every record marked as starting one; each
-/// finished file synced (fdatasync), the directory synced once at the end. Files written by a
-/// job that fails are removed.
-pub struct TableSink<'a> {
-    kernel: Arc<dyn Kernel>,
-    env: &'a JobEnv<'a>,
-    table_options: TableOptions,
-    current: Option<Current>,
-    finished: Vec<FileMeta>,
-    created: Vec<PathBuf>,
+/// Output blocks into new tables: a new file at every record marked as starting one.
+#[derive(Debug)]
+struct TableSink<'a> {
+    files: OutputFiles<'a>,
 }
 
-struct Current {
-    number: u64,
-    builder: TableBuilder<AppendFile>,
-    smallest_seq: u64,
-    largest_seq: u64,
-}
-
-impl std::fmt::Debug for TableSink<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TableSink")
-            .field("finished", &self.finished.len())
-            .finish_non_exhaustive()
-    }
-}
-
-impl<'a> TableSink<'a> {
-    fn new(kernel: Arc<dyn Kernel>, env: &'a JobEnv<'a>, table_options: TableOptions) -> Self {
-        TableSink {
-            kernel,
-            env,
-            table_options,
-            current: None,
-            finished: Vec::new(),
-            created: Vec::new(),
-        }
-    }
-
-    fn finish_current(&mut self) -> Result<()> {
-        let Some(c) = self.current.take() else {
-            return Ok(());
-        };
-        let (mut file, summary) = c.builder.finish()?;
-        file.sync(false)?;
-        assert!(summary.num_entries > 0, "a file starts with a block");
-        self.finished.push(FileMeta {
-            number: c.number,
-            file_size: summary.file_size,
-            smallest: summary.smallest_key,
-            largest: summary.largest_key,
-            num_entries: summary.num_entries,
-            smallest_seq: c.smallest_seq,
-            largest_seq: c.largest_seq,
-        });
-        Ok(())
-    }
-
-    /// Finishes the last file and syncs the directory: every output is durable.
-    fn finish(mut self) -> Result<Vec<FileMeta>> {
-        self.finish_current()?;
-        if !self.finished.is_empty() {
-            sync_dir(&self.kernel, self.env.dir)?;
-        }
-        self.created.clear();
-        Ok(std::mem::take(&mut self.finished))
-    }
-
+impl TableSink<'_> {
     fn add(&mut self, block: &[u8], record: &Record) -> Result<()> {
         if record.flags & RECORD_STARTS_FILE != 0 {
-            self.finish_current()?;
-        }
-        if self.current.is_none() {
-            if record.flags & RECORD_STARTS_FILE == 0 {
-                return Err(Error::Program(
-                    "the first output block does not start a file".into(),
-                ));
-            }
-            let number = (self.env.new_file_number)();
-            let path = table_path(self.env.dir, number);
-            self.created.push(path.clone());
-            let file = AppendFile::create(&self.kernel, &path, WRITE_BUFFER_BYTES_DEFAULT)?;
-            self.current = Some(Current {
-                number,
-                builder: TableBuilder::new(self.table_options.clone(), file),
-                smallest_seq: u64::MAX,
-                largest_seq: 0,
-            });
+            self.files.finish_current()?;
+        } else if self.files.current().is_none() {
+            return Err(Error::Program(
+                "the first output block does not start a file".into(),
+            ));
         }
         let first_key = first_key_of(block)
             .ok_or_else(|| Error::Program("an output block's first entry is malformed".into()))?;
-        let c = self.current.as_mut().expect("current output");
+        let c = self.files.current_or_create()?;
         c.builder.add_data_block(
             block,
             &DataBlockMeta {
@@ -330,8 +261,7 @@ impl<'a> TableSink<'a> {
                 raw_value_bytes: record.raw_value_bytes,
             },
         )?;
-        c.smallest_seq = c.smallest_seq.min(record.seq_min);
-        c.largest_seq = c.largest_seq.max(record.seq_max);
+        c.note_sequences(record.seq_min, record.seq_max);
         Ok(())
     }
 }
@@ -339,17 +269,6 @@ impl<'a> TableSink<'a> {
 impl BlockSink for TableSink<'_> {
     fn block(&mut self, block: &[u8], record: &Record) -> std::result::Result<(), BoxError> {
         self.add(block, record).map_err(|e| Box::new(e) as BoxError)
-    }
-}
-
-impl Drop for TableSink<'_> {
-    fn drop(&mut self) {
-        // Files are still listed only when the job failed: they are in no version, so
-        // removing them loses nothing.
-        self.current = None;
-        for path in &self.created {
-            let _ = remove_file(self.kernel.as_ref(), path);
-        }
     }
 }
 
