@@ -125,17 +125,14 @@ fn bench(c: &mut Criterion) {
     };
     // Same output from every mode before anything is timed.
     let (_, out) = compact(&mut vm, &runs, &params);
-    let bytes = |sink: &MemorySink| sink.files.iter().map(|f| f.0.clone()).collect::<Vec<_>>();
     assert_eq!(
-        bytes(&out),
-        bytes(&reference_out),
+        out.files, reference_out.files,
         "vm output differs from the twin's"
     );
     if let Some(linux) = linux.as_mut() {
         let (_, out) = compact(linux, &runs, &params);
         assert_eq!(
-            bytes(&out),
-            bytes(&reference_out),
+            out.files, reference_out.files,
             "Linux output differs from the twin's"
         );
     }

@@ -16,8 +16,6 @@
 //! `tests/compaction_program_faults.rs`.
 
 use std::cell::RefCell;
-use std::io::Write;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use proptest::prelude::*;
@@ -32,24 +30,9 @@ use resystance_programs::abi::{JobParams, Record, RUNS_MAX};
 use resystance_programs::driver::{
     drive, DriveError, DriveSummary, Machine, MemorySink, MemorySource, TwinMachine,
 };
-use resystance_real_kernel::RealKernel;
-use resystance_traces::Kernel;
 
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .map(|v| {
-            v.parse()
-                .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
-        })
-        .unwrap_or(default)
-}
+mod program_support;
+use program_support::{env_u64, kernel_machine};
 
 /// One generated compaction.
 #[derive(Clone, Debug)]
@@ -290,39 +273,7 @@ fn reference_files(case: &Case) -> Vec<Vec<u8>> {
 struct Transcript {
     statuses: Vec<u32>,
     result: Result<DriveSummary, String>,
-    files: Vec<(Vec<u8>, Vec<RecordView>)>,
-}
-
-/// A record without the key buffer's bytes past the key.
-#[derive(Debug, PartialEq, Eq)]
-struct RecordView {
-    offset: u32,
-    size: u32,
-    flags: u32,
-    entries: u32,
-    deletions: u32,
-    raw_key_bytes: u64,
-    raw_value_bytes: u64,
-    seq_min: u64,
-    seq_max: u64,
-    last_key: Vec<u8>,
-}
-
-impl From<&Record> for RecordView {
-    fn from(r: &Record) -> Self {
-        RecordView {
-            offset: r.offset,
-            size: r.size,
-            flags: r.flags,
-            entries: r.entries,
-            deletions: r.deletions,
-            raw_key_bytes: r.raw_key_bytes,
-            raw_value_bytes: r.raw_value_bytes,
-            seq_min: r.seq_min,
-            seq_max: r.seq_max,
-            last_key: r.last_key().to_vec(),
-        }
-    }
+    files: Vec<(Vec<u8>, Vec<Record>)>,
 }
 
 fn transcript(machine: &mut dyn Machine, case: &Case, blocks: &[Vec<Vec<u8>>]) -> Transcript {
@@ -341,11 +292,7 @@ fn transcript(machine: &mut dyn Machine, case: &Case, blocks: &[Vec<Vec<u8>>]) -
     Transcript {
         statuses,
         result,
-        files: sink
-            .files
-            .iter()
-            .map(|(bytes, recs)| (bytes.clone(), recs.iter().map(RecordView::from).collect()))
-            .collect(),
+        files: sink.files,
     }
 }
 
@@ -353,23 +300,6 @@ struct Machines {
     twin: TwinMachine,
     vm: VmMachine,
     kernel: Option<KernelMachine>,
-}
-
-fn kernel_machine() -> Option<KernelMachine> {
-    let kernel = RealKernel::new();
-    if let Some(why) = kernel.bpf_unavailable() {
-        say!("SKIP the Linux half of the compaction-program tests: {why}");
-        return None;
-    }
-    let kernel: Arc<dyn Kernel> = Arc::new(kernel);
-    let machine = KernelMachine::new(kernel, RUNS_MAX).expect("Linux accepts compact.bpf.o");
-    say!(
-        "Linux verifier accepted compact.bpf.o: {} instructions processed",
-        machine
-            .verified_insns()
-            .map_or_else(|| "?".to_string(), |n| n.to_string())
-    );
-    Some(machine)
 }
 
 fn check(
@@ -392,14 +322,21 @@ fn check(
 
 #[test]
 fn twin_vm_and_linux_agree_with_the_engine_on_generated_compactions() {
-    let cases = env_u64("PROGRAM_CASES", 10_000);
-    let kernel_cases = env_u64("PROGRAM_CASES_KERNEL", cases);
+    let cases = env_u64("PROGRAM_CASES").unwrap_or(10_000);
+    let kernel_cases = env_u64("PROGRAM_CASES_KERNEL").unwrap_or(cases);
     let machines = RefCell::new(Machines {
         twin: TwinMachine::new(RUNS_MAX),
         vm: VmMachine::new().expect("the vm loads compact.bpf.o"),
-        kernel: kernel_machine(),
+        kernel: kernel_machine("the compaction-program tests"),
     });
     let ran_kernel = machines.borrow().kernel.is_some();
+    if let Some(k) = &machines.borrow().kernel {
+        say!(
+            "Linux verifier accepted compact.bpf.o: {} instructions processed",
+            k.verified_insns()
+                .map_or_else(|| "?".to_string(), |n| n.to_string())
+        );
+    }
     let mut runner = TestRunner::new(Config {
         cases: u32::try_from(cases).expect("case count fits u32"),
         failure_persistence: None,

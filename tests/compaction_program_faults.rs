@@ -27,9 +27,7 @@
 //! runs that one case and prints it.
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rand::seq::SliceRandom;
@@ -48,21 +46,9 @@ use resystance_programs::driver::{
     drive, BlockSource, BoxError, DriveError, DriveSummary, Machine, MemorySink, TwinMachine,
     WindowFill,
 };
-use resystance_real_kernel::RealKernel;
-use resystance_traces::Kernel;
 
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
-
-fn env_u64(name: &str) -> Option<u64> {
-    std::env::var(name).ok().map(|v| {
-        v.parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number"))
-    })
-}
+mod program_support;
+use program_support::{env_u64, kernel_machine};
 
 type Entry = (Vec<u8>, Vec<u8>);
 
@@ -746,7 +732,7 @@ impl BlockSource for FaultSource<'_> {
 struct Transcript {
     statuses: Vec<u32>,
     result: Result<DriveSummary, Failure>,
-    files: Vec<(Vec<u8>, Vec<RecordView>)>,
+    files: Vec<(Vec<u8>, Vec<Record>)>,
 }
 
 /// How a drive failed.
@@ -762,38 +748,6 @@ enum Failure {
     },
     /// Anything else (a machine fault, a protocol breach, a panic): always a finding.
     Other(String),
-}
-
-/// A record without the key buffer's bytes past the key.
-#[derive(Debug, PartialEq, Eq)]
-struct RecordView {
-    offset: u32,
-    size: u32,
-    flags: u32,
-    entries: u32,
-    deletions: u32,
-    raw_key_bytes: u64,
-    raw_value_bytes: u64,
-    seq_min: u64,
-    seq_max: u64,
-    last_key: Vec<u8>,
-}
-
-impl From<&Record> for RecordView {
-    fn from(r: &Record) -> Self {
-        RecordView {
-            offset: r.offset,
-            size: r.size,
-            flags: r.flags,
-            entries: r.entries,
-            deletions: r.deletions,
-            raw_key_bytes: r.raw_key_bytes,
-            raw_value_bytes: r.raw_value_bytes,
-            seq_min: r.seq_min,
-            seq_max: r.seq_max,
-            last_key: r.last_key().to_vec(),
-        }
-    }
 }
 
 fn transcript(machine: &mut dyn Machine, case: &Case) -> Transcript {
@@ -832,22 +786,8 @@ fn transcript(machine: &mut dyn Machine, case: &Case) -> Transcript {
     Transcript {
         statuses,
         result,
-        files: sink
-            .files
-            .iter()
-            .map(|(bytes, recs)| (bytes.clone(), recs.iter().map(RecordView::from).collect()))
-            .collect(),
+        files: sink.files,
     }
-}
-
-fn kernel_machine() -> Option<KernelMachine> {
-    let kernel = RealKernel::new();
-    if let Some(why) = kernel.bpf_unavailable() {
-        say!("SKIP the Linux half of the damaged-input tests: {why}");
-        return None;
-    }
-    let kernel: Arc<dyn Kernel> = Arc::new(kernel);
-    Some(KernelMachine::new(kernel, RUNS_MAX).expect("Linux accepts compact.bpf.o"))
 }
 
 /// A short account of a transcript for reports.
@@ -1027,7 +967,7 @@ fn damaged_inputs_fail_alike_on_twin_vm_and_linux() {
     let mut machines = Machines {
         twin: TwinMachine::new(RUNS_MAX),
         vm: VmMachine::new().expect("the vm loads compact.bpf.o"),
-        kernel: kernel_machine(),
+        kernel: kernel_machine("the damaged-input tests"),
     };
     let ran_kernel = machines.kernel.is_some();
     let (first, cases) = match env_u64("PROGRAM_FAULT_ONLY") {

@@ -245,9 +245,10 @@ pub struct Job {
     pub runs: [Run; RUNS_MAX],
 }
 
-/// `struct cj_record`.
+/// `struct cj_record`. Equality and `Debug` look at the key only up to `last_key_len`: the
+/// bytes past it are scratch (the program copies keys 8 bytes at a time).
 #[repr(C)]
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy)]
 pub struct Record {
     pub offset: u32,
     pub size: u32,
@@ -265,7 +266,52 @@ pub struct Record {
 impl Record {
     /// The block's last internal key.
     pub fn last_key(&self) -> &[u8] {
-        &self.last_key[..self.last_key_len as usize]
+        &self.last_key[..(self.last_key_len as usize).min(KEY_BUF_BYTES)]
+    }
+}
+
+impl PartialEq for Record {
+    fn eq(&self, other: &Self) -> bool {
+        (
+            self.offset,
+            self.size,
+            self.flags,
+            self.entries,
+            self.deletions,
+            self.raw_key_bytes,
+            self.raw_value_bytes,
+            self.seq_min,
+            self.seq_max,
+        ) == (
+            other.offset,
+            other.size,
+            other.flags,
+            other.entries,
+            other.deletions,
+            other.raw_key_bytes,
+            other.raw_value_bytes,
+            other.seq_min,
+            other.seq_max,
+        ) && self.last_key() == other.last_key()
+    }
+}
+
+impl Eq for Record {}
+
+impl std::fmt::Debug for Record {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Record")
+            .field("offset", &self.offset)
+            .field("size", &self.size)
+            .field("flags", &self.flags)
+            .field("entries", &self.entries)
+            .field("deletions", &self.deletions)
+            .field("raw_key_bytes", &self.raw_key_bytes)
+            .field("raw_value_bytes", &self.raw_value_bytes)
+            .field("seq_min", &self.seq_min)
+            .field("seq_max", &self.seq_max)
+            .field("last_key", &self.last_key())
+            .finish()
     }
 }
 
