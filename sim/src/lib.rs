@@ -1,4 +1,24 @@
-//! The simulated kernel of resystance (virtual clock, io_uring, NVMe, page cache, faults).
+//! The simulated kernel of resystance: a deterministic [`SimKernel`] behind the
+//! [`resystance_traces::Kernel`] trait.
 //!
-//! Not built yet: it arrives with the sim issue (#5). This crate deliberately exports nothing,
-//! and the CLI answers `--backend=sim` with a line saying so.
+//! What is modeled so far (issue #5, first part): an in-memory file system with page-cache and
+//! `O_DIRECT` semantics and Linux's errnos, fsync durability and crashes that lose or tear
+//! what was not durable, memory regions, a virtual clock charged by a cost model calibrated on
+//! this machine kind, syscall accounting like the real kernel's, and an event log whose xxh3
+//! digest is the same for the same seed. io_uring and BPF answer
+//! [`resystance_traces::KernelError::Unsupported`] until their models land. `sim/README.md`
+//! states the rules and where every number comes from.
+
+mod clock;
+mod cost;
+mod events;
+mod fs;
+mod kernel;
+mod mem;
+
+pub use clock::PPM;
+pub use cost::{CpuModel, DeviceModel, PAGE_BYTES};
+pub use events::{Op, SimEvent, RESULT_UNSUPPORTED};
+pub use fs::{FDS_MAX, FD_FIRST, FILE_BYTES_MAX, NAME_BYTES_MAX, SECTOR_BYTES};
+pub use kernel::{SimConfig, SimKernel};
+pub use mem::MEM_BYTES_MAX;

@@ -1,0 +1,140 @@
+//! The cost model: what a boundary call costs on the virtual clock.
+//!
+//! Every number is a default taken from a measurement on this machine kind (DESIGN.md §4, or
+//! the measurements recorded in `sim/README.md`); a profile may override any of them.
+
+/// Bytes in a page of the page cache.
+pub const PAGE_BYTES: u64 = 4096;
+
+/// CPU-side costs of crossing the boundary and moving bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CpuModel {
+    /// System-call entry and exit (DESIGN.md §4: a trivial syscall ≈ 0.28 µs).
+    pub syscall_ns: u64,
+    /// Copying one 4 KiB page between user and kernel memory (DESIGN.md §4: 4 KiB memcpy ≈
+    /// 0.08 µs); charged per byte, pro rata.
+    pub copy_ns_per_page: u64,
+    /// Looking up (or inserting) one page-cache page in a buffered read or write, beyond the
+    /// syscall and the copy. 640 ns makes a 4 KiB `pread` from the page cache cost
+    /// 280 + 640 + 80 = 1,000 ns, DESIGN.md §4's measured 1.0 µs.
+    pub page_cache_ns_per_page: u64,
+    /// Reading the clock (`now_ns`, the vDSO: no system call). Zero by default: not measured
+    /// here, and far below every other cost in the model.
+    pub clock_read_ns: u64,
+}
+
+impl CpuModel {
+    /// The costs measured on this machine kind (DESIGN.md §4).
+    pub const fn this_host() -> CpuModel {
+        CpuModel {
+            syscall_ns: 280,
+            copy_ns_per_page: 80,
+            page_cache_ns_per_page: 640,
+            clock_read_ns: 0,
+        }
+    }
+
+    /// Copying `bytes` between user and kernel memory.
+    pub fn copy_ns(&self, bytes: u64) -> u64 {
+        mul_div(bytes, self.copy_ns_per_page, PAGE_BYTES)
+    }
+}
+
+impl Default for CpuModel {
+    fn default() -> Self {
+        CpuModel::this_host()
+    }
+}
+
+/// The storage device behind the files: one request at a time (queue depth 1; queues and
+/// internal parallelism arrive with the NVMe model of issue #5).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DeviceModel {
+    /// Fixed cost of one read request, before its transfer.
+    pub read_latency_ns: u64,
+    /// Fixed cost of one write request, before its transfer.
+    pub write_latency_ns: u64,
+    /// Transfer rate, both directions.
+    pub bytes_per_sec: u64,
+    /// Flushing the device's volatile write cache (the cost of a sync with nothing to write).
+    pub flush_ns: u64,
+}
+
+impl DeviceModel {
+    /// The virtio disk of this machine kind: DESIGN.md §4's fio numbers (4 KiB O_DIRECT random
+    /// read at QD1 = 40 µs, 1 MiB sequential ≈ 640 MB/s) and the write and flush costs
+    /// measured for this crate (sim/README.md: 4 KiB O_DIRECT write at QD1 ≈ 50 µs,
+    /// `fdatasync` with nothing dirty ≈ 39 µs). Latencies exclude the 6.4 µs transfer of
+    /// 4 KiB at 640 MB/s, so a 4 KiB request totals the measured time.
+    pub const fn this_host() -> DeviceModel {
+        DeviceModel {
+            read_latency_ns: 33_600,
+            write_latency_ns: 43_600,
+            bytes_per_sec: 640_000_000,
+            flush_ns: 39_000,
+        }
+    }
+
+    /// One read request of `bytes`.
+    pub fn read_ns(&self, bytes: u64) -> u64 {
+        self.read_latency_ns + self.transfer_ns(bytes)
+    }
+
+    /// One write request of `bytes`.
+    pub fn write_ns(&self, bytes: u64) -> u64 {
+        self.write_latency_ns + self.transfer_ns(bytes)
+    }
+
+    /// Moving `bytes` at the device's rate.
+    pub fn transfer_ns(&self, bytes: u64) -> u64 {
+        assert!(
+            self.bytes_per_sec > 0,
+            "a device model needs a transfer rate"
+        );
+        mul_div(bytes, 1_000_000_000, self.bytes_per_sec)
+    }
+}
+
+impl Default for DeviceModel {
+    fn default() -> Self {
+        DeviceModel::this_host()
+    }
+}
+
+/// `a * b / c` without intermediate overflow, saturating at `u64::MAX`.
+fn mul_div(a: u64, b: u64, c: u64) -> u64 {
+    let q = u128::from(a) * u128::from(b) / u128::from(c);
+    u64::try_from(q).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calibrated_costs_reproduce_the_measurements() {
+        let cpu = CpuModel::this_host();
+        let pread_4k = cpu.syscall_ns + cpu.page_cache_ns_per_page + cpu.copy_ns(PAGE_BYTES);
+        assert_eq!(
+            pread_4k, 1_000,
+            "DESIGN.md §4: pread 4 KiB from page cache ≈ 1.0 µs"
+        );
+        let dev = DeviceModel::this_host();
+        assert_eq!(
+            dev.read_ns(4096),
+            40_000,
+            "DESIGN.md §4: 4 KiB QD1 read 40 µs"
+        );
+        assert_eq!(
+            dev.write_ns(4096),
+            50_000,
+            "measured: 4 KiB QD1 O_DIRECT write ≈ 50 µs"
+        );
+        let mib_ns = dev.read_ns(1 << 20);
+        let mb_per_s = (1u64 << 20) * 1_000 / mib_ns;
+        assert!(
+            (600..=640).contains(&mb_per_s),
+            "1 MiB reads ≈ 640 MB/s, got {mb_per_s}"
+        );
+    }
+}

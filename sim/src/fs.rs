@@ -1,0 +1,712 @@
+//! The in-memory file system: a namespace of directories and files, a descriptor table, and
+//! what of it is durable.
+//!
+//! Durability rules (sim/README.md states them for users):
+//! * a file's bytes and size become durable when the file is `fsync`ed or `fdatasync`ed;
+//! * a directory's entries (creations, renames, unlinks in it) become durable when the
+//!   directory itself is `fsync`ed;
+//! * a crash keeps what is durable; of the rest, each directory's unsynced changes survive
+//!   all together or not at all, each overwritten durable sector keeps its old or new contents,
+//!   and a file's unsynced tail survives as a prefix cut at a sector boundary — each decided
+//!   by the seeded crash RNG.
+//!
+//! Memory stays near one copy of the data: a file holds its current bytes, plus the durable
+//! contents of only those sectors overwritten since its last sync.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Component, Path};
+
+use rand::RngCore;
+use rand_chacha::ChaCha8Rng;
+use resystance_traces::{Errno, Fd, OpenFlags};
+
+use crate::clock::PPM;
+use crate::cost::PAGE_BYTES;
+
+/// Sector size: the granularity of `O_DIRECT` alignment and of torn writes.
+pub const SECTOR_BYTES: u64 = 512;
+/// Largest file (a sim limit, to bound memory; beyond it `EFBIG`).
+pub const FILE_BYTES_MAX: u64 = 16 << 30;
+/// Most descriptors open at once (beyond it `EMFILE`).
+pub const FDS_MAX: usize = 65_536;
+/// Longest name of one path component (Linux `NAME_MAX`; beyond it `ENAMETOOLONG`).
+pub const NAME_BYTES_MAX: usize = 255;
+/// Most bytes one read or write moves (Linux `MAX_RW_COUNT`).
+pub const RW_BYTES_MAX: usize = 0x7fff_f000;
+/// What `fstat` reports as a directory's size (one ext4 block).
+pub const DIR_SIZE_BYTES: u64 = 4096;
+/// The lowest descriptor handed out (0, 1 and 2 are the standard streams).
+pub const FD_FIRST: i32 = 3;
+
+/// `ENOTDIR`.
+pub const ENOTDIR: Errno = Errno(20);
+/// `EISDIR`.
+pub const EISDIR: Errno = Errno(21);
+/// `EMFILE`.
+pub const EMFILE: Errno = Errno(24);
+/// `EFBIG`.
+pub const EFBIG: Errno = Errno(27);
+/// `ENAMETOOLONG`.
+pub const ENAMETOOLONG: Errno = Errno(36);
+/// `ENOTEMPTY`.
+pub const ENOTEMPTY: Errno = Errno(39);
+
+type Ino = u64;
+const ROOT: Ino = 0;
+
+/// Which pages of a file are in the page cache (costs only: the bytes live in the file).
+#[derive(Debug, Default)]
+struct PageSet {
+    words: Vec<u64>,
+}
+
+impl PageSet {
+    /// Marks `page` cached; true if it was not.
+    fn insert(&mut self, page: u64) -> bool {
+        let (w, bit) = (
+            usize::try_from(page / 64).expect("page index fits"),
+            page % 64,
+        );
+        if w >= self.words.len() {
+            self.words.resize(w + 1, 0);
+        }
+        let was = self.words[w] & (1 << bit) != 0;
+        self.words[w] |= 1 << bit;
+        !was
+    }
+
+    fn remove(&mut self, page: u64) {
+        let (w, bit) = (
+            usize::try_from(page / 64).expect("page index fits"),
+            page % 64,
+        );
+        if let Some(word) = self.words.get_mut(w) {
+            *word &= !(1 << bit);
+        }
+    }
+
+    fn clear(&mut self) {
+        self.words = Vec::new();
+    }
+}
+
+#[derive(Debug, Default)]
+struct FileNode {
+    /// The current contents (what reads see: page cache and device together).
+    data: Vec<u8>,
+    /// The size at the last sync.
+    durable_len: u64,
+    /// Durable contents of the sectors below `durable_len` overwritten since the last sync.
+    /// Invariant: a sector below `durable_len` not in here holds its durable bytes in `data`.
+    saved: BTreeMap<u64, Vec<u8>>,
+    /// Shrunk below `durable_len` since the last sync.
+    shrunk: bool,
+    /// Bytes written through the page cache since the last sync (write-back cost).
+    dirty_bytes: u64,
+    cached: PageSet,
+}
+
+impl FileNode {
+    fn len(&self) -> u64 {
+        self.data.len() as u64
+    }
+
+    /// Saves the durable contents of the sectors of `[start, end)` below `durable_len` before
+    /// they change.
+    fn save_durable(&mut self, start: u64, end: u64) {
+        if start >= end || start >= self.durable_len {
+            return;
+        }
+        let last = (end.min(self.durable_len) - 1) / SECTOR_BYTES;
+        for sector in start / SECTOR_BYTES..=last {
+            if self.saved.contains_key(&sector) {
+                continue;
+            }
+            let lo = sector * SECTOR_BYTES;
+            let hi = (lo + SECTOR_BYTES).min(self.durable_len);
+            let bytes = self
+                .data
+                .get(to_usize(lo)..to_usize(hi))
+                .expect("an unsaved durable sector is in the data")
+                .to_vec();
+            self.saved.insert(sector, bytes);
+        }
+    }
+
+    fn truncate(&mut self, len: u64) {
+        let old_len = self.len();
+        if len < old_len {
+            self.save_durable(len, old_len);
+            if len < self.durable_len {
+                self.shrunk = true;
+            }
+            self.data.truncate(to_usize(len));
+            for page in len.div_ceil(PAGE_BYTES)..old_len.div_ceil(PAGE_BYTES) {
+                self.cached.remove(page);
+            }
+            self.dirty_bytes = self.dirty_bytes.min(len);
+        }
+    }
+
+    /// Makes the current contents durable; returns (bytes to write back, metadata changed).
+    fn sync(&mut self) -> SyncCost {
+        let cost = SyncCost {
+            write_back_bytes: self.dirty_bytes.min(self.len()),
+            metadata: self.shrunk || self.len() != self.durable_len,
+        };
+        self.durable_len = self.len();
+        self.saved.clear();
+        self.shrunk = false;
+        self.dirty_bytes = 0;
+        cost
+    }
+
+    /// What survives a crash (see the module docs), decided by `rng`.
+    fn crash(&mut self, rng: &mut ChaCha8Rng) {
+        let (cur, durable) = (self.len(), self.durable_len);
+        let saved = std::mem::take(&mut self.saved);
+        if self.shrunk {
+            // A truncation since the last sync is metadata, lost with everything after it.
+            self.data.resize(to_usize(cur.max(durable)), 0);
+            for (sector, old) in &saved {
+                self.restore(*sector, old);
+            }
+            self.data.truncate(to_usize(durable));
+        } else {
+            for (sector, old) in &saved {
+                if coin(rng, PPM / 2) {
+                    self.restore(*sector, old);
+                }
+            }
+            if cur > durable {
+                let first = durable / SECTOR_BYTES + 1; // first sector boundary above durable
+                let last = (cur - 1) / SECTOR_BYTES; // last sector boundary below cur
+                let keep = match rng.next_u64() % 3 {
+                    0 => durable,
+                    1 => cur,
+                    _ if first <= last => {
+                        (first + rng.next_u64() % (last - first + 1)) * SECTOR_BYTES
+                    }
+                    _ => durable,
+                };
+                self.data.truncate(to_usize(keep));
+            }
+        }
+        self.durable_len = self.len();
+        self.shrunk = false;
+        self.dirty_bytes = 0;
+        self.cached.clear();
+    }
+
+    fn restore(&mut self, sector: u64, old: &[u8]) {
+        let lo = to_usize(sector * SECTOR_BYTES);
+        self.data[lo..lo + old.len()].copy_from_slice(old);
+    }
+}
+
+#[derive(Debug, Default)]
+struct DirNode {
+    /// The names as they are now.
+    entries: BTreeMap<String, Ino>,
+    /// The names as of the directory's last fsync.
+    durable: BTreeMap<String, Ino>,
+}
+
+#[derive(Debug)]
+enum Node {
+    File(FileNode),
+    Dir(DirNode),
+}
+
+#[derive(Debug, Clone, Copy)]
+struct OpenFile {
+    ino: Ino,
+    read: bool,
+    write: bool,
+    direct: bool,
+}
+
+/// What a read cost the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadCost {
+    /// Bytes read.
+    pub bytes: usize,
+    /// The descriptor is `O_DIRECT`: the bytes came from the device, not the page cache.
+    pub direct: bool,
+    /// Page-cache pages touched (buffered only).
+    pub pages: u64,
+    /// Of those, pages that were not cached and came from the device.
+    pub missed_pages: u64,
+}
+
+/// What a write cost the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteCost {
+    /// Bytes written.
+    pub bytes: usize,
+    /// `O_DIRECT`: the bytes went to the device (its volatile cache), not the page cache.
+    pub direct: bool,
+    /// Page-cache pages touched (buffered only).
+    pub pages: u64,
+}
+
+/// What a sync cost the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct SyncCost {
+    /// Dirty page-cache bytes written back.
+    pub write_back_bytes: u64,
+    /// Metadata (a size, directory entries) changed and needs a journal write.
+    pub metadata: bool,
+}
+
+/// The file system and the descriptor table of the simulated process.
+#[derive(Debug)]
+pub struct FileSystem {
+    nodes: BTreeMap<Ino, Node>,
+    next_ino: Ino,
+    fds: BTreeMap<i32, OpenFile>,
+}
+
+impl Default for FileSystem {
+    fn default() -> Self {
+        FileSystem::new()
+    }
+}
+
+impl FileSystem {
+    /// A file system holding only a durable, empty root directory.
+    pub fn new() -> FileSystem {
+        let mut nodes = BTreeMap::new();
+        nodes.insert(ROOT, Node::Dir(DirNode::default()));
+        FileSystem {
+            nodes,
+            next_ino: ROOT + 1,
+            fds: BTreeMap::new(),
+        }
+    }
+
+    /// `openat(2)`.
+    pub fn open(&mut self, path: &Path, flags: OpenFlags) -> Result<Fd, Errno> {
+        if flags.create && flags.directory {
+            return Err(Errno::EINVAL); // Linux ≥ 6.4 refuses O_CREAT | O_DIRECTORY
+        }
+        let comps = components(path)?;
+        if self.fds.len() >= FDS_MAX {
+            return Err(EMFILE);
+        }
+        let existing = match comps.split_last() {
+            None => Some(ROOT),
+            Some((name, parents)) => {
+                let dir = self.dir_ino(parents)?;
+                self.dir(dir).entries.get(name).copied()
+            }
+        };
+        let ino = match existing {
+            Some(ino) => {
+                if flags.create && flags.exclusive {
+                    return Err(Errno::EEXIST);
+                }
+                let is_dir = matches!(self.nodes[&ino], Node::Dir(_));
+                if flags.directory && !is_dir {
+                    return Err(ENOTDIR);
+                }
+                if is_dir && (flags.write || flags.create) {
+                    return Err(EISDIR);
+                }
+                if flags.truncate && !is_dir {
+                    self.file_mut(ino).truncate(0);
+                }
+                ino
+            }
+            None => {
+                if !flags.create {
+                    return Err(Errno::ENOENT);
+                }
+                let (name, parents) = comps.split_last().expect("the root exists");
+                let dir = self.dir_ino(parents)?;
+                let ino = self.new_node(Node::File(FileNode::default()));
+                self.dir_mut(dir).entries.insert(name.clone(), ino);
+                ino
+            }
+        };
+        let fd = self.lowest_free_fd();
+        self.fds.insert(
+            fd,
+            OpenFile {
+                ino,
+                // Linux opens O_RDONLY when neither read nor write is asked for.
+                read: flags.read || !flags.write,
+                write: flags.write,
+                direct: flags.direct,
+            },
+        );
+        Ok(Fd(fd))
+    }
+
+    /// `close(2)`.
+    pub fn close(&mut self, fd: Fd) -> Result<(), Errno> {
+        self.fds.remove(&fd.0).ok_or(Errno::EBADF)?;
+        self.collect_garbage();
+        Ok(())
+    }
+
+    /// `pread64(2)` into `buf`.
+    pub fn pread(&mut self, fd: Fd, buf: &mut [u8], offset: u64) -> Result<ReadCost, Errno> {
+        let of = self.open_file(fd)?;
+        if !of.read {
+            return Err(Errno::EBADF);
+        }
+        if matches!(self.nodes[&of.ino], Node::Dir(_)) {
+            return Err(EISDIR);
+        }
+        check_offset(offset, buf.len(), of.direct)?;
+        let file = self.file_mut(of.ino);
+        let n = if offset >= file.len() {
+            0
+        } else {
+            buf.len()
+                .min(RW_BYTES_MAX)
+                .min(to_usize(file.len() - offset))
+        };
+        buf[..n].copy_from_slice(&file.data[to_usize(offset)..to_usize(offset) + n]);
+        let mut cost = ReadCost {
+            bytes: n,
+            direct: of.direct,
+            pages: 0,
+            missed_pages: 0,
+        };
+        if !of.direct && n > 0 {
+            for page in pages(offset, n) {
+                cost.pages += 1;
+                if file.cached.insert(page) {
+                    cost.missed_pages += 1;
+                }
+            }
+        }
+        Ok(cost)
+    }
+
+    /// `pwrite64(2)` of `data`.
+    pub fn pwrite(&mut self, fd: Fd, data: &[u8], offset: u64) -> Result<WriteCost, Errno> {
+        let of = self.open_file(fd)?;
+        if !of.write {
+            return Err(Errno::EBADF);
+        }
+        check_offset(offset, data.len(), of.direct)?;
+        if !data.is_empty() && offset >= FILE_BYTES_MAX {
+            return Err(EFBIG);
+        }
+        let n = data
+            .len()
+            .min(RW_BYTES_MAX)
+            .min(to_usize(FILE_BYTES_MAX.saturating_sub(offset)));
+        let mut cost = WriteCost {
+            bytes: n,
+            direct: of.direct,
+            pages: 0,
+        };
+        if n == 0 {
+            return Ok(cost);
+        }
+        let file = self.file_mut(of.ino);
+        let end = offset + n as u64;
+        file.save_durable(offset, end);
+        if file.len() < end {
+            file.data.resize(to_usize(end), 0);
+        }
+        file.data[to_usize(offset)..to_usize(end)].copy_from_slice(&data[..n]);
+        for page in pages(offset, n) {
+            if of.direct {
+                file.cached.remove(page); // Linux invalidates the cached range
+            } else {
+                file.cached.insert(page);
+                cost.pages += 1;
+            }
+        }
+        if !of.direct {
+            file.dirty_bytes += n as u64;
+        }
+        Ok(cost)
+    }
+
+    /// `fsync(2)` or `fdatasync(2)`: the same in this model (see sim/README.md).
+    pub fn sync(&mut self, fd: Fd) -> Result<SyncCost, Errno> {
+        let of = self.open_file(fd)?;
+        let cost = match self.nodes.get_mut(&of.ino).expect("open inode exists") {
+            Node::File(f) => f.sync(),
+            Node::Dir(d) => {
+                let changed = d.entries != d.durable;
+                d.durable.clone_from(&d.entries);
+                SyncCost {
+                    write_back_bytes: 0,
+                    metadata: changed,
+                }
+            }
+        };
+        if cost.metadata {
+            self.collect_garbage();
+        }
+        Ok(cost)
+    }
+
+    /// `fstat(2)`'s size.
+    pub fn file_size(&self, fd: Fd) -> Result<u64, Errno> {
+        let of = self.open_file(fd)?;
+        Ok(match &self.nodes[&of.ino] {
+            Node::File(f) => f.len(),
+            Node::Dir(_) => DIR_SIZE_BYTES,
+        })
+    }
+
+    /// `unlink(2)`.
+    pub fn unlink(&mut self, path: &Path) -> Result<(), Errno> {
+        let comps = components(path)?;
+        let (name, parents) = comps.split_last().ok_or(EISDIR)?;
+        let dir = self.dir_ino(parents)?;
+        let ino = *self.dir(dir).entries.get(name).ok_or(Errno::ENOENT)?;
+        if matches!(self.nodes[&ino], Node::Dir(_)) {
+            return Err(EISDIR);
+        }
+        self.dir_mut(dir).entries.remove(name);
+        self.collect_garbage();
+        Ok(())
+    }
+
+    /// `rename(2)`.
+    pub fn rename(&mut self, from: &Path, to: &Path) -> Result<(), Errno> {
+        let from = components(from)?;
+        let to = components(to)?;
+        let (Some((from_name, from_parents)), Some((to_name, to_parents))) =
+            (from.split_last(), to.split_last())
+        else {
+            return Err(Errno::EBUSY); // renaming the root
+        };
+        let from_dir = self.dir_ino(from_parents)?;
+        let src = *self
+            .dir(from_dir)
+            .entries
+            .get(from_name)
+            .ok_or(Errno::ENOENT)?;
+        let to_dir = self.dir_ino(to_parents)?;
+        let src_is_dir = matches!(self.nodes[&src], Node::Dir(_));
+        if src_is_dir && to.len() > from.len() && to.starts_with(&from) {
+            return Err(Errno::EINVAL); // into its own subtree
+        }
+        if let Some(&dst) = self.dir(to_dir).entries.get(to_name) {
+            if dst == src {
+                return Ok(());
+            }
+            match (&self.nodes[&dst], src_is_dir) {
+                (Node::File(_), true) => return Err(ENOTDIR),
+                (Node::Dir(_), false) => return Err(EISDIR),
+                (Node::Dir(d), true) if !d.entries.is_empty() => return Err(ENOTEMPTY),
+                _ => {}
+            }
+        }
+        self.dir_mut(from_dir).entries.remove(from_name);
+        self.dir_mut(to_dir).entries.insert(to_name.clone(), src);
+        self.collect_garbage();
+        Ok(())
+    }
+
+    /// `mkdir(2)`.
+    pub fn mkdir(&mut self, path: &Path) -> Result<(), Errno> {
+        let comps = components(path)?;
+        let (name, parents) = comps.split_last().ok_or(Errno::EEXIST)?;
+        let dir = self.dir_ino(parents)?;
+        if self.dir(dir).entries.contains_key(name) {
+            return Err(Errno::EEXIST);
+        }
+        let ino = self.new_node(Node::Dir(DirNode::default()));
+        self.dir_mut(dir).entries.insert(name.clone(), ino);
+        Ok(())
+    }
+
+    /// `getdents64(2)`: the names in a directory, sorted.
+    pub fn list_dir(&self, path: &Path) -> Result<Vec<String>, Errno> {
+        let comps = components(path)?;
+        let ino = self.dir_ino(&comps)?;
+        Ok(self.dir(ino).entries.keys().cloned().collect())
+    }
+
+    /// `mkdir -p` whose every level is durable at once: the harness's setup of directories
+    /// that exist before the simulated process starts (like `/tmp` on a booted machine).
+    pub fn prepare_dir(&mut self, path: &Path) -> Result<(), Errno> {
+        let comps = components(path)?;
+        let mut dir = ROOT;
+        for name in &comps {
+            let existing = self.dir(dir).entries.get(name).copied();
+            let child = match existing {
+                Some(ino) if matches!(self.nodes[&ino], Node::Dir(_)) => ino,
+                Some(_) => return Err(ENOTDIR),
+                None => {
+                    let ino = self.new_node(Node::Dir(DirNode::default()));
+                    self.dir_mut(dir).entries.insert(name.clone(), ino);
+                    ino
+                }
+            };
+            let d = self.dir_mut(dir);
+            d.durable.insert(name.clone(), child);
+            dir = child;
+        }
+        Ok(())
+    }
+
+    /// A crash: descriptors are gone, and of the namespace and the files only what is durable
+    /// survives, plus what the crash RNG lets through (see the module docs).
+    pub fn crash(&mut self, rng: &mut ChaCha8Rng, unsynced_dir_survives_ppm: u32) {
+        self.fds.clear();
+        for node in self.nodes.values_mut() {
+            if let Node::Dir(d) = node {
+                if d.entries != d.durable {
+                    if coin(rng, u64::from(unsynced_dir_survives_ppm)) {
+                        d.durable.clone_from(&d.entries);
+                    } else {
+                        d.entries.clone_from(&d.durable);
+                    }
+                }
+            }
+        }
+        self.collect_garbage();
+        for node in self.nodes.values_mut() {
+            if let Node::File(f) = node {
+                f.crash(rng);
+            }
+        }
+    }
+
+    /// Number of inodes alive (files and directories, the root included).
+    pub fn inode_count(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Frees every inode no name (current or durable) and no descriptor reaches.
+    fn collect_garbage(&mut self) {
+        let mut live = BTreeSet::new();
+        let mut stack: Vec<Ino> = vec![ROOT];
+        stack.extend(self.fds.values().map(|of| of.ino));
+        while let Some(ino) = stack.pop() {
+            if !live.insert(ino) {
+                continue;
+            }
+            if let Some(Node::Dir(d)) = self.nodes.get(&ino) {
+                stack.extend(d.entries.values().chain(d.durable.values()));
+            }
+        }
+        self.nodes.retain(|ino, _| live.contains(ino));
+    }
+
+    fn new_node(&mut self, node: Node) -> Ino {
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        self.nodes.insert(ino, node);
+        ino
+    }
+
+    fn lowest_free_fd(&self) -> i32 {
+        let mut fd = FD_FIRST;
+        for &used in self.fds.range(FD_FIRST..).map(|(k, _)| k) {
+            if used != fd {
+                break;
+            }
+            fd += 1;
+        }
+        fd
+    }
+
+    fn open_file(&self, fd: Fd) -> Result<OpenFile, Errno> {
+        self.fds.get(&fd.0).copied().ok_or(Errno::EBADF)
+    }
+
+    /// The directory at `comps` (`ENOENT` if missing, `ENOTDIR` if a component is a file).
+    fn dir_ino(&self, comps: &[String]) -> Result<Ino, Errno> {
+        let mut ino = ROOT;
+        for name in comps {
+            let Node::Dir(d) = &self.nodes[&ino] else {
+                return Err(ENOTDIR);
+            };
+            ino = *d.entries.get(name).ok_or(Errno::ENOENT)?;
+        }
+        match self.nodes[&ino] {
+            Node::Dir(_) => Ok(ino),
+            Node::File(_) => Err(ENOTDIR),
+        }
+    }
+
+    fn dir(&self, ino: Ino) -> &DirNode {
+        match &self.nodes[&ino] {
+            Node::Dir(d) => d,
+            Node::File(_) => panic!("inode {ino} is a directory"),
+        }
+    }
+
+    fn dir_mut(&mut self, ino: Ino) -> &mut DirNode {
+        match self.nodes.get_mut(&ino) {
+            Some(Node::Dir(d)) => d,
+            _ => panic!("inode {ino} is a directory"),
+        }
+    }
+
+    fn file_mut(&mut self, ino: Ino) -> &mut FileNode {
+        match self.nodes.get_mut(&ino) {
+            Some(Node::File(f)) => f,
+            _ => panic!("inode {ino} is a file"),
+        }
+    }
+}
+
+/// A path's components from the root, `.` and `..` resolved lexically (the model has no
+/// symbolic links); relative paths start at the root, the simulated process's working
+/// directory.
+fn components(path: &Path) -> Result<Vec<String>, Errno> {
+    if path.as_os_str().is_empty() {
+        return Err(Errno::ENOENT);
+    }
+    let mut out: Vec<String> = Vec::new();
+    for c in path.components() {
+        match c {
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => {
+                let bytes = name.as_encoded_bytes();
+                if bytes.contains(&0) {
+                    return Err(Errno::EINVAL);
+                }
+                if bytes.len() > NAME_BYTES_MAX {
+                    return Err(ENAMETOOLONG);
+                }
+                out.push(name.to_string_lossy().into_owned());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Offsets beyond `i64::MAX` are `EINVAL` (`loff_t` is signed); so are `O_DIRECT` offsets and
+/// lengths that are not multiples of [`SECTOR_BYTES`]. The buffer's address is not checked:
+/// a Rust slice's alignment says nothing about the memory a real kernel would see.
+fn check_offset(offset: u64, len: usize, direct: bool) -> Result<(), Errno> {
+    if i64::try_from(offset).is_err() {
+        return Err(Errno::EINVAL);
+    }
+    if direct && (offset % SECTOR_BYTES != 0 || len as u64 % SECTOR_BYTES != 0) {
+        return Err(Errno::EINVAL);
+    }
+    Ok(())
+}
+
+/// The page indices `[offset, offset + len)` touches (`len` > 0).
+fn pages(offset: u64, len: usize) -> std::ops::RangeInclusive<u64> {
+    offset / PAGE_BYTES..=(offset + len as u64 - 1) / PAGE_BYTES
+}
+
+/// True with probability `ppm` parts per million.
+fn coin(rng: &mut ChaCha8Rng, ppm: u64) -> bool {
+    rng.next_u64() % PPM < ppm
+}
+
+fn to_usize(n: u64) -> usize {
+    usize::try_from(n).expect("file offsets are bounded by FILE_BYTES_MAX")
+}
