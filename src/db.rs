@@ -9,7 +9,7 @@
 //! 4. a file is deleted only when no live version references it and the MANIFEST no longer
 //!    needs it (WALs: only once a durable edit says their contents are in an SST).
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
@@ -79,9 +79,9 @@ struct State {
     log_number: u64,
     /// Live snapshots: sequence → reference count.
     snapshots: BTreeMap<u64, usize>,
-    compacting: HashSet<u64>,
+    compacting: BTreeSet<u64>,
     /// Output files being written and not yet installed.
-    pending_outputs: HashSet<u64>,
+    pending_outputs: BTreeSet<u64>,
     flush_running: bool,
     compaction_running: bool,
     bg_error: Option<Error>,
@@ -141,14 +141,6 @@ fn check_batch_limits(batch: &WriteBatch) -> Result<()> {
     Ok(())
 }
 
-/// Whether a `mkdir` succeeded or found the directory already there.
-fn created_or_exists(r: std::result::Result<(), resystance_traces::KernelError>) -> bool {
-    match r {
-        Ok(()) => true,
-        Err(e) => e.errno() == Some(Errno::EEXIST),
-    }
-}
-
 /// The message of a caught panic.
 fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
@@ -162,8 +154,20 @@ impl Db {
     pub fn open(kernel: Arc<dyn Kernel>, dir: &Path, options: Options) -> Result<Db> {
         options.validate().map_err(Error::InvalidArgument)?;
         let executor = executor_for(options.compaction_mode)?;
-        if options.create_if_missing && !created_or_exists(kernel.mkdir(dir)) {
-            kernel.mkdir(dir).ctx("creating database directory", dir)?;
+        if options.create_if_missing {
+            match kernel.mkdir(dir) {
+                // A new directory's name is durable only once its parent is synced: without
+                // this, a power loss can take the whole database with it.
+                Ok(()) => {
+                    let parent = match dir.parent() {
+                        Some(p) if !p.as_os_str().is_empty() => p,
+                        _ => Path::new("."),
+                    };
+                    crate::file::sync_dir(&kernel, parent)?;
+                }
+                Err(e) if e.errno() == Some(Errno::EEXIST) => {}
+                Err(e) => return Err(e).ctx("creating database directory", dir),
+            }
         }
         let recovered = version::recover(&kernel, dir, options.num_levels)?;
         let recovered = match recovered {
@@ -304,8 +308,8 @@ impl Db {
             next_file_number,
             log_number: wal_number,
             snapshots: BTreeMap::new(),
-            compacting: HashSet::new(),
-            pending_outputs: HashSet::new(),
+            compacting: BTreeSet::new(),
+            pending_outputs: BTreeSet::new(),
             flush_running: false,
             compaction_running: false,
             bg_error: None,
@@ -1162,11 +1166,11 @@ impl DbInner {
                 return;
             }
             st.versions.retain(|w| w.strong_count() > 0);
-            let mut live: HashSet<u64> = st.current.file_numbers().collect();
+            let mut live: BTreeSet<u64> = st.current.file_numbers().collect();
             for v in st.versions.iter().filter_map(Weak::upgrade) {
                 live.extend(v.file_numbers());
             }
-            let mut wals: HashSet<u64> = st.imm.iter().map(|(_, n)| *n).collect();
+            let mut wals: BTreeSet<u64> = st.imm.iter().map(|(_, n)| *n).collect();
             wals.insert(st.wal_number);
             let manifest_number = self.manifest.try_lock().map(|m| m.number()).ok();
             (

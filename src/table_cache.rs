@@ -1,6 +1,6 @@
 //! Open SST files by number: each table's footer, index and properties are read once.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -17,7 +17,7 @@ use crate::sst::Table;
 pub struct TableCache {
     kernel: Arc<dyn Kernel>,
     dir: PathBuf,
-    tables: Mutex<HashMap<u64, Arc<Table>>>,
+    tables: Mutex<BTreeMap<u64, Arc<Table>>>,
 }
 
 impl TableCache {
@@ -26,7 +26,7 @@ impl TableCache {
         TableCache {
             kernel,
             dir: dir.to_path_buf(),
-            tables: Mutex::new(HashMap::new()),
+            tables: Mutex::new(BTreeMap::new()),
         }
     }
 

@@ -5,7 +5,7 @@
 //! with the least overlap with the next level, relative to its own size, is picked (RocksDB's
 //! default `kMinOverlappingRatio`). A lone file with no overlap below is moved, not rewritten.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::key;
@@ -73,7 +73,7 @@ pub fn key_range(files: &[Arc<FileMeta>]) -> (Vec<u8>, Vec<u8>) {
 pub fn pick_compaction(
     version: &Version,
     options: &Options,
-    compacting: &HashSet<u64>,
+    compacting: &BTreeSet<u64>,
 ) -> Option<PickedCompaction> {
     let mut scores = level_scores(version, options);
     scores.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
@@ -119,7 +119,7 @@ pub fn is_bottommost(
     ((output_level + 1)..version.levels.len()).all(|l| version.overlapping(l, &lo, &hi).is_empty())
 }
 
-fn pick_level0(version: &Version, compacting: &HashSet<u64>) -> Option<Inputs> {
+fn pick_level0(version: &Version, compacting: &BTreeSet<u64>) -> Option<Inputs> {
     let l0 = &version.levels[0];
     if l0.is_empty() || l0.iter().any(|f| compacting.contains(&f.number)) {
         return None; // one L0 compaction at a time, and it takes every L0 file
@@ -133,7 +133,7 @@ fn pick_level0(version: &Version, compacting: &HashSet<u64>) -> Option<Inputs> {
     Some((inputs, below))
 }
 
-fn pick_sorted_level(version: &Version, level: usize, compacting: &HashSet<u64>) -> Option<Inputs> {
+fn pick_sorted_level(version: &Version, level: usize, compacting: &BTreeSet<u64>) -> Option<Inputs> {
     let mut best: Option<(u128, Inputs)> = None;
     for f in &version.levels[level] {
         if compacting.contains(&f.number) {
@@ -209,7 +209,7 @@ mod tests {
             ..VersionEdit::default()
         };
         let v = Version::empty(7).apply(&edit).unwrap();
-        let p = pick_compaction(&v, &opts(), &HashSet::new()).unwrap();
+        let p = pick_compaction(&v, &opts(), &BTreeSet::new()).unwrap();
         assert_eq!(p.level, 0);
         assert_eq!(p.inputs.len(), 4);
         assert_eq!(
@@ -228,9 +228,9 @@ mod tests {
                 ..VersionEdit::default()
             })
             .unwrap();
-        assert!(pick_compaction(&few, &opts(), &HashSet::new()).is_none());
+        assert!(pick_compaction(&few, &opts(), &BTreeSet::new()).is_none());
         // A file being compacted blocks L0.
-        assert!(pick_compaction(&v, &opts(), &HashSet::from([2])).is_none());
+        assert!(pick_compaction(&v, &opts(), &BTreeSet::from([2])).is_none());
     }
 
     #[test]
@@ -245,7 +245,7 @@ mod tests {
             ..VersionEdit::default()
         };
         let v = Version::empty(7).apply(&edit).unwrap();
-        let p = pick_compaction(&v, &opts(), &HashSet::new()).unwrap();
+        let p = pick_compaction(&v, &opts(), &BTreeSet::new()).unwrap();
         assert_eq!(p.level, 1);
         assert_eq!(p.inputs[0].number, 2, "file 2 has no overlap in L2");
         assert!(p.trivial_move);
