@@ -2,16 +2,19 @@
 //!
 //! Files, anonymous shared memory, `bpf(2)` and the clock go straight to Linux through `libc`
 //! (one boundary call = one system call, counted by kind; every `bpf(2)` call lives in
-//! [`bpf`]). io_uring arrives with the real-kernel issue; until then those calls answer
-//! [`KernelError::Unsupported`] naming what is missing, so nothing pretends to work.
+//! [`bpf`]). io_uring goes through the `io-uring` crate ([`uring`]), which keeps every region
+//! the kernel may touch mapped until its I/O is reaped. [`probe`] says what this host lacks.
 
 pub mod bpf;
+pub mod probe;
+pub mod uring;
 
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
 
 use resystance_traces::{
     BtfFd, Cqe, Errno, Fd, Kernel, KernelError, KernelResult, MapFd, MapSpec, MapType, MemId,
@@ -19,7 +22,7 @@ use resystance_traces::{
     SyscallCounter, SyscallCounts, SyscallKind, TestRunResult, UringParams,
 };
 
-const NOT_YET: &str = "io_uring on the real kernel arrives with the real-kernel issue (#6)";
+use crate::uring::{Mapping, Mappings, Ring};
 
 /// What `bpf(2)` needs when it answers `EPERM`.
 const BPF_PRIVILEGE: &str = "root, or CAP_BPF and CAP_PERFMON (bpf(2) answered EPERM)";
@@ -35,19 +38,16 @@ struct MapRecord {
     frozen: bool,
 }
 
-/// A mapping made by `mem_alloc`: base address and length.
-#[derive(Debug)]
-struct Mapping {
-    addr: usize,
-    len: usize,
-}
-
 /// The host's Linux kernel.
 #[derive(Debug, Default)]
 pub struct RealKernel {
     counter: SyscallCounter,
-    mappings: Mutex<HashMap<u32, Mapping>>,
+    mappings: Mappings,
     next_mem_id: Mutex<u32>,
+    /// Open io_uring instances; each is locked on its own so a wait on one ring does not
+    /// hold up another.
+    rings: Mutex<HashMap<u32, Arc<Mutex<Ring>>>>,
+    next_ring_id: AtomicU32,
     /// Maps created through this kernel and not yet closed, by fd.
     maps: Mutex<HashMap<i32, MapRecord>>,
 }
@@ -93,13 +93,6 @@ fn map_write_error(record: &MapRecord, call: SyscallKind, errno: Errno) -> Kerne
     }
 }
 
-fn unsupported<T>(call: SyscallKind) -> KernelResult<T> {
-    Err(KernelError::Unsupported {
-        call,
-        why: NOT_YET.to_string(),
-    })
-}
-
 impl RealKernel {
     /// The host kernel, with all counts at zero.
     pub fn new() -> Self {
@@ -133,11 +126,39 @@ impl RealKernel {
         let mut next = self.next_mem_id.lock().expect("mem id lock");
         let id = *next;
         *next += 1;
-        self.mappings
-            .lock()
-            .expect("mappings lock")
-            .insert(id, Mapping { addr, len });
+        self.mappings.lock().expect("mappings lock").insert(
+            id,
+            Mapping {
+                addr,
+                len,
+                registered: 0,
+                in_flight: 0,
+            },
+        );
         MemId(id)
+    }
+
+    /// An open ring (`EBADF` for an unknown or closed one).
+    fn ring(&self, ring: RingId, call: SyscallKind) -> KernelResult<Arc<Mutex<Ring>>> {
+        self.rings
+            .lock()
+            .expect("rings lock")
+            .get(&ring.0)
+            .cloned()
+            .ok_or(KernelError::Errno {
+                call,
+                errno: Errno::EBADF,
+            })
+    }
+
+    /// Closes a ring and forgets it; on an error it stays open.
+    fn close_ring(&self, ring: &Mutex<Ring>) -> KernelResult<()> {
+        // A panic while the ring was locked (a broken invariant) must not also stop its I/O
+        // from being waited for.
+        let mut ring = ring
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        ring.close(&self.mappings, &self.counter, monotonic_ns)
     }
 
     /// The record of a map this kernel created (`EBADF` for any other fd).
@@ -239,13 +260,41 @@ impl RealKernel {
 
 impl Drop for RealKernel {
     fn drop(&mut self) {
-        let maps = self.mappings.get_mut().expect("mappings lock");
-        for m in maps.values() {
+        // Rings first: closing one waits for its I/O and releases the regions it held.
+        let rings: Vec<_> = self
+            .rings
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain()
+            .map(|(_, ring)| ring)
+            .collect();
+        for ring in &rings {
+            // A ring that cannot drain keeps its regions pinned; they are leaked below rather
+            // than unmapped under the kernel.
+            let _ = self.close_ring(ring);
+        }
+        let maps = self
+            .mappings
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for m in maps.values().filter(|m| !m.busy()) {
             // SAFETY: every entry is a live mapping made by mem_alloc or bpf_map_mmap and not yet
-            // unmapped.
+            // unmapped, and no ring or in-flight SQE refers to it.
             unsafe { libc::munmap(m.addr as *mut libc::c_void, m.len) };
         }
     }
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds (the vDSO: no system call).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec; CLOCK_MONOTONIC always exists on Linux.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) cannot fail");
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 impl Kernel for RealKernel {
@@ -436,16 +485,28 @@ impl Kernel for RealKernel {
     }
 
     fn mem_free(&self, mem: MemId) -> KernelResult<()> {
-        self.counter.count(SyscallKind::Munmap);
-        let m = self
-            .mappings
-            .lock()
-            .expect("mappings lock")
-            .remove(&mem.0)
-            .ok_or(KernelError::Errno {
-                call: SyscallKind::Munmap,
-                errno: Errno::EINVAL,
-            })?;
+        let call = SyscallKind::Munmap;
+        let m = {
+            let mut maps = self.mappings.lock().expect("mappings lock");
+            match maps.get(&mem.0) {
+                None => {
+                    return Err(KernelError::Errno {
+                        call,
+                        errno: Errno::EINVAL,
+                    })
+                }
+                // Registered with a ring, or the target of I/O not yet reaped: unmapping now
+                // would let the kernel write into whatever is mapped there next.
+                Some(m) if m.busy() => {
+                    return Err(KernelError::Errno {
+                        call,
+                        errno: Errno::EBUSY,
+                    })
+                }
+                Some(_) => maps.remove(&mem.0).expect("present under the same lock"),
+            }
+        };
+        self.counter.count(call);
         // SAFETY: m was a live mapping made by mem_alloc or bpf_map_mmap; it is removed from the
         // table first.
         if unsafe { libc::munmap(m.addr as *mut libc::c_void, m.len) } < 0 {
@@ -468,26 +529,52 @@ impl Kernel for RealKernel {
         Ok(())
     }
 
-    fn uring_setup(&self, _params: &UringParams) -> KernelResult<RingId> {
-        unsupported(SyscallKind::IoUringSetup)
+    fn uring_setup(&self, params: &UringParams) -> KernelResult<RingId> {
+        let ring = Ring::setup(params, &self.counter)?;
+        let id = self.next_ring_id.fetch_add(1, Ordering::Relaxed);
+        self.rings
+            .lock()
+            .expect("rings lock")
+            .insert(id, Arc::new(Mutex::new(ring)));
+        Ok(RingId(id))
     }
-    fn uring_register_buffers(&self, _ring: RingId, _regions: &[MemId]) -> KernelResult<()> {
-        unsupported(SyscallKind::IoUringRegister)
+
+    fn uring_register_buffers(&self, ring: RingId, regions: &[MemId]) -> KernelResult<()> {
+        let ring = self.ring(ring, SyscallKind::IoUringRegister)?;
+        let mut ring = ring.lock().expect("ring lock");
+        ring.register_buffers(regions, &self.mappings, &self.counter)
     }
-    fn uring_register_files(&self, _ring: RingId, _fds: &[Fd]) -> KernelResult<()> {
-        unsupported(SyscallKind::IoUringRegister)
+
+    fn uring_register_files(&self, ring: RingId, fds: &[Fd]) -> KernelResult<()> {
+        let ring = self.ring(ring, SyscallKind::IoUringRegister)?;
+        let mut ring = ring.lock().expect("ring lock");
+        ring.register_files(fds, &self.counter)
     }
-    fn uring_queue(&self, _ring: RingId, _sqe: &Sqe) -> KernelResult<()> {
-        unsupported(SyscallKind::IoUringEnter)
+
+    fn uring_queue(&self, ring: RingId, sqe: &Sqe) -> KernelResult<()> {
+        let ring = self.ring(ring, SyscallKind::IoUringEnter)?;
+        let mut ring = ring.lock().expect("ring lock");
+        ring.queue(sqe, &self.mappings)
     }
-    fn uring_submit_and_wait(&self, _ring: RingId, _wait_nr: u32) -> KernelResult<Submitted> {
-        unsupported(SyscallKind::IoUringEnter)
+
+    fn uring_submit_and_wait(&self, ring: RingId, wait_nr: u32) -> KernelResult<Submitted> {
+        let ring = self.ring(ring, SyscallKind::IoUringEnter)?;
+        let mut ring = ring.lock().expect("ring lock");
+        ring.submit_and_wait(wait_nr, &self.counter, monotonic_ns)
     }
-    fn uring_reap(&self, _ring: RingId, _out: &mut Vec<Cqe>, _max: usize) -> KernelResult<usize> {
-        unsupported(SyscallKind::IoUringEnter)
+
+    fn uring_reap(&self, ring: RingId, out: &mut Vec<Cqe>, max: usize) -> KernelResult<usize> {
+        let ring = self.ring(ring, SyscallKind::IoUringEnter)?;
+        let mut ring = ring.lock().expect("ring lock");
+        ring.reap(out, max, &self.mappings)
     }
-    fn uring_close(&self, _ring: RingId) -> KernelResult<()> {
-        unsupported(SyscallKind::Close)
+
+    fn uring_close(&self, ring: RingId) -> KernelResult<()> {
+        let id = ring;
+        let ring = self.ring(id, SyscallKind::Close)?;
+        self.close_ring(&ring)?;
+        self.rings.lock().expect("rings lock").remove(&id.0);
+        Ok(())
     }
     fn bpf_map_create(&self, spec: &MapSpec) -> KernelResult<MapFd> {
         let call = SyscallKind::BpfMapCreate;
@@ -638,14 +725,7 @@ impl Kernel for RealKernel {
     }
 
     fn now_ns(&self) -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: ts is a valid timespec; CLOCK_MONOTONIC always exists on Linux.
-        let rc = unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-        assert_eq!(rc, 0, "clock_gettime(CLOCK_MONOTONIC) cannot fail");
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+        monotonic_ns()
     }
 
     fn sleep_ns(&self, ns: u64) {
@@ -722,13 +802,6 @@ mod tests {
         );
         k.mem_free(mem).unwrap();
         assert!(k.mem_read(mem, 0, &mut out).is_err(), "freed region");
-    }
-
-    #[test]
-    fn io_uring_says_what_is_missing() {
-        let k = RealKernel::new();
-        let err = k.uring_setup(&UringParams::default()).unwrap_err();
-        assert!(err.to_string().contains("real-kernel issue"), "{err}");
     }
 
     const EXIT: u64 = 0x95;

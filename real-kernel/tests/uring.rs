@@ -1,0 +1,667 @@
+//! io_uring on the real kernel: reads and writes into anonymous memory and mmapped BPF-map
+//! memory, fixed buffers and files, O_DIRECT, links, a full ring, SQPOLL accounting, and the
+//! rules that keep memory the kernel may touch mapped. Root only; elsewhere each test prints
+//! one `SKIP` line.
+
+use std::io::Write as _;
+use std::path::Path;
+
+use resystance_real_kernel::{bpf, uring::ECANCELED, RealKernel};
+use resystance_traces::{
+    Cqe, Errno, Fd, Kernel, MapSpec, MapType, MemId, OpenFlags, RingId, Sqe, SqeFile, SqeOp,
+    SyscallCounts, SyscallKind, UringParams,
+};
+
+const PAGE: usize = 4096;
+
+/// A kernel whose io_uring works, or `None` after printing one `SKIP` line.
+fn uring_kernel(test: &str) -> Option<RealKernel> {
+    // SAFETY: geteuid has no preconditions.
+    let why = if unsafe { libc::geteuid() } != 0 {
+        "not root (these tests also mmap BPF maps, which needs root or CAP_BPF)".to_string()
+    } else {
+        let k = RealKernel::new();
+        match k.uring_setup(&UringParams::default()) {
+            Ok(ring) => {
+                k.uring_close(ring).unwrap();
+                return Some(k);
+            }
+            Err(e) => format!("io_uring is unavailable: {e}"),
+        }
+    };
+    writeln!(std::io::stdout().lock(), "SKIP {test}: {why}").unwrap();
+    None
+}
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed) ^ (i >> 8) as u8)
+        .collect()
+}
+
+fn write_file(k: &RealKernel, path: &Path, data: &[u8]) {
+    let fd = k.open(path, OpenFlags::CREATE_TRUNCATE).unwrap();
+    assert_eq!(k.pwrite(fd, data, 0).unwrap(), data.len());
+    k.fsync(fd).unwrap();
+    k.close(fd).unwrap();
+}
+
+fn read_op(fd: Fd, mem: MemId, mem_offset: usize, len: u32, offset: u64) -> SqeOp {
+    SqeOp::Read {
+        file: SqeFile::Fd(fd),
+        mem,
+        mem_offset,
+        len,
+        offset,
+    }
+}
+
+fn sqe(op: SqeOp, user_data: u64) -> Sqe {
+    Sqe {
+        op,
+        user_data,
+        link: false,
+    }
+}
+
+/// Waits for `n` completions and returns them sorted by `user_data`.
+fn complete(k: &RealKernel, ring: RingId, n: u32) -> Vec<Cqe> {
+    k.uring_submit_and_wait(ring, n).unwrap();
+    let mut out = Vec::new();
+    assert_eq!(
+        k.uring_reap(ring, &mut out, n as usize).unwrap(),
+        n as usize
+    );
+    out.sort_by_key(|c| c.user_data);
+    out
+}
+
+fn delta(k: &RealKernel, before: &SyscallCounts, kind: SyscallKind) -> u64 {
+    k.syscall_counts().since(before).get(kind)
+}
+
+#[test]
+fn read_lands_in_anonymous_memory_with_one_enter() {
+    let Some(k) = uring_kernel("read_lands_in_anonymous_memory_with_one_enter") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("input");
+    let data = pattern(3 * PAGE, 7);
+    write_file(&k, &path, &data);
+    let fd = k.open(&path, OpenFlags::READ).unwrap();
+    let mem = k.mem_alloc(2 * PAGE).unwrap();
+
+    let before = k.syscall_counts();
+    let ring = k.uring_setup(&UringParams::default()).unwrap();
+    let setup = k.syscall_counts().since(&before);
+    assert_eq!(setup.get(SyscallKind::IoUringSetup), 1);
+    assert_eq!(
+        setup.get(SyscallKind::Mmap),
+        2,
+        "rings in one mmap, SQEs in another"
+    );
+
+    let before = k.syscall_counts();
+    k.uring_queue(ring, &sqe(read_op(fd, mem, 100, 4000, 5000), 42))
+        .unwrap();
+    k.uring_queue(ring, &sqe(read_op(fd, mem, 5000, 2000, 11_000), 43))
+        .unwrap();
+    assert_eq!(k.syscall_counts(), before, "queueing is a memory write");
+    let sub = k.uring_submit_and_wait(ring, 2).unwrap();
+    assert_eq!((sub.submitted, sub.enter_calls), (2, 1));
+    assert_eq!(delta(&k, &before, SyscallKind::IoUringEnter), 1);
+    let mut cqes = Vec::new();
+    assert_eq!(k.uring_reap(ring, &mut cqes, 8).unwrap(), 2);
+    cqes.sort_by_key(|c| c.user_data);
+    assert_eq!(cqes[0].res, 4000);
+    assert_eq!(cqes[1].res, 3 * PAGE as i32 - 11_000, "a short read at EOF");
+    assert_eq!(
+        k.syscall_counts().since(&before).total(),
+        1,
+        "reaping is a memory read"
+    );
+    let mut got = vec![0u8; 4000];
+    k.mem_read(mem, 100, &mut got).unwrap();
+    assert_eq!(got, data[5000..9000]);
+    let mut got = vec![0u8; 1288];
+    k.mem_read(mem, 5000, &mut got).unwrap();
+    assert_eq!(got, data[11_000..]);
+
+    let before = k.syscall_counts();
+    let sub = k.uring_submit_and_wait(ring, 0).unwrap();
+    assert_eq!(
+        (sub.submitted, sub.enter_calls),
+        (0, 0),
+        "nothing to do costs nothing"
+    );
+    k.uring_close(ring).unwrap();
+    let close = k.syscall_counts().since(&before);
+    assert_eq!(close.get(SyscallKind::Munmap), 2);
+    assert_eq!(close.get(SyscallKind::Close), 1);
+    assert_eq!(close.total(), 3);
+    k.mem_free(mem).unwrap();
+    k.close(fd).unwrap();
+}
+
+#[test]
+fn read_fixed_lands_in_bpf_map_memory_and_write_fixed_writes_it_out() {
+    let test = "read_fixed_lands_in_bpf_map_memory_and_write_fixed_writes_it_out";
+    let Some(k) = uring_kernel(test) else {
+        return;
+    };
+    if let Some(why) = k.bpf_unavailable() {
+        writeln!(std::io::stdout().lock(), "SKIP {test}: {why}").unwrap();
+        return;
+    }
+    const VALUE: usize = 64 * 1024;
+    let map = k
+        .bpf_map_create(&MapSpec {
+            name: "uring_window".to_string(),
+            map_type: MapType::Array,
+            key_size: 4,
+            value_size: VALUE as u32,
+            max_entries: 4,
+            flags: bpf::F_MMAPABLE,
+        })
+        .unwrap();
+    let window = k.bpf_map_mmap(map).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("input");
+    let data = pattern(2 * VALUE, 3);
+    write_file(&k, &input, &data);
+    let in_fd = k.open(&input, OpenFlags::READ).unwrap();
+    let output = dir.path().join("output");
+    let out_fd = k.open(&output, OpenFlags::CREATE_NEW).unwrap();
+
+    let ring = k.uring_setup(&UringParams::default()).unwrap();
+    let before = k.syscall_counts();
+    k.uring_register_buffers(ring, &[window]).unwrap();
+    k.uring_register_files(ring, &[in_fd, out_fd]).unwrap();
+    assert_eq!(delta(&k, &before, SyscallKind::IoUringRegister), 2);
+    let err = k.mem_free(window).unwrap_err();
+    assert_eq!(err.errno(), Some(Errno::EBUSY), "registered: {err}");
+    assert_eq!(
+        delta(&k, &before, SyscallKind::Munmap),
+        0,
+        "the refusal made no munmap"
+    );
+
+    // Value 1 of the map <- the file's second 64 KiB; value 2 <- its first.
+    for (user_data, value, file_offset) in [(1u64, 1usize, VALUE as u64), (2, 2, 0)] {
+        let op = SqeOp::ReadFixed {
+            file: SqeFile::Fixed(0),
+            buf_index: 0,
+            buf_offset: value * VALUE,
+            len: VALUE as u32,
+            offset: file_offset,
+        };
+        k.uring_queue(ring, &sqe(op, user_data)).unwrap();
+    }
+    let cqes = complete(&k, ring, 2);
+    assert!(cqes.iter().all(|c| c.res == VALUE as i32), "{cqes:?}");
+    let mut got = vec![0u8; VALUE];
+    k.mem_read(window, VALUE, &mut got).unwrap();
+    assert_eq!(got, data[VALUE..], "seen through the mapping");
+    let mut value = vec![0u8; VALUE];
+    k.bpf_map_lookup(map, &2u32.to_ne_bytes(), &mut value)
+        .unwrap();
+    assert_eq!(value, data[..VALUE], "seen by bpf(2) as the map's value");
+
+    // Write values 2 and 1 back out, in file order, then fsync, linked.
+    for (user_data, value, file_offset) in [(3u64, 2usize, 0u64), (4, 1, VALUE as u64)] {
+        let op = SqeOp::WriteFixed {
+            file: SqeFile::Fixed(1),
+            buf_index: 0,
+            buf_offset: value * VALUE,
+            len: VALUE as u32,
+            offset: file_offset,
+        };
+        k.uring_queue(
+            ring,
+            &Sqe {
+                op,
+                user_data,
+                link: true,
+            },
+        )
+        .unwrap();
+    }
+    let fsync = SqeOp::Fsync {
+        file: SqeFile::Fixed(1),
+        datasync: false,
+    };
+    k.uring_queue(ring, &sqe(fsync, 5)).unwrap();
+    let cqes = complete(&k, ring, 3);
+    assert_eq!(
+        cqes.iter().map(|c| c.res).collect::<Vec<_>>(),
+        vec![VALUE as i32, VALUE as i32, 0]
+    );
+    let fd = k.open(&output, OpenFlags::READ).unwrap();
+    let mut written = vec![0u8; 2 * VALUE];
+    assert_eq!(k.pread(fd, &mut written, 0).unwrap(), 2 * VALUE);
+    assert_eq!(written, data, "the file round-tripped through map memory");
+    k.close(fd).unwrap();
+
+    k.uring_close(ring).unwrap();
+    k.mem_free(window).unwrap();
+    k.close(map.0).unwrap();
+    k.close(in_fd).unwrap();
+    k.close(out_fd).unwrap();
+}
+
+#[test]
+fn o_direct_needs_alignment_and_the_kernel_says_einval_in_the_cqe() {
+    let Some(k) = uring_kernel("o_direct_needs_alignment_and_the_kernel_says_einval_in_the_cqe")
+    else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("direct");
+    let data = pattern(16 * PAGE, 11);
+    write_file(&k, &path, &data);
+    let direct = OpenFlags {
+        direct: true,
+        ..OpenFlags::READ
+    };
+    let fd = k.open(&path, direct).unwrap();
+    let mem = k.mem_alloc(8 * PAGE).unwrap();
+    let ring = k.uring_setup(&UringParams::default()).unwrap();
+    k.uring_register_buffers(ring, &[mem]).unwrap();
+    let cases: [(u64, usize, u32, u64); 5] = [
+        // (user_data, mem_offset, len, file offset)
+        (1, PAGE, 2 * PAGE as u32, 4 * PAGE as u64), // aligned
+        (2, 0, PAGE as u32, 100),                    // misaligned file offset
+        (3, 0, 100, 0),                              // misaligned length
+        (4, 1, PAGE as u32, 0),                      // misaligned buffer
+        (5, 4 * PAGE, 4 * PAGE as u32, 0),           // aligned, fixed buffer (below)
+    ];
+    for &(user_data, mem_offset, len, offset) in &cases[..4] {
+        k.uring_queue(
+            ring,
+            &sqe(read_op(fd, mem, mem_offset, len, offset), user_data),
+        )
+        .unwrap();
+    }
+    let (user_data, buf_offset, len, offset) = cases[4];
+    let op = SqeOp::ReadFixed {
+        file: SqeFile::Fd(fd),
+        buf_index: 0,
+        buf_offset,
+        len,
+        offset,
+    };
+    k.uring_queue(ring, &sqe(op, user_data)).unwrap();
+    let cqes = complete(&k, ring, 5);
+    let res: Vec<i32> = cqes.iter().map(|c| c.res).collect();
+    writeln!(std::io::stdout().lock(), "O_DIRECT CQE results: {res:?}").unwrap();
+    assert_eq!(res[0], 2 * PAGE as i32);
+    assert_eq!(res[1], -libc::EINVAL, "misaligned file offset");
+    assert_eq!(res[2], -libc::EINVAL, "misaligned length");
+    assert_eq!(res[3], -libc::EINVAL, "misaligned buffer");
+    assert_eq!(res[4], 4 * PAGE as i32);
+    let mut got = vec![0u8; 2 * PAGE];
+    k.mem_read(mem, PAGE, &mut got).unwrap();
+    assert_eq!(got, data[4 * PAGE..6 * PAGE]);
+    let mut got = vec![0u8; 4 * PAGE];
+    k.mem_read(mem, 4 * PAGE, &mut got).unwrap();
+    assert_eq!(got, data[..4 * PAGE]);
+    k.uring_close(ring).unwrap();
+    k.mem_free(mem).unwrap();
+    k.close(fd).unwrap();
+}
+
+#[test]
+fn a_failing_link_cancels_the_rest_of_its_chain() {
+    let Some(k) = uring_kernel("a_failing_link_cancels_the_rest_of_its_chain") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("linked");
+    let fd = k
+        .open(
+            &path,
+            OpenFlags {
+                read: true,
+                ..OpenFlags::CREATE_NEW
+            },
+        )
+        .unwrap();
+    let src = k.mem_alloc(PAGE).unwrap();
+    let dst = k.mem_alloc(PAGE).unwrap();
+    k.mem_write(src, 0, b"written before it is read").unwrap();
+    let ring = k.uring_setup(&UringParams::default()).unwrap();
+    let linked = |op, user_data| Sqe {
+        op,
+        user_data,
+        link: true,
+    };
+    // Chain 1: write -> read of what was written (the link orders them).
+    let write = SqeOp::Write {
+        file: SqeFile::Fd(fd),
+        mem: src,
+        mem_offset: 0,
+        len: 25,
+        offset: 0,
+    };
+    k.uring_queue(ring, &linked(write, 1)).unwrap();
+    k.uring_queue(ring, &sqe(read_op(fd, dst, 0, 25, 0), 2))
+        .unwrap();
+    // Chain 2: a read from a closed fd fails, so the linked nop is cancelled.
+    k.uring_queue(ring, &linked(read_op(Fd(1_000_000), dst, 100, 8, 0), 3))
+        .unwrap();
+    k.uring_queue(ring, &linked(SqeOp::Nop, 4)).unwrap();
+    k.uring_queue(ring, &sqe(SqeOp::Nop, 5)).unwrap();
+    // Not linked to anything: runs.
+    k.uring_queue(ring, &sqe(SqeOp::Nop, 6)).unwrap();
+    let cqes = complete(&k, ring, 6);
+    let res: Vec<i32> = cqes.iter().map(|c| c.res).collect();
+    writeln!(std::io::stdout().lock(), "link CQE results: {res:?}").unwrap();
+    assert_eq!(res, vec![25, 25, -libc::EBADF, -ECANCELED, -ECANCELED, 0]);
+    let mut got = [0u8; 25];
+    k.mem_read(dst, 0, &mut got).unwrap();
+    assert_eq!(&got, b"written before it is read");
+    k.uring_close(ring).unwrap();
+    k.mem_free(src).unwrap();
+    k.mem_free(dst).unwrap();
+    k.close(fd).unwrap();
+}
+
+#[test]
+fn a_full_ring_refuses_in_user_space() {
+    let Some(k) = uring_kernel("a_full_ring_refuses_in_user_space") else {
+        return;
+    };
+    let ring = k
+        .uring_setup(&UringParams {
+            sq_entries: 4,
+            cq_entries: Some(8),
+            ..UringParams::default()
+        })
+        .unwrap();
+    let before = k.syscall_counts();
+    for i in 0..4 {
+        k.uring_queue(ring, &sqe(SqeOp::Nop, i)).unwrap();
+    }
+    let err = k.uring_queue(ring, &sqe(SqeOp::Nop, 4)).unwrap_err();
+    assert_eq!(err.errno(), Some(Errno::EBUSY), "SQ full: {err}");
+    assert_eq!(k.syscall_counts(), before, "refused without a system call");
+    // Submitted but not reaped: the SQ has room, but the CQ could overflow.
+    let sub = k.uring_submit_and_wait(ring, 0).unwrap();
+    assert_eq!((sub.submitted, sub.enter_calls), (4, 1));
+    for i in 4..8 {
+        k.uring_queue(ring, &sqe(SqeOp::Nop, i)).unwrap();
+    }
+    let sub = k.uring_submit_and_wait(ring, 0).unwrap();
+    assert_eq!(sub.submitted, 4);
+    let err = k.uring_queue(ring, &sqe(SqeOp::Nop, 8)).unwrap_err();
+    assert_eq!(
+        err.errno(),
+        Some(Errno::EBUSY),
+        "8 in flight on an 8-entry CQ: {err}"
+    );
+    let err = k.uring_submit_and_wait(ring, 9).unwrap_err();
+    assert_eq!(
+        err.errno(),
+        Some(Errno::EINVAL),
+        "waiting for more than is in flight"
+    );
+    let cqes = complete(&k, ring, 8);
+    assert_eq!(
+        cqes.iter().map(|c| c.user_data).collect::<Vec<_>>(),
+        (0..8).collect::<Vec<_>>()
+    );
+    assert!(cqes.iter().all(|c| c.res == 0));
+    k.uring_queue(ring, &sqe(SqeOp::Nop, 9)).unwrap();
+    k.uring_close(ring).unwrap();
+}
+
+#[test]
+fn sqes_are_checked_against_their_regions_when_queued() {
+    let Some(k) = uring_kernel("sqes_are_checked_against_their_regions_when_queued") else {
+        return;
+    };
+    let mem = k.mem_alloc(PAGE).unwrap();
+    let ring = k.uring_setup(&UringParams::default()).unwrap();
+    let fd = Fd(0);
+    let refused = |op: SqeOp| k.uring_queue(ring, &sqe(op, 0)).unwrap_err().errno();
+    assert_eq!(
+        refused(read_op(fd, mem, 1, PAGE as u32, 0)),
+        Some(Errno(libc::EFAULT))
+    );
+    assert_eq!(
+        refused(read_op(fd, mem, usize::MAX, 2, 0)),
+        Some(Errno(libc::EFAULT))
+    );
+    assert_eq!(
+        refused(read_op(fd, MemId(u32::MAX), 0, 1, 0)),
+        Some(Errno::EINVAL)
+    );
+    assert_eq!(
+        refused(read_op(fd, mem, 0, 1, u64::MAX)),
+        Some(Errno::EINVAL)
+    );
+    let fixed = |buf_index, buf_offset, len| SqeOp::ReadFixed {
+        file: SqeFile::Fd(fd),
+        buf_index,
+        buf_offset,
+        len,
+        offset: 0,
+    };
+    assert_eq!(
+        refused(fixed(0, 0, 1)),
+        Some(Errno(libc::EFAULT)),
+        "nothing registered"
+    );
+    k.uring_register_buffers(ring, &[mem]).unwrap();
+    assert_eq!(
+        refused(fixed(1, 0, 1)),
+        Some(Errno(libc::EFAULT)),
+        "index past the buffers"
+    );
+    assert_eq!(
+        refused(fixed(0, PAGE - 1, 2)),
+        Some(Errno(libc::EFAULT)),
+        "past the buffer"
+    );
+    let fsync = SqeOp::Fsync {
+        file: SqeFile::Fixed(0),
+        datasync: true,
+    };
+    assert_eq!(refused(fsync), Some(Errno::EBADF), "no files registered");
+    let mut cqes = Vec::new();
+    assert_eq!(
+        k.uring_reap(ring, &mut cqes, 16).unwrap(),
+        0,
+        "nothing was queued"
+    );
+    k.uring_close(ring).unwrap();
+    assert_eq!(
+        k.uring_queue(ring, &sqe(SqeOp::Nop, 0))
+            .unwrap_err()
+            .errno(),
+        Some(Errno::EBADF),
+        "a closed ring is forgotten"
+    );
+    k.mem_free(mem).unwrap();
+}
+
+#[test]
+fn memory_with_io_in_flight_cannot_be_freed() {
+    let Some(k) = uring_kernel("memory_with_io_in_flight_cannot_be_freed") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    write_file(&k, &path, &pattern(PAGE, 1));
+    let fd = k.open(&path, OpenFlags::READ).unwrap();
+    let mem = k.mem_alloc(PAGE).unwrap();
+    let ring = k.uring_setup(&UringParams::default()).unwrap();
+    k.uring_queue(ring, &sqe(read_op(fd, mem, 0, PAGE as u32, 0), 1))
+        .unwrap();
+    assert_eq!(
+        k.mem_free(mem).unwrap_err().errno(),
+        Some(Errno::EBUSY),
+        "queued"
+    );
+    k.uring_submit_and_wait(ring, 1).unwrap();
+    assert_eq!(
+        k.mem_free(mem).unwrap_err().errno(),
+        Some(Errno::EBUSY),
+        "completed, not reaped"
+    );
+    let mut cqes = Vec::new();
+    k.uring_reap(ring, &mut cqes, 1).unwrap();
+    assert_eq!(cqes[0].res, PAGE as i32);
+    let mem2 = k.mem_alloc(PAGE).unwrap();
+    k.mem_free(mem).unwrap();
+    // Closing a ring with I/O queued and in flight waits for it before the memory goes.
+    for i in 0..8 {
+        k.uring_queue(ring, &sqe(read_op(fd, mem2, 0, PAGE as u32, 0), i))
+            .unwrap();
+    }
+    k.uring_submit_and_wait(ring, 0).unwrap();
+    k.uring_queue(ring, &sqe(read_op(fd, mem2, 0, PAGE as u32, 0), 8))
+        .unwrap();
+    assert_eq!(k.mem_free(mem2).unwrap_err().errno(), Some(Errno::EBUSY));
+    k.uring_close(ring).unwrap();
+    k.mem_free(mem2).unwrap();
+    k.close(fd).unwrap();
+}
+
+/// `enter_calls` of one batch: handing the SQEs over (`submit_and_wait(0)`), then waiting for
+/// their completions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BatchCalls {
+    submit: u32,
+    wait: u32,
+}
+
+/// `submit_and_wait`, having checked its `enter_calls` against the counted system calls.
+fn checked_submit(k: &RealKernel, ring: RingId, wait_nr: u32) -> (u32, u32) {
+    let before = k.syscall_counts();
+    let sub = k.uring_submit_and_wait(ring, wait_nr).unwrap();
+    let counted = k.syscall_counts().since(&before);
+    assert_eq!(
+        counted.get(SyscallKind::IoUringEnter),
+        u64::from(sub.enter_calls),
+        "Submitted.enter_calls agrees with the counter"
+    );
+    assert_eq!(
+        counted.total(),
+        u64::from(sub.enter_calls),
+        "no other system call"
+    );
+    (sub.submitted, sub.enter_calls)
+}
+
+/// Runs `batches` batches of `batch` page-cache reads through `ring` back to back.
+fn run_batches(k: &RealKernel, ring: RingId, batches: usize, batch: u32) -> Vec<BatchCalls> {
+    let mut calls = Vec::new();
+    for b in 0..batches {
+        let before = k.syscall_counts();
+        for i in 0..batch {
+            let op = SqeOp::ReadFixed {
+                file: SqeFile::Fixed(0),
+                buf_index: 0,
+                buf_offset: i as usize * PAGE,
+                len: PAGE as u32,
+                offset: u64::from(i) * PAGE as u64,
+            };
+            k.uring_queue(ring, &sqe(op, (b * 1000) as u64 + u64::from(i)))
+                .unwrap();
+        }
+        assert_eq!(k.syscall_counts(), before, "queueing is a memory write");
+        let (submitted, submit) = checked_submit(k, ring, 0);
+        assert_eq!(submitted, batch);
+        let (submitted, wait) = checked_submit(k, ring, batch);
+        assert_eq!(submitted, 0);
+        let mut cqes = Vec::new();
+        assert_eq!(
+            k.uring_reap(ring, &mut cqes, batch as usize).unwrap(),
+            batch as usize
+        );
+        assert!(cqes.iter().all(|c| c.res == PAGE as i32), "{cqes:?}");
+        calls.push(BatchCalls { submit, wait });
+    }
+    calls
+}
+
+#[test]
+fn sqpoll_submits_without_entering_while_the_poller_is_awake() {
+    let Some(k) = uring_kernel("sqpoll_submits_without_entering_while_the_poller_is_awake") else {
+        return;
+    };
+    const BATCH: u32 = 32;
+    const BATCHES: usize = 20;
+    const IDLE_MS: u32 = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("input");
+    write_file(&k, &path, &pattern(BATCH as usize * PAGE, 5));
+    let fd = k.open(&path, OpenFlags::READ).unwrap();
+    let mem = k.mem_alloc(BATCH as usize * PAGE).unwrap();
+
+    let plain = k.uring_setup(&UringParams::default()).unwrap();
+    k.uring_register_buffers(plain, &[mem]).unwrap();
+    k.uring_register_files(plain, &[fd]).unwrap();
+    let plain_calls = run_batches(&k, plain, BATCHES, BATCH);
+    k.uring_close(plain).unwrap();
+    // Without SQPOLL: one enter hands the SQEs over, one waits (the kernel completes
+    // page-cache reads inline, so the wait sometimes finds them done and costs nothing).
+    assert!(
+        plain_calls.iter().all(|c| c.submit == 1 && c.wait <= 1),
+        "{plain_calls:?}"
+    );
+
+    let params = UringParams {
+        sq_entries: 64,
+        cq_entries: None,
+        sqpoll: true,
+        sq_thread_idle_ms: IDLE_MS,
+    };
+    let ring = match k.uring_setup(&params) {
+        Ok(ring) => ring,
+        Err(e) => {
+            writeln!(
+                std::io::stdout().lock(),
+                "SKIP sqpoll_submits_without_entering_while_the_poller_is_awake: SQPOLL: {e}"
+            )
+            .unwrap();
+            return;
+        }
+    };
+    k.uring_register_buffers(ring, &[mem]).unwrap();
+    k.uring_register_files(ring, &[fd]).unwrap();
+    let awake_calls = run_batches(&k, ring, BATCHES, BATCH);
+    // Idle past sq_thread_idle: the poller sleeps and the next batch must wake it.
+    std::thread::sleep(std::time::Duration::from_millis(u64::from(IDLE_MS) * 4));
+    let asleep_calls = run_batches(&k, ring, 1, BATCH);
+    let show = |calls: &[BatchCalls]| {
+        calls
+            .iter()
+            .map(|c| format!("{}+{}", c.submit, c.wait))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    writeln!(
+        std::io::stdout().lock(),
+        "enter calls (submit+wait) per batch of {BATCH} reads: without SQPOLL [{}]; \
+         SQPOLL [{}]; SQPOLL after {}ms idle [{}]",
+        show(&plain_calls),
+        show(&awake_calls),
+        IDLE_MS * 4,
+        show(&asleep_calls)
+    )
+    .unwrap();
+    // With the poller awake, handing SQEs over costs nothing; only the first batch after
+    // setup may find it asleep. Waiting costs at most one enter (when spinning stalls).
+    assert!(
+        awake_calls[1..].iter().all(|c| c.submit == 0),
+        "{awake_calls:?}"
+    );
+    assert!(awake_calls.iter().all(|c| c.submit <= 1 && c.wait <= 1));
+    assert_eq!(asleep_calls[0].submit, 1, "exactly the wakeup");
+    k.uring_close(ring).unwrap();
+    k.mem_free(mem).unwrap();
+    k.close(fd).unwrap();
+}
