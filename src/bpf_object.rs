@@ -291,6 +291,12 @@ impl KernelProgram {
         &self.name
     }
 
+    /// Makes later calls (test runs, mmaps, reads) go through `kernel`, another view of the
+    /// same kernel (e.g. one compaction job's accounted view): fds and mappings stay valid.
+    pub fn rebind(&mut self, kernel: Arc<dyn Kernel>) {
+        self.maps.kernel = kernel;
+    }
+
     /// The kernel the program is loaded into.
     pub fn kernel(&self) -> &Arc<dyn Kernel> {
         &self.maps.kernel

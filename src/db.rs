@@ -154,6 +154,7 @@ impl Db {
     pub fn open(kernel: Arc<dyn Kernel>, dir: &Path, options: Options) -> Result<Db> {
         options.validate().map_err(Error::InvalidArgument)?;
         let executor = executor_for(options.compaction_mode)?;
+        executor.prepare(&kernel)?;
         if options.create_if_missing {
             match kernel.mkdir(dir) {
                 // A new directory's name is durable only once its parent is synced: without

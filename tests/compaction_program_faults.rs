@@ -43,6 +43,7 @@ use resystance_programs::abi::{
     WINDOW_BLOCKS_MAX, WINDOW_BYTES,
 };
 use resystance_programs::driver::{
+    Window,
     drive, BlockSource, BoxError, DriveError, DriveSummary, Machine, MemorySink, TwinMachine,
     WindowFill,
 };
@@ -690,9 +691,12 @@ impl BlockSource for FaultSource<'_> {
     fn fill(
         &mut self,
         run: usize,
-        window: &mut [u8],
+        window: Window<'_>,
         block_len: &mut [u32; WINDOW_BLOCKS_MAX],
     ) -> Result<WindowFill, BoxError> {
+        let Window::Host(window) = window else {
+            return Err("FaultSource writes host windows only".into());
+        };
         window.fill(0);
         let Some(blocks) = self.blocks.get(run) else {
             // num_runs over the runs the case has: those runs are empty.

@@ -15,12 +15,28 @@ use crate::abi::{
 /// An error of the source, sink or machine, with its own message.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
+/// Where a run's window lies, as the source sees it.
+#[derive(Debug)]
+pub enum Window<'a> {
+    /// Host memory the source writes into ([`WINDOW_VALUE_BYTES`] long).
+    Host(&'a mut [u8]),
+    /// Memory the source reaches only through the kernel (e.g. an mmapped BPF map that
+    /// io_uring reads into): an opaque region handle of the machine's kernel and the window's
+    /// offset in it.
+    Region {
+        /// The region (a `MemId` of the kernel boundary).
+        region: u32,
+        /// Byte offset of the window in the region.
+        offset: usize,
+    },
+}
+
 /// Runs the compaction program over shared memory.
 pub trait Machine {
     /// The job as user space sees it between runs.
     fn job_mut(&mut self) -> &mut Job;
-    /// The window of run `run` ([`WINDOW_VALUE_BYTES`] long), for the source to fill.
-    fn window_mut(&mut self, run: usize) -> &mut [u8];
+    /// The window of run `run`, for the source to fill.
+    fn window(&mut self, run: usize) -> Window<'_>;
     /// The output region after the last run.
     fn output(&self) -> &[u8];
     /// The records after the last run.
@@ -44,11 +60,12 @@ pub struct WindowFill {
 pub trait BlockSource {
     /// Places the next blocks of run `run` into `window` (at most [`WINDOW_BYTES`] of it is
     /// used) and their contents sizes into `block_len`; must place at least one block unless
-    /// the run has none left.
+    /// the run has none left. A source that cannot write the kind of window it is given
+    /// returns an error.
     fn fill(
         &mut self,
         run: usize,
-        window: &mut [u8],
+        window: Window<'_>,
         block_len: &mut [u32; WINDOW_BLOCKS_MAX],
     ) -> Result<WindowFill, BoxError>;
 }
@@ -234,11 +251,16 @@ fn fill_window(
 ) -> Result<(), DriveError> {
     let mut block_len = [0u32; WINDOW_BLOCKS_MAX];
     let fill = {
-        let window = machine.window_mut(run);
-        assert!(window.len() >= WINDOW_BYTES, "window under WINDOW_BYTES");
-        let len = WINDOW_VALUE_BYTES.min(window.len());
+        let window = match machine.window(run) {
+            Window::Host(bytes) => {
+                assert!(bytes.len() >= WINDOW_BYTES, "window under WINDOW_BYTES");
+                let len = WINDOW_VALUE_BYTES.min(bytes.len());
+                Window::Host(&mut bytes[..len])
+            }
+            region => region,
+        };
         source
-            .fill(run, &mut window[..len], &mut block_len)
+            .fill(run, window, &mut block_len)
             .map_err(DriveError::Source)?
     };
     if fill.blocks == 0 && fill.more {
@@ -323,8 +345,8 @@ impl Machine for TwinMachine {
         &mut self.job
     }
 
-    fn window_mut(&mut self, run: usize) -> &mut [u8] {
-        &mut self.windows[run]
+    fn window(&mut self, run: usize) -> Window<'_> {
+        Window::Host(&mut self.windows[run])
     }
 
     fn output(&self) -> &[u8] {
@@ -403,9 +425,12 @@ impl BlockSource for MemorySource {
     fn fill(
         &mut self,
         run: usize,
-        window: &mut [u8],
+        window: Window<'_>,
         block_len: &mut [u32; WINDOW_BLOCKS_MAX],
     ) -> Result<WindowFill, BoxError> {
+        let Window::Host(window) = window else {
+            return Err("MemorySource writes host windows only".into());
+        };
         let blocks = &self.runs[run];
         let mut at = self.first_offset as usize;
         let mut placed = 0usize;

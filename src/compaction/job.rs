@@ -87,6 +87,13 @@ pub struct JobOutput {
 pub trait CompactionExecutor: Send + Sync + std::fmt::Debug {
     /// The mode this executor implements.
     fn mode(&self) -> CompactionMode;
+    /// Checks, when the database opens, that `kernel` offers what this mode needs (and loads
+    /// what it can load once), so a missing feature is an error at open, not at the first
+    /// compaction.
+    fn prepare(&self, kernel: &Arc<dyn Kernel>) -> Result<()> {
+        let _ = kernel;
+        Ok(())
+    }
     /// Runs `job` to completion. On error, outputs written so far are removed (best effort);
     /// inputs are never touched.
     fn run(&self, job: &CompactionJob, env: &JobEnv<'_>) -> Result<JobOutput>;

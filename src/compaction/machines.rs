@@ -12,7 +12,7 @@ use std::sync::Arc;
 use resystance_programs::abi::{
     bytes_of, status, Job, Record, OUTPUT_VALUE_BYTES, RECORDS_MAX, RUNS_MAX, WINDOW_VALUE_BYTES,
 };
-use resystance_programs::driver::{read_pod, BoxError, Machine};
+use resystance_programs::driver::{read_pod, BoxError, Machine, Window};
 use resystance_programs::{maps, COMPACT_OBJECT, COMPACT_PROGRAM};
 use resystance_traces::{Kernel, MemId};
 use resystance_vm::exec::Limits;
@@ -88,13 +88,13 @@ impl Machine for VmMachine {
         &mut self.job
     }
 
-    fn window_mut(&mut self, run: usize) -> &mut [u8] {
+    fn window(&mut self, run: usize) -> Window<'_> {
         assert!(run < RUNS_MAX);
         let all = self
             .loaded
             .map_mmap_mut(maps::WINDOWS)
             .expect("cj_windows is mmapable");
-        &mut all[run * WINDOW_VALUE_BYTES..(run + 1) * WINDOW_VALUE_BYTES]
+        Window::Host(&mut all[run * WINDOW_VALUE_BYTES..(run + 1) * WINDOW_VALUE_BYTES])
     }
 
     fn output(&self) -> &[u8] {
@@ -136,6 +136,9 @@ pub struct KernelMachine {
     dirty: Vec<bool>,
     output: Vec<u8>,
     records: Vec<Record>,
+    /// Windows are handed to sources as the mmapped map region (io_uring reads straight into
+    /// it) rather than as host buffers copied in before each run.
+    direct_windows: bool,
     /// Nanoseconds the kernel reported for all test runs so far.
     pub run_ns: u64,
 }
@@ -173,8 +176,30 @@ impl KernelMachine {
             dirty: vec![false; runs],
             output: vec![0u8; OUTPUT_VALUE_BYTES],
             records: vec![*resystance_programs::abi::boxed_zeroed::<Record>(); RECORDS_MAX],
+            direct_windows: false,
             run_ns: 0,
         })
+    }
+
+    /// Hands windows to sources as the mmapped `cj_windows` region (see [`Window::Region`]):
+    /// the source must write them through the kernel (io_uring), and nothing is copied.
+    pub fn with_direct_windows(mut self) -> Self {
+        self.direct_windows = true;
+        self.windows = Vec::new();
+        self.dirty = Vec::new();
+        self
+    }
+
+    /// The mmapped `cj_windows` map (all runs' windows, [`WINDOW_VALUE_BYTES`] apart).
+    pub fn windows_region(&self) -> MemId {
+        self.windows_mem
+    }
+
+    /// Makes later runs go through `kernel`, another view of the same kernel (a compaction
+    /// job's accounted view), so each job counts its own calls.
+    pub fn rebind(&mut self, kernel: Arc<dyn Kernel>) {
+        self.program.rebind(Arc::clone(&kernel));
+        self.kernel = kernel;
     }
 
     /// Instructions the verifier processed when it accepted the program.
@@ -188,9 +213,15 @@ impl Machine for KernelMachine {
         &mut self.job
     }
 
-    fn window_mut(&mut self, run: usize) -> &mut [u8] {
+    fn window(&mut self, run: usize) -> Window<'_> {
+        if self.direct_windows {
+            return Window::Region {
+                region: self.windows_mem.0,
+                offset: run * WINDOW_VALUE_BYTES,
+            };
+        }
         self.dirty[run] = true;
-        &mut self.windows[run]
+        Window::Host(&mut self.windows[run])
     }
 
     fn output(&self) -> &[u8] {

@@ -16,24 +16,21 @@ pub mod machines;
 pub mod output;
 pub mod picker;
 pub mod program_io;
+pub mod uring;
 pub mod visibility;
 
 pub use baseline::BaselineExecutor;
 pub use job::{CompactionExecutor, CompactionJob, JobEnv, JobOutput};
 pub use picker::{pick_compaction, PickedCompaction};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::options::CompactionMode;
 
-/// The executor for `mode`, or a clear error naming what is missing.
+/// The executor for `mode`.
 pub fn executor_for(mode: CompactionMode) -> Result<Box<dyn CompactionExecutor>> {
-    match mode {
-        CompactionMode::Baseline => Ok(Box::new(BaselineExecutor)),
-        CompactionMode::Uring => Err(Error::NotSupported(
-            "compaction mode `uring` arrives with the real-kernel issue (#6) (io_uring executor); use --compaction_mode=baseline".into(),
-        )),
-        CompactionMode::Resystance => Err(Error::NotSupported(
-            "compaction mode `resystance` needs the eBPF compaction program (programs issue #4) and io_uring into BPF maps (real-kernel issue #6); use --compaction_mode=baseline".into(),
-        )),
-    }
+    Ok(match mode {
+        CompactionMode::Baseline => Box::new(BaselineExecutor),
+        CompactionMode::Uring => Box::new(uring::UringExecutor),
+        CompactionMode::Resystance => Box::new(uring::ResystanceExecutor::default()),
+    })
 }

@@ -12,7 +12,7 @@ use resystance_programs::abi::{
     RESTART_INTERVAL_MAX, RUNS_MAX, SNAPSHOTS_MAX, WINDOW_BLOCKS_MAX, WINDOW_BYTES,
 };
 use resystance_programs::driver::{
-    drive, BlockSink, BlockSource, BoxError, DriveError, Machine, WindowFill,
+    drive, BlockSink, BlockSource, BoxError, DriveError, Machine, Window, WindowFill,
 };
 use resystance_traces::Kernel;
 
@@ -78,8 +78,23 @@ pub fn run_job(
     env: &JobEnv<'_>,
     blocks_per_read: usize,
 ) -> Result<JobOutput> {
+    let mut source = PreadSource {
+        kernel: Arc::clone(&env.kernel),
+        inputs: InputRuns::open(job, env)?,
+        blocks_per_read,
+    };
+    run_job_with(machine, job, env, &mut source)
+}
+
+/// Runs `job` through `machine` with input from `source`; outputs become tables in the
+/// job's directory.
+pub fn run_job_with(
+    machine: &mut dyn Machine,
+    job: &CompactionJob,
+    env: &JobEnv<'_>,
+    source: &mut dyn InputSource,
+) -> Result<JobOutput> {
     let params = job_params(job)?;
-    let mut source = TableSource::open(job, env, blocks_per_read)?;
     let mut sink = TableSink {
         files: OutputFiles::new(
             Arc::clone(&env.kernel),
@@ -88,19 +103,25 @@ pub fn run_job(
             job.table_options.clone(),
         ),
     };
-    let summary =
-        drive(machine, &params, &mut source, &mut sink, &mut |_| {}).map_err(|e| match e {
-            DriveError::Source(e) | DriveError::Sink(e) => match e.downcast::<Error>() {
-                Ok(engine) => *engine,
-                Err(other) => Error::Program(format!("compaction {}: {other}", job.id)),
-            },
-            DriveError::Program(p) => Error::corruption(
-                source.path_of(p.run),
-                0,
-                format!("compaction {}: {p}", job.id),
-            ),
-            other => Error::Program(format!("compaction {}: {other}", job.id)),
-        })?;
+    let summary = drive(
+        machine,
+        &params,
+        source.as_block_source(),
+        &mut sink,
+        &mut |_| {},
+    )
+    .map_err(|e| match e {
+        DriveError::Source(e) | DriveError::Sink(e) => match e.downcast::<Error>() {
+            Ok(engine) => *engine,
+            Err(other) => Error::Program(format!("compaction {}: {other}", job.id)),
+        },
+        DriveError::Program(p) => Error::corruption(
+            source.inputs().path_of(p.run),
+            0,
+            format!("compaction {}: {p}", job.id),
+        ),
+        other => Error::Program(format!("compaction {}: {other}", job.id)),
+    })?;
     let files = sink.files.finish()?;
     let expected_in: u64 = job.inputs().map(|f| f.num_entries).sum();
     if summary.entries_in != expected_in {
@@ -123,21 +144,44 @@ pub fn run_job(
     })
 }
 
-/// Input blocks of each run, read with `pread` straight into the program's windows.
-struct TableSource {
-    kernel: Arc<dyn Kernel>,
-    /// Per run: its tables' data blocks in order, and how many were handed out.
+/// The input data blocks of a job's runs, in order, and how far each run has been read.
+pub struct InputRuns {
     runs: Vec<RunBlocks>,
-    blocks_per_read: usize,
 }
 
 struct RunBlocks {
-    blocks: Vec<(Arc<Table>, BlockHandle)>,
+    /// (file number, table, block handle)
+    blocks: Vec<(u64, Arc<Table>, BlockHandle)>,
     next: usize,
 }
 
-impl TableSource {
-    fn open(job: &CompactionJob, env: &JobEnv<'_>, blocks_per_read: usize) -> Result<Self> {
+impl std::fmt::Debug for InputRuns {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("InputRuns")
+            .field("runs", &self.runs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One read of a window fill: `len` bytes of `table` at `offset` (one or more whole blocks,
+/// contiguous in the file) go to window offset `window_at`.
+#[derive(Debug)]
+pub struct Span {
+    /// The table's file number.
+    pub number: u64,
+    /// The table.
+    pub table: Arc<Table>,
+    /// File offset.
+    pub offset: u64,
+    /// Bytes, trailers included.
+    pub len: usize,
+    /// Where in the window they go.
+    pub window_at: usize,
+}
+
+impl InputRuns {
+    /// The job's runs; every input must be a CRC32c table (what the program verifies).
+    pub fn open(job: &CompactionJob, env: &JobEnv<'_>) -> Result<Self> {
         let mut runs = Vec::with_capacity(job.runs.len());
         for run in &job.runs {
             let mut blocks = Vec::new();
@@ -154,44 +198,42 @@ impl TableSource {
                     table
                         .data_block_handles()
                         .iter()
-                        .map(|&h| (Arc::clone(&table), h)),
+                        .map(|&h| (f.number, Arc::clone(&table), h)),
                 );
             }
             runs.push(RunBlocks { blocks, next: 0 });
         }
-        Ok(TableSource {
-            kernel: Arc::clone(&env.kernel),
-            runs,
-            blocks_per_read: blocks_per_read.clamp(1, WINDOW_BLOCKS_MAX),
-        })
+        Ok(InputRuns { runs })
     }
 
     /// The file holding run `run`'s current block (for error messages).
-    fn path_of(&self, run: u32) -> PathBuf {
+    pub fn path_of(&self, run: u32) -> PathBuf {
         self.runs
             .get(run as usize)
             .and_then(|r| r.blocks.get(r.next.saturating_sub(1)))
-            .map_or_else(PathBuf::new, |(t, _)| t.path().to_path_buf())
+            .map_or_else(PathBuf::new, |(_, t, _)| t.path().to_path_buf())
     }
-}
 
-impl BlockSource for TableSource {
-    fn fill(
+    /// Plans run `run`'s next window: at most `blocks_max` blocks in at most [`WINDOW_BYTES`],
+    /// consecutive blocks of one table merged into one read. Fills `block_len`, marks the
+    /// blocks as handed out, and returns the reads and the window fill.
+    pub fn plan(
         &mut self,
         run: usize,
-        window: &mut [u8],
+        blocks_max: usize,
         block_len: &mut [u32; WINDOW_BLOCKS_MAX],
-    ) -> std::result::Result<WindowFill, BoxError> {
+    ) -> Result<(Vec<Span>, WindowFill)> {
+        let blocks_max = blocks_max.clamp(1, WINDOW_BLOCKS_MAX);
         let r = &mut self.runs[run];
+        let mut spans = Vec::new();
         let mut at = 0usize;
         let mut placed = 0usize;
-        // Consecutive blocks of one table are contiguous in the file: one read brings several.
-        while placed < self.blocks_per_read && r.next < r.blocks.len() {
-            let (table, first) = &r.blocks[r.next];
+        while placed < blocks_max && r.next < r.blocks.len() {
+            let (number, table, first) = &r.blocks[r.next];
             let mut n = 1;
             let mut end = first.end_with_trailer().unwrap_or(u64::MAX);
-            while placed + n < self.blocks_per_read && r.next + n < r.blocks.len() {
-                let (t, h) = &r.blocks[r.next + n];
+            while placed + n < blocks_max && r.next + n < r.blocks.len() {
+                let (_, t, h) = &r.blocks[r.next + n];
                 let next_end = h.end_with_trailer().unwrap_or(u64::MAX);
                 if !Arc::ptr_eq(t, table)
                     || h.offset != end
@@ -207,29 +249,89 @@ impl BlockSource for TableSource {
                 if placed > 0 {
                     break;
                 }
-                return Err(Box::new(Error::NotSupported(format!(
+                return Err(Error::NotSupported(format!(
                     "{}: data block at {} of {} bytes exceeds the program's {WINDOW_BYTES}-byte window",
                     table.path().display(),
                     first.offset,
                     first.size
-                ))));
+                )));
             }
-            let span = BlockHandle::new(first.offset, bytes - crate::sst::BLOCK_TRAILER_LEN as u64);
-            let read = table.read_raw_block(self.kernel.as_ref(), span, &mut window[at..])?;
+            if end > table.file_size() {
+                return Err(Error::corruption(
+                    table.path(),
+                    first.offset,
+                    "data blocks run past the end of the file",
+                ));
+            }
             for i in 0..n {
-                let h = r.blocks[r.next + i].1;
+                let h = r.blocks[r.next + i].2;
                 block_len[placed + i] = u32::try_from(h.size).expect("block fits a window");
             }
-            at += read;
+            let len = usize::try_from(bytes).expect("within a window");
+            spans.push(Span {
+                number: *number,
+                table: Arc::clone(table),
+                offset: first.offset,
+                len,
+                window_at: at,
+            });
+            at += len;
             placed += n;
             r.next += n;
         }
-        Ok(WindowFill {
+        let fill = WindowFill {
             first: 0,
             blocks: u32::try_from(placed).expect("at most WINDOW_BLOCKS_MAX"),
             more: r.next < r.blocks.len(),
-        })
+        };
+        Ok((spans, fill))
     }
+}
+
+/// Input blocks read with `pread` straight into host windows: `blocks_per_read` blocks per
+/// window (1: RocksDB's one `pread` per data block).
+struct PreadSource {
+    kernel: Arc<dyn Kernel>,
+    inputs: InputRuns,
+    blocks_per_read: usize,
+}
+
+impl BlockSource for PreadSource {
+    fn fill(
+        &mut self,
+        run: usize,
+        window: Window<'_>,
+        block_len: &mut [u32; WINDOW_BLOCKS_MAX],
+    ) -> std::result::Result<WindowFill, BoxError> {
+        let Window::Host(window) = window else {
+            return Err("the pread source writes host windows only".into());
+        };
+        let (spans, fill) = self.inputs.plan(run, self.blocks_per_read, block_len)?;
+        for span in spans {
+            let dst = &mut window[span.window_at..span.window_at + span.len];
+            span.table
+                .read_raw(self.kernel.as_ref(), span.offset, dst)?;
+        }
+        Ok(fill)
+    }
+}
+
+impl InputSource for PreadSource {
+    fn inputs(&self) -> &InputRuns {
+        &self.inputs
+    }
+
+    fn as_block_source(&mut self) -> &mut dyn BlockSource {
+        self
+    }
+}
+
+/// A block source over a job's [`InputRuns`].
+pub trait InputSource: BlockSource {
+    /// The runs it reads.
+    fn inputs(&self) -> &InputRuns;
+    /// Itself, as the driver takes it.
+    fn as_block_source(&mut self) -> &mut dyn BlockSource;
 }
 
 /// Output blocks into new tables: a new file at every record marked as starting one.

@@ -164,37 +164,25 @@ impl Table {
         !self.index_kind.internal_keys()
     }
 
-    /// Reads one block's raw bytes (contents and trailer, unverified) into the front of `dst`
+    /// Reads `dst.len()` raw bytes at `offset` (data blocks with their trailers, unverified)
     /// with one `pread`: how compaction feeds blocks to the compaction program, which verifies
-    /// them itself. Returns the bytes read (`handle.size + 5`).
-    pub fn read_raw_block(
-        &self,
-        kernel: &dyn Kernel,
-        handle: BlockHandle,
-        dst: &mut [u8],
-    ) -> Result<usize> {
-        let end = handle.end_with_trailer();
-        if end.is_none_or(|end| end > self.file_size) {
+    /// them itself. The range must lie inside the file.
+    pub fn read_raw(&self, kernel: &dyn Kernel, offset: u64, dst: &mut [u8]) -> Result<()> {
+        if offset
+            .checked_add(dst.len() as u64)
+            .is_none_or(|end| end > self.file_size)
+        {
             return Err(self.corrupt(
-                handle.offset,
-                format!(
-                    "block {}+{} runs past the end of the file",
-                    handle.offset, handle.size
-                ),
+                offset,
+                format!("{} bytes at {offset} run past the end of the file", dst.len()),
             ));
         }
-        let len = usize::try_from(handle.size).expect("block fits memory") + BLOCK_TRAILER_LEN;
-        if len > dst.len() {
-            return Err(Error::NotSupported(format!(
-                "{}: block at {} has {len} bytes, more than the {}-byte buffer for it",
-                self.path.display(),
-                handle.offset,
-                dst.len()
-            )));
-        }
-        self.file
-            .read_exact_into(kernel, handle.offset, &mut dst[..len])?;
-        Ok(len)
+        self.file.read_exact_into(kernel, offset, dst)
+    }
+
+    /// The open file's descriptor (for io_uring reads).
+    pub fn fd(&self) -> resystance_traces::Fd {
+        self.file.fd()
     }
 
     /// Reads one data block with exactly one `pread` of `handle.size + 5` bytes, verifies its

@@ -85,8 +85,13 @@ pub enum KernelError {
         /// What is missing and where it will come from.
         why: String,
     },
-    /// The verifier rejected a program: its log says why (the tail, if it overflowed).
-    #[error("{call}: the verifier rejected the program ({errno}); verifier log:\n{log}")]
+    /// The verifier rejected a program: its log says why (the tail, if it overflowed). The
+    /// message shows the log's last lines, where the verifier says what it refused; the whole
+    /// log is in `log`.
+    #[error(
+        "{call}: the verifier rejected the program ({errno}); {}",
+        log_tail(log)
+    )]
     Rejected {
         /// The call that failed (`bpf(BPF_PROG_LOAD)`).
         call: SyscallKind,
@@ -116,6 +121,25 @@ impl KernelError {
             | KernelError::NotPermitted { errno, .. } => Some(*errno),
             KernelError::Unsupported { .. } => None,
         }
+    }
+}
+
+/// Lines of a verifier log an error message shows.
+const VERIFIER_LOG_LINES_SHOWN: usize = 12;
+
+/// The last lines of a verifier log, saying how many were left out.
+fn log_tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    let skip = lines.len().saturating_sub(VERIFIER_LOG_LINES_SHOWN);
+    let tail = lines[skip..].join("\n");
+    if skip == 0 {
+        format!("verifier log:\n{tail}")
+    } else {
+        format!(
+            "last {} of {} lines of the verifier log:\n{tail}",
+            lines.len() - skip,
+            lines.len()
+        )
     }
 }
 
