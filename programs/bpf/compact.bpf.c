@@ -14,7 +14,16 @@
  * memory (job->cur[]), reloaded each iteration, so the verifier sees an unknown scalar and
  * prunes after one pass; every offset is bounds-checked for the logic and masked for the
  * verifier (the masks never change a checked value). The per-entry work lives in global
- * functions, verified once each, with a fresh loop budget per call. */
+ * functions, verified once each, with a fresh loop budget per call: cj_steps runs up to
+ * STEPS_PER_CALL merge steps per call (a BPF-to-BPF call and return cost more than a short
+ * step on Linux), far inside its budget.
+ *
+ * Speed notes: CRC32c is most of the work; its inner step is BPF assembly (one table base
+ * register, indexes scaled and masked in place, two words a turn). Keys of at most 16 user
+ * bytes are compared and prefixed without a call or a loop; short copies have no loop; the
+ * output writer's "new user key" test compares only when the head's user key equals the last
+ * merged one. Copies may write past a key's length (key buffers) or past the entry (output,
+ * whose later bytes overwrite the excess), never past a buffer. */
 #include "bpf_defs.h"
 #include "compact_abi.h"
 #include "crc32c_table.h"
@@ -85,6 +94,7 @@ _Static_assert(CJ_BLOCK_BYTES_MAX <= CJ_OUTPUT_BYTES, "a largest block fits the 
 #define CUR_EMIT 9
 #define CUR_FINISH 10
 #define CUR_START 11
+#define CUR_STEPS 12
 
 /* Key selectors of cj_cmp: 0..CJ_RUNS_MAX-1 name a run's head. */
 #define SEL_IN_LAST CJ_RUNS_MAX
@@ -112,43 +122,87 @@ static __always_inline __u32 crc_mask(__u32 crc)
 	return ((crc >> 15) | (crc << 17)) + 0xa282ead8;
 }
 
-/* Slicing-by-8 step over 8 little-endian bytes. */
-static __always_inline __u32 crc_step8(__u32 crc, __u64 word)
-{
-	__u32 lo = crc ^ (__u32)word;
-	__u32 hi = (__u32)(word >> 32);
+/* Table k of cj_crc_table at byte index `idx4` (4 * the table index, already masked). */
+#define CRC_T(tbl, k, idx4) (*(const __u32 *)((tbl) + (k) * 1024 + (idx4)))
 
-	return cj_crc_table[7][lo & 0xff] ^ cj_crc_table[6][(lo >> 8) & 0xff] ^
-	       cj_crc_table[5][(lo >> 16) & 0xff] ^ cj_crc_table[4][lo >> 24] ^
-	       cj_crc_table[3][hi & 0xff] ^ cj_crc_table[2][(hi >> 8) & 0xff] ^
-	       cj_crc_table[1][(hi >> 16) & 0xff] ^ cj_crc_table[0][hi >> 24];
+/* One slicing-by-8 lookup: byte `sh` of x (scaled by 4: shifted right by 8 * sh - 2) in table
+ * 7 - sh, XORed into c. */
+#define CRC_LOOKUP(sh, tab)                                                          \
+	"%[t] = %[x]\n\t"                                                              \
+	"%[t] >>= " #sh "\n\t"                                                         \
+	"%[t] &= 0x3fc\n\t"                                                            \
+	"%[t] += %[tbl]\n\t"                                                           \
+	"%[t] = *(u32 *)(%[t] + " #tab ")\n\t"                                          \
+	"%[c] ^= %[t]\n\t"
+
+/* Slicing-by-8 step over 8 little-endian bytes, `x` = the bytes XOR the CRC (zero-extended):
+ * eight lookups, each index scaled by 4 and masked with 0x3fc against one table base `tbl`.
+ * Written in assembly because clang rematerialises or spills the table base per lookup. */
+static __always_inline __u64 crc_step8(const __u8 *tbl, __u64 x)
+{
+	__u64 c, t;
+
+	asm("%[c] = %[x]\n\t"
+	    "%[c] <<= 2\n\t"
+	    "%[c] &= 0x3fc\n\t"
+	    "%[c] += %[tbl]\n\t"
+	    "%[c] = *(u32 *)(%[c] + 7168)\n\t"
+	    CRC_LOOKUP(6, 6144)
+	    CRC_LOOKUP(14, 5120)
+	    CRC_LOOKUP(22, 4096)
+	    CRC_LOOKUP(30, 3072)
+	    CRC_LOOKUP(38, 2048)
+	    CRC_LOOKUP(46, 1024)
+	    "%[x] >>= 54\n\t"
+	    "%[x] &= 0x3fc\n\t"
+	    "%[x] += %[tbl]\n\t"
+	    "%[x] = *(u32 *)(%[x] + 0)\n\t"
+	    "%[c] ^= %[x]\n\t"
+	    : [c] "=&r"(c), [t] "=&r"(t), [x] "+r"(x)
+	    : [tbl] "r"(tbl)
+	    : "memory");
+	return c;
 }
 
-static __always_inline __u32 crc_step1(__u32 crc, __u8 byte)
+static __always_inline __u64 crc_step1(const __u8 *tbl, __u64 crc, __u8 byte)
 {
-	return cj_crc_table[0][(crc ^ byte) & 0xff] ^ (crc >> 8);
+	return CRC_T(tbl, 0, ((crc ^ byte) & 0xff) << 2) ^ (crc >> 8);
 }
 
-/* CRC32c (unmasked) of bytes [off, off + len) of `base`, a buffer with `mask` + 1 + 8 bytes. */
+/* CRC32c (unmasked) of bytes [off, off + len) of `base`, a buffer with `mask` + 1 + 8 bytes.
+ * The cursor is the absolute offset of the next byte. */
 #define CRC_BODY(job, base, mask, off, len)                                        \
 	do {                                                                       \
-		__u32 crc = ~0u;                                                   \
-		job->cur[CUR_CRC] = 0;                                             \
+		const __u8 *tbl = (const __u8 *)cj_crc_table;                      \
+		__u32 end = off + len;                                             \
+		__u64 crc = 0xffffffffULL; /* always below 2^32 */                 \
+		job->cur[CUR_CRC] = off;                                           \
 		while (can_loop) {                                                 \
-			__u32 i = job->cur[CUR_CRC];                               \
-			if (i + 8 > len)                                           \
+			__u32 p = job->cur[CUR_CRC];                               \
+			__u64 x, y;                                                \
+			if (p + 16 > end)                                          \
 				break;                                             \
-			crc = crc_step8(crc, *(__u64 *)(base + ((off + i) & mask))); \
-			job->cur[CUR_CRC] = i + 8;                                 \
+			job->cur[CUR_CRC] = p + 16;                                \
+			x = *(__u64 *)(base + (p & mask));                         \
+			y = *(__u64 *)(base + (p & mask) + 8);                     \
+			crc = crc_step8(tbl, x ^ crc);                             \
+			crc = crc_step8(tbl, y ^ crc);                             \
+		}                                                                  \
+		{                                                                  \
+			__u32 p = job->cur[CUR_CRC];                               \
+			if (p + 8 <= end) {                                        \
+				job->cur[CUR_CRC] = p + 8;                         \
+				crc = crc_step8(tbl, *(__u64 *)(base + (p & mask)) ^ crc); \
+			}                                                          \
 		}                                                                  \
 		while (can_loop) {                                                 \
-			__u32 i = job->cur[CUR_CRC];                               \
-			if (i >= len)                                              \
+			__u32 p = job->cur[CUR_CRC];                               \
+			if (p >= end)                                              \
 				break;                                             \
-			crc = crc_step1(crc, base[(off + i) & mask]);              \
-			job->cur[CUR_CRC] = i + 1;                                 \
+			job->cur[CUR_CRC] = p + 1;                                 \
+			crc = crc_step1(tbl, crc, base[p & mask]);                 \
 		}                                                                  \
-		if (job->cur[CUR_CRC] != len)                                      \
+		if (job->cur[CUR_CRC] != end)                                      \
 			return CRC_LOOP;                                           \
 		return (__u32)~crc;                                                \
 	} while (0)
@@ -177,33 +231,24 @@ static __always_inline void store32(__u8 *p, __u32 v)
 	*(__u32 *)p = v;
 }
 
+/* De Bruijn sequence for lowest_bit: (b * CJ_DEBRUIJN64) >> 58 is distinct for every single
+ * bit b; the table maps it back to the bit's index. */
+#define CJ_DEBRUIJN64 0x07EDD5E59A4E28C2ULL
+static const __u8 cj_debruijn_index[64] = {
+	63, 0, 58, 1, 59, 47, 53, 2, 60, 39, 48, 27, 54, 33, 42, 3,
+	61, 51, 37, 40, 49, 18, 28, 20, 55, 30, 34, 11, 43, 14, 22, 4,
+	62, 57, 46, 52, 38, 26, 32, 41, 50, 36, 17, 19, 29, 10, 13, 21,
+	56, 45, 25, 31, 35, 16, 9, 12, 44, 24, 15, 8, 23, 7, 6, 5,
+};
+
+/* Index of the lowest set bit of x (x != 0). */
 static __always_inline __u32 lowest_bit(__u64 x)
 {
-	__u32 n = 0;
+	__u32 n = cj_debruijn_index[((x & -x) * CJ_DEBRUIJN64) >> 58];
 
-	if (!(x & 0xffffffffULL)) {
-		n += 32;
-		x >>= 32;
-	}
-	if (!(x & 0xffff)) {
-		n += 16;
-		x >>= 16;
-	}
-	if (!(x & 0xff)) {
-		n += 8;
-		x >>= 8;
-	}
-	if (!(x & 0xf)) {
-		n += 4;
-		x >>= 4;
-	}
-	if (!(x & 0x3)) {
-		n += 2;
-		x >>= 2;
-	}
-	if (!(x & 0x1))
-		n += 1;
-	return n;
+	/* Clang knows the table's values are below 64; the verifier does not. Keep the mask. */
+	asm volatile("" : "+r"(n));
+	return n & 63;
 }
 
 /* Index of the first byte where two little-endian words differ (they must differ). */
@@ -285,6 +330,65 @@ __noinline int cj_cmp(struct cj_job *job, __u32 a, __u32 b)
 	return 0;
 }
 
+/* Masks the bytes of a little-endian word at and past `r` (< 8) bytes. */
+static __always_inline __u64 word_prefix(__u64 x, __u32 r)
+{
+	return x & ((1ULL << (r * 8)) - 1);
+}
+
+/* cj_cmp without the call and the loop when both user keys are short: the same result, or
+ * CMP_SLOW when the first 16 bytes of both user keys are equal and the shorter is longer than
+ * 16 bytes (cj_cmp decides then). */
+#define CMP_SLOW 98
+static __always_inline int cmp_fast(const __u8 *ka, __u32 la, const __u8 *kb, __u32 lb)
+{
+	__u32 ua = (la - 8) & KEY_MASK;
+	__u32 ub = (lb - 8) & KEY_MASK;
+	__u32 n = ua < ub ? ua : ub;
+	__u64 x, y, ta, tb;
+
+	if (n) {
+		x = *(const __u64 *)ka;
+		y = *(const __u64 *)kb;
+		if (n < 8) {
+			x = word_prefix(x, n);
+			y = word_prefix(y, n);
+		}
+		if (x != y)
+			return __builtin_bswap64(x) < __builtin_bswap64(y) ? -2 : 2;
+		if (n > 8) {
+			x = *(const __u64 *)(ka + 8);
+			y = *(const __u64 *)(kb + 8);
+			if (n < 16) {
+				x = word_prefix(x, n - 8);
+				y = word_prefix(y, n - 8);
+			}
+			if (x != y)
+				return __builtin_bswap64(x) < __builtin_bswap64(y) ? -2 : 2;
+			if (n > 16)
+				return CMP_SLOW;
+		}
+	}
+	if (ua != ub)
+		return ua < ub ? -2 : 2;
+	ta = *(const __u64 *)(ka + ua);
+	tb = *(const __u64 *)(kb + ub);
+	if (ta != tb)
+		return ta > tb ? -1 : 1; /* sequence and type descending */
+	return 0;
+}
+
+/* cj_cmp(job, a, b) for two keys at hand. */
+static __always_inline int cmp_keys(struct cj_job *job, const __u8 *ka, __u32 la, __u32 a,
+				    const __u8 *kb, __u32 lb, __u32 b)
+{
+	int c = cmp_fast(ka, la, kb, lb);
+
+	if (c == CMP_SLOW)
+		c = cj_cmp(job, a, b);
+	return c;
+}
+
 /* Bytes the head of run `m` shares with the last output key. */
 __noinline int cj_shared(struct cj_job *job, __u32 m)
 {
@@ -315,6 +419,33 @@ __noinline int cj_shared(struct cj_job *job, __u32 m)
 	if (job->cur[CUR_CMP] < n)
 		return -1;
 	return n;
+}
+
+/* cj_shared without the call and the loop when the keys differ in their first 16 bytes or
+ * are at most 16 bytes long: the same result, or -2 (cj_shared decides then). */
+static __always_inline int shared_fast(const __u8 *ka, __u32 la, const __u8 *kb, __u32 lb)
+{
+	__u32 n, i;
+	__u64 x;
+
+	la &= 1023;
+	lb &= 1023;
+	n = la < lb ? la : lb;
+	x = *(const __u64 *)ka ^ *(const __u64 *)kb;
+	if (x) {
+		i = first_diff_byte(x);
+		return i < n ? i : n;
+	}
+	if (n <= 8)
+		return n;
+	x = *(const __u64 *)(ka + 8) ^ *(const __u64 *)(kb + 8);
+	if (x) {
+		i = 8 + first_diff_byte(x);
+		return i < n ? i : n;
+	}
+	if (n <= 16)
+		return n;
+	return -2;
 }
 
 /* Stripe of `seq`: the number of snapshots below it. */
@@ -371,6 +502,15 @@ static __always_inline int read_varint32(struct cj_window *w, __u32 *pos, __u32 
 	return -1;
 }
 
+/* Copies the first 32 bytes of a key buffer. */
+static __always_inline void copy32(__u8 *d, const __u8 *k)
+{
+	*(__u64 *)d = *(const __u64 *)k;
+	*(__u64 *)(d + 8) = *(const __u64 *)(k + 8);
+	*(__u64 *)(d + 16) = *(const __u64 *)(k + 16);
+	*(__u64 *)(d + 24) = *(const __u64 *)(k + 24);
+}
+
 /* Checks block `run->block` of run `r` and positions the run on its first entry. */
 static __always_inline int enter_block(struct cj_job *job, struct cj_run *run,
 				       struct cj_window *w, __u32 r)
@@ -414,12 +554,21 @@ static __always_inline int decode_entry(struct cj_job *job, struct cj_run *run,
 	__u32 b = run->block;
 	__u32 p = run->next_off;
 	__u32 limit = run->entries_end;
-	__u32 shared, non_shared, value_len, key_len;
+	__u32 shared, non_shared, value_len, key_len, hdr;
 	__u8 type;
 
-	if (read_varint32(w, &p, limit, &shared) || read_varint32(w, &p, limit, &non_shared) ||
-	    read_varint32(w, &p, limit, &value_len))
+	/* Three one-byte varints, the common case: one load (the window has slack). */
+	hdr = load32(w->bytes + (p & WIN_MASK));
+	if (!(hdr & 0x808080) && p + 3 <= limit) {
+		shared = hdr & 0xff;
+		non_shared = (hdr >> 8) & 0xff;
+		value_len = (hdr >> 16) & 0xff;
+		p += 3;
+	} else if (read_varint32(w, &p, limit, &shared) ||
+		   read_varint32(w, &p, limit, &non_shared) ||
+		   read_varint32(w, &p, limit, &value_len)) {
 		return fail(job, CJ_ERR_CORRUPT, CJ_DETAIL_VARINT, r, b, run->next_off);
+	}
 	if (run->next_off == run->block_off ? shared != 0 : shared > run->key_len)
 		return fail(job, CJ_ERR_CORRUPT, CJ_DETAIL_SHARED, r, b, run->next_off);
 	if ((__u64)shared + non_shared > CJ_KEY_BYTES_MAX)
@@ -432,6 +581,14 @@ static __always_inline int decode_entry(struct cj_job *job, struct cj_run *run,
 	if ((__u64)p + non_shared + value_len > limit)
 		return fail(job, CJ_ERR_CORRUPT, CJ_DETAIL_ENTRY_OVERRUN, r, b, run->next_off);
 	job->cur[CUR_KEY] = 0;
+	if (non_shared <= 16 && shared <= CJ_KEY_BYTES_MAX - 16) {
+		/* A short key delta, the common case: two words, no loop (the key buffer may
+		 * hold any bytes past the key's length, and stays inside its size here). */
+		*(__u64 *)(run->key + (shared & KEY_MASK)) = *(__u64 *)(w->bytes + (p & WIN_MASK));
+		*(__u64 *)(run->key + ((shared + 8) & KEY_MASK)) =
+			*(__u64 *)(w->bytes + ((p + 8) & WIN_MASK));
+		job->cur[CUR_KEY] = non_shared;
+	}
 	while (can_loop) {
 		__u32 i = job->cur[CUR_KEY];
 
@@ -439,7 +596,10 @@ static __always_inline int decode_entry(struct cj_job *job, struct cj_run *run,
 			break;
 		*(__u64 *)(run->key + ((shared + i) & KEY_MASK)) =
 			*(__u64 *)(w->bytes + ((p + i) & WIN_MASK));
-		job->cur[CUR_KEY] = i + 8;
+		if (i + 8 < non_shared)
+			*(__u64 *)(run->key + ((shared + i + 8) & KEY_MASK)) =
+				*(__u64 *)(w->bytes + ((p + i + 8) & WIN_MASK));
+		job->cur[CUR_KEY] = i + 16;
 	}
 	if (job->cur[CUR_KEY] < non_shared)
 		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, r, b, run->next_off);
@@ -454,7 +614,7 @@ static __always_inline int decode_entry(struct cj_job *job, struct cj_run *run,
 }
 
 /* Gives run `r` a head entry, or marks it exhausted. 0, CJ_NEED_INPUT or an error. */
-__noinline int cj_fill(struct cj_job *job, __u32 r)
+static __always_inline int cj_fill(struct cj_job *job, __u32 r)
 {
 	struct cj_window *w;
 	struct cj_run *run;
@@ -601,7 +761,7 @@ static __always_inline __u32 put_varint32(struct cj_output *out, __u32 pos, __u3
 /* Writes the head of run `m` into the output: cuts the file and the block first where the
  * output writer and table builder would. 0, CJ_OUTPUT_FULL (nothing of the entry written)
  * or an error. */
-__noinline int cj_emit(struct cj_job *job, __u32 m)
+__noinline int cj_emit(struct cj_job *job, __u32 m, int same_user_key)
 {
 	struct cj_output *out;
 	struct cj_window *w;
@@ -627,8 +787,12 @@ __noinline int cj_emit(struct cj_job *job, __u32 m)
 	    value_off > CJ_WINDOW_BYTES)
 		return fail(job, CJ_ERR_ABI, CJ_DETAIL_STATE, key, 0, 0);
 
-	if (job->out_last_len) {
-		int c = cj_cmp(job, SEL_OUT_LAST, key);
+	/* out_last_key is a merged key, so at most the last merged key (in_last_key): when the
+	 * head's user key is greater than in_last_key's, it is new for the output too. Only when
+	 * they are equal can the output's last user key be the same one. */
+	if (same_user_key && job->out_last_len) {
+		int c = cmp_keys(job, job->out_last_key, job->out_last_len, SEL_OUT_LAST, run->key,
+				 key_len, key);
 
 		if (c == CMP_LOOP)
 			return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, key, 0, 0);
@@ -683,7 +847,10 @@ __noinline int cj_emit(struct cj_job *job, __u32 m)
 	} else if (job->blk_entries == 0) {
 		shared = 0;
 	} else {
-		int s = cj_shared(job, key);
+		int s = shared_fast(job->out_last_key, job->out_last_len, run->key, key_len);
+
+		if (s == -2)
+			s = cj_shared(job, key);
 
 		if (s < 0)
 			return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, key, 0, 0);
@@ -701,15 +868,28 @@ __noinline int cj_emit(struct cj_job *job, __u32 m)
 	n += put_varint32(out, pos + n, non_shared);
 	n += put_varint32(out, pos + n, value_len);
 	pos += n;
+	/* Two words a turn: the output has slack, and later bytes overwrite the excess. */
 	job->cur[CUR_EMIT] = 0;
+	if (non_shared <= 16) {
+		__u8 *d = out->bytes + (pos & OUT_MASK);
+
+		*(__u64 *)d = *(__u64 *)(run->key + (shared & KEY_MASK));
+		*(__u64 *)(d + 8) = *(__u64 *)(run->key + ((shared + 8) & KEY_MASK));
+		job->cur[CUR_EMIT] = non_shared;
+	}
 	while (can_loop) {
 		__u32 i = job->cur[CUR_EMIT];
+		__u8 *d;
+		__u8 *k;
 
 		if (i >= non_shared)
 			break;
-		*(__u64 *)(out->bytes + ((pos + i) & OUT_MASK)) =
-			*(__u64 *)(run->key + ((shared + i) & KEY_MASK));
-		job->cur[CUR_EMIT] = i + 8;
+		d = out->bytes + ((pos + i) & OUT_MASK);
+		k = run->key + ((shared + i) & KEY_MASK);
+		*(__u64 *)d = *(__u64 *)k;
+		k = run->key + ((shared + i + 8) & KEY_MASK);
+		*(__u64 *)(d + 8) = *(__u64 *)k;
+		job->cur[CUR_EMIT] = i + 16;
 	}
 	if (job->cur[CUR_EMIT] < non_shared)
 		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, key, 0, 0);
@@ -717,16 +897,31 @@ __noinline int cj_emit(struct cj_job *job, __u32 m)
 	job->cur[CUR_EMIT] = 0;
 	while (can_loop) {
 		__u32 i = job->cur[CUR_EMIT];
+		__u8 *d;
+		__u8 *v;
 
 		if (i >= value_len)
 			break;
-		*(__u64 *)(out->bytes + ((pos + i) & OUT_MASK)) =
-			*(__u64 *)(w->bytes + ((value_off + i) & WIN_MASK));
-		job->cur[CUR_EMIT] = i + 8;
+		/* Eight words a turn: window and output have slack; later bytes overwrite the
+		 * excess. */
+		d = out->bytes + ((pos + i) & OUT_MASK);
+		v = w->bytes + ((value_off + i) & WIN_MASK);
+		*(__u64 *)d = *(__u64 *)v;
+		*(__u64 *)(d + 8) = *(__u64 *)(v + 8);
+		*(__u64 *)(d + 16) = *(__u64 *)(v + 16);
+		*(__u64 *)(d + 24) = *(__u64 *)(v + 24);
+		*(__u64 *)(d + 32) = *(__u64 *)(v + 32);
+		*(__u64 *)(d + 40) = *(__u64 *)(v + 40);
+		*(__u64 *)(d + 48) = *(__u64 *)(v + 48);
+		*(__u64 *)(d + 56) = *(__u64 *)(v + 56);
+		job->cur[CUR_EMIT] = i + 64;
 	}
 	if (job->cur[CUR_EMIT] < value_len)
 		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, key, 0, 0);
-	job->cur[CUR_EMIT] = 0;
+	job->cur[CUR_EMIT] = key_len <= 32 ? non_shared : 0;
+	if (key_len <= 32)
+		/* The whole key: its first `shared` bytes equal out_last_key's already. */
+		copy32(job->out_last_key, run->key);
 	while (can_loop) {
 		__u32 i = job->cur[CUR_EMIT];
 
@@ -734,7 +929,10 @@ __noinline int cj_emit(struct cj_job *job, __u32 m)
 			break;
 		*(__u64 *)(job->out_last_key + ((shared + i) & KEY_MASK)) =
 			*(__u64 *)(run->key + ((shared + i) & KEY_MASK));
-		job->cur[CUR_EMIT] = i + 8;
+		if (i + 8 < non_shared)
+			*(__u64 *)(job->out_last_key + ((shared + i + 8) & KEY_MASK)) =
+				*(__u64 *)(run->key + ((shared + i + 8) & KEY_MASK));
+		job->cur[CUR_EMIT] = i + 16;
 	}
 	if (job->cur[CUR_EMIT] < non_shared)
 		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, key, 0, 0);
@@ -762,6 +960,13 @@ static __always_inline int remember_input_key(struct cj_job *job, __u32 m)
 	struct cj_run *run = &job->runs[m & RUN_MASK];
 	__u32 len = run->key_len;
 
+	if (len <= 32) {
+		/* Short keys, the common case: four words, no loop (key buffers may hold any
+		 * bytes past the key's length). */
+		copy32(job->in_last_key, run->key);
+		job->in_last_len = len;
+		return 0;
+	}
 	job->cur[CUR_EMIT] = 0;
 	while (can_loop) {
 		__u32 i = job->cur[CUR_EMIT];
@@ -770,7 +975,10 @@ static __always_inline int remember_input_key(struct cj_job *job, __u32 m)
 			break;
 		*(__u64 *)(job->in_last_key + (i & KEY_WORD_MASK)) =
 			*(__u64 *)(run->key + (i & KEY_WORD_MASK));
-		job->cur[CUR_EMIT] = i + 8;
+		if (i + 8 < len)
+			*(__u64 *)(job->in_last_key + ((i + 8) & KEY_WORD_MASK)) =
+				*(__u64 *)(run->key + ((i + 8) & KEY_WORD_MASK));
+		job->cur[CUR_EMIT] = i + 16;
 	}
 	if (job->cur[CUR_EMIT] < len)
 		return -1;
@@ -779,7 +987,7 @@ static __always_inline int remember_input_key(struct cj_job *job, __u32 m)
 }
 
 /* One merge step: refill the runs that need a head, then merge the smallest head. */
-__noinline int cj_step(struct cj_job *job)
+static __always_inline int cj_step(struct cj_job *job)
 {
 	struct cj_run *run;
 	__u64 live;
@@ -832,7 +1040,10 @@ __noinline int cj_step(struct cj_job *job)
 		if (r >= job->num_runs || r >= CJ_RUNS_MAX)
 			break;
 		if (live & (1ULL << r)) {
-			c = cj_cmp(job, r, job->cur[CUR_MIN]);
+			__u32 mn = job->cur[CUR_MIN] & RUN_MASK;
+
+			c = cmp_keys(job, job->runs[r & RUN_MASK].key, job->runs[r & RUN_MASK].key_len, r,
+				     job->runs[mn].key, job->runs[mn].key_len, mn);
 			if (c == CMP_LOOP)
 				return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, r, 0, 0);
 			if (c < 0)
@@ -846,7 +1057,8 @@ __noinline int cj_step(struct cj_job *job)
 	run = &job->runs[m];
 
 	if (job->in_last_len) {
-		int c = cj_cmp(job, SEL_IN_LAST, m);
+		int c = cmp_keys(job, job->in_last_key, job->in_last_len, SEL_IN_LAST, run->key,
+				 run->key_len, m);
 
 		if (c == CMP_LOOP)
 			return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, m, 0, 0);
@@ -855,7 +1067,7 @@ __noinline int cj_step(struct cj_job *job)
 		same_user_key = c == -1;
 	}
 	trailer = *(__u64 *)(run->key + ((run->key_len - 8) & KEY_MASK));
-	s = cj_stripe(job, trailer >> 8);
+	s = job->num_snapshots ? cj_stripe(job, trailer >> 8) : 0;
 	if (s < 0)
 		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, m, 0, 0);
 	stripe = s;
@@ -864,7 +1076,7 @@ __noinline int cj_step(struct cj_job *job)
 	else if ((trailer & 0xff) == 0 && job->bottommost && stripe == 0)
 		keep = 0; /* a tombstone nothing below needs */
 	if (keep) {
-		rc = cj_emit(job, m);
+		rc = cj_emit(job, m, same_user_key);
 		if (rc)
 			return rc;
 	}
@@ -931,6 +1143,30 @@ __noinline int cj_start(struct cj_job *job)
 	return 0;
 }
 
+/* Up to STEPS_PER_CALL merge steps in one function call: a BPF-to-BPF call and its return
+ * cost more than a short step on Linux. The loop budget of this call (may_goto, per call)
+ * stays far above the steps' loops: a step's loops run at most a few thousand turns. */
+#define STEPS_PER_CALL 256
+__noinline int cj_steps(struct cj_job *job)
+{
+	int rc;
+
+	if (!job)
+		return CJ_ERR_ABI;
+	job->cur[CUR_STEPS] = 0;
+	while (can_loop) {
+		__u32 i = job->cur[CUR_STEPS];
+
+		if (i >= STEPS_PER_CALL)
+			return STEP_CONTINUE;
+		rc = cj_step(job);
+		if (rc != STEP_CONTINUE)
+			return rc;
+		job->cur[CUR_STEPS] = i + 1;
+	}
+	return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, CJ_NO_RUN, 0, 0);
+}
+
 static __always_inline int finish_call(struct cj_job *job, int status)
 {
 	job->status = status;
@@ -962,7 +1198,7 @@ int compact(void *ctx)
 	}
 	job->call_entries = 0;
 	while (can_loop) {
-		rc = cj_step(job);
+		rc = cj_steps(job);
 		if (rc != STEP_CONTINUE)
 			return finish_call(job, rc);
 	}

@@ -38,6 +38,8 @@ struct MapRecord {
     frozen: bool,
 }
 
+/// Loads tried when the verifier answers EAGAIN (interrupted) before the error is returned.
+const PROG_LOAD_TRIES_MAX: u32 = 5;
 /// The host's Linux kernel.
 #[derive(Debug, Default)]
 pub struct RealKernel {
@@ -183,9 +185,20 @@ impl RealKernel {
         call: SyscallKind,
         load: impl Fn(bool) -> Result<bpf::LoadOutcome, Errno>,
     ) -> KernelResult<(i32, String)> {
+        // EAGAIN: the verifier saw a pending signal (io_uring task work counts as one) and
+        // gave up; the load itself is fine. Try again a few times, as libbpf does; each try
+        // is a counted call.
         let load = |verbose: bool| {
-            self.counter.count(call);
-            load(verbose).map_err(|errno| KernelError::Errno { call, errno })
+            let mut tries = 0;
+            loop {
+                self.counter.count(call);
+                let outcome = load(verbose).map_err(|errno| KernelError::Errno { call, errno })?;
+                tries += 1;
+                match outcome.result {
+                    Err(errno) if errno == Errno::EAGAIN && tries < PROG_LOAD_TRIES_MAX => {}
+                    _ => return Ok(outcome),
+                }
+            }
         };
         let rejected = |errno: Errno, log: String| {
             if errno == Errno::EPERM || log.is_empty() {
