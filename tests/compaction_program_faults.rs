@@ -43,9 +43,8 @@ use resystance_programs::abi::{
     WINDOW_BLOCKS_MAX, WINDOW_BYTES,
 };
 use resystance_programs::driver::{
-    Window,
     drive, BlockSource, BoxError, DriveError, DriveSummary, Machine, MemorySink, TwinMachine,
-    WindowFill,
+    Window, WindowFill,
 };
 
 mod program_support;

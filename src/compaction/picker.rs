@@ -133,7 +133,11 @@ fn pick_level0(version: &Version, compacting: &BTreeSet<u64>) -> Option<Inputs> 
     Some((inputs, below))
 }
 
-fn pick_sorted_level(version: &Version, level: usize, compacting: &BTreeSet<u64>) -> Option<Inputs> {
+fn pick_sorted_level(
+    version: &Version,
+    level: usize,
+    compacting: &BTreeSet<u64>,
+) -> Option<Inputs> {
     let mut best: Option<(u128, Inputs)> = None;
     for f in &version.levels[level] {
         if compacting.contains(&f.number) {

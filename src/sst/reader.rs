@@ -174,7 +174,10 @@ impl Table {
         {
             return Err(self.corrupt(
                 offset,
-                format!("{} bytes at {offset} run past the end of the file", dst.len()),
+                format!(
+                    "{} bytes at {offset} run past the end of the file",
+                    dst.len()
+                ),
             ));
         }
         self.file.read_exact_into(kernel, offset, dst)
