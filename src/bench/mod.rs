@@ -78,10 +78,11 @@ pub fn run_with(
         );
     }
     // Check every mode before running any, so a side-by-side run does not spend minutes on
-    // the first mode only to find a later one is not built.
+    // the first mode only to find a later one cannot run on this kernel.
     for &mode in &args.compaction_mode {
         runner::options_for(args, mode)?;
         crate::compaction::executor_for(mode)
+            .and_then(|executor| executor.prepare(kernel))
             .map_err(|e| BenchError::engine(format!("compaction_mode={mode}"), e))?;
     }
     let mut runs = Vec::with_capacity(args.compaction_mode.len());
