@@ -9,8 +9,11 @@
 
 use std::sync::Arc;
 
+use std::mem::offset_of;
+
 use resystance_programs::abi::{
-    bytes_of, status, Job, Record, OUTPUT_VALUE_BYTES, RECORDS_MAX, RUNS_MAX, WINDOW_VALUE_BYTES,
+    bytes_of, phase, status, Job, Record, Run, OUTPUT_VALUE_BYTES, RECORDS_MAX, RUNS_MAX,
+    WINDOW_BLOCKS_MAX, WINDOW_VALUE_BYTES,
 };
 use resystance_programs::driver::{read_pod, BoxError, Machine, Window};
 use resystance_programs::{maps, COMPACT_OBJECT, COMPACT_PROGRAM};
@@ -21,6 +24,13 @@ use resystance_vm::loader::{self, LoadOptions, LoadedProgram};
 use resystance_vm::object::Object;
 
 use crate::bpf_object::{KernelProgram, KernelProgramError};
+
+/// Bytes of [`Job`] before the key buffers: everything the driver reads or writes except
+/// the runs' window fields.
+const JOB_HEADER_BYTES: usize = offset_of!(Job, in_last_key);
+/// Bytes of a [`Run`]'s window fields (`window_first`, `window_blocks`, `more`).
+const RUN_WINDOW_FIELDS_BYTES: usize = offset_of!(Run, state);
+const _: () = assert!(offset_of!(Run, window_first) == 0);
 
 /// Instructions one vm run may execute: far above what `entries_per_call` allows a run to do,
 /// so only a runaway program meets it.
@@ -139,6 +149,8 @@ pub struct KernelMachine {
     /// Windows are handed to sources as the mmapped map region (io_uring reads straight into
     /// it) rather than as host buffers copied in before each run.
     direct_windows: bool,
+    /// Runs whose window fields the driver may have set since the last run.
+    refilled: Vec<bool>,
     /// Nanoseconds the kernel reported for all test runs so far.
     pub run_ns: u64,
 }
@@ -177,6 +189,7 @@ impl KernelMachine {
             output: vec![0u8; OUTPUT_VALUE_BYTES],
             records: vec![*resystance_programs::abi::boxed_zeroed::<Record>(); RECORDS_MAX],
             direct_windows: false,
+            refilled: vec![false; RUNS_MAX],
             run_ns: 0,
         })
     }
@@ -214,6 +227,7 @@ impl Machine for KernelMachine {
     }
 
     fn window(&mut self, run: usize) -> Window<'_> {
+        self.refilled[run] = true;
         if self.direct_windows {
             return Window::Region {
                 region: self.windows_mem.0,
@@ -242,15 +256,38 @@ impl Machine for KernelMachine {
                 )?;
             }
         }
-        self.kernel
-            .mem_write(self.job_mem, 0, bytes_of(self.job.as_ref()))?;
+        // The job is 200 KiB, but between runs the driver reads and writes only its header
+        // (status, output counters) and the window fields of the runs it refilled: only those
+        // cross, except before a job's first run, when all of it does.
+        let job_bytes = bytes_of(self.job.as_ref());
+        if self.job.phase == phase::START {
+            self.kernel.mem_write(self.job_mem, 0, job_bytes)?;
+        } else {
+            self.kernel
+                .mem_write(self.job_mem, 0, &job_bytes[..JOB_HEADER_BYTES])?;
+            for (r, refilled) in self.refilled.iter().enumerate() {
+                if !refilled {
+                    continue;
+                }
+                let run = offset_of!(Job, runs) + r * size_of::<Run>();
+                let window = run..run + RUN_WINDOW_FIELDS_BYTES;
+                self.kernel
+                    .mem_write(self.job_mem, window.start, &job_bytes[window])?;
+                let blocks = (self.job.runs[r].window_blocks as usize).min(WINDOW_BLOCKS_MAX);
+                let lens = run + offset_of!(Run, block_len);
+                self.kernel.mem_write(
+                    self.job_mem,
+                    lens,
+                    &job_bytes[lens..lens + 4 * blocks],
+                )?;
+            }
+        }
+        self.refilled.fill(false);
         let result = self.program.test_run(&mut [])?;
         self.run_ns += result.duration_ns;
-        self.kernel.mem_read(
-            self.job_mem,
-            0,
-            resystance_programs::abi::bytes_of_mut(self.job.as_mut()),
-        )?;
+        let job_bytes = resystance_programs::abi::bytes_of_mut(self.job.as_mut());
+        self.kernel
+            .mem_read(self.job_mem, 0, &mut job_bytes[..JOB_HEADER_BYTES])?;
         let rc = result.retval;
         if rc == status::OUTPUT_FULL || rc == status::DONE {
             let len = (self.job.out_len as usize).min(OUTPUT_VALUE_BYTES);
