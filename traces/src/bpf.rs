@@ -115,7 +115,8 @@ pub struct ProgLoaded {
     pub fd: ProgFd,
     /// The verifier's processed-instruction count, when it reports one.
     pub verified_insns: Option<u32>,
-    /// The verifier log (may be empty).
+    /// The verifier log: empty after a successful load (loads run without a log; only a
+    /// rejection is loaded again with one).
     pub log: String,
 }
 
