@@ -33,17 +33,28 @@ impl Clock {
 
     /// Advances the clock by `cost_ns`, jittered; returns what was charged.
     pub fn charge(&mut self, cost_ns: u64) -> u64 {
+        let charged = self.jittered(cost_ns);
+        self.advance(charged);
+        charged
+    }
+
+    /// `cost_ns` with jitter drawn (the same draw [`Clock::charge`] makes), without advancing:
+    /// for costs that run beside the caller, like a device serving io_uring requests.
+    pub fn jittered(&mut self, cost_ns: u64) -> u64 {
         let span = u128::from(cost_ns) * u128::from(self.jitter_ppm) / u128::from(PPM);
-        let charged = if span == 0 {
+        if span == 0 {
             cost_ns
         } else {
             // Uniform in [cost - span, cost + span]; span < cost, so never negative.
             let draw = u128::from(self.rng.next_u64()) % (2 * span + 1);
             let charged = u128::from(cost_ns) + draw - span;
             u64::try_from(charged).unwrap_or(u64::MAX)
-        };
-        self.advance(charged);
-        charged
+        }
+    }
+
+    /// Advances the clock to `t_ns` if that is later (waiting for an event).
+    pub fn advance_to(&mut self, t_ns: u64) {
+        self.now_ns = self.now_ns.max(t_ns);
     }
 
     /// Advances the clock by exactly `ns` (a sleep: the caller asked for that much).

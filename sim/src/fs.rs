@@ -218,7 +218,19 @@ enum Node {
     Dir(DirNode),
 }
 
-#[derive(Debug, Clone, Copy)]
+/// An open file description, as a registered io_uring file holds it: it stays usable (and
+/// keeps its inode alive) after its descriptor is closed, until released.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileRef(OpenFile);
+
+impl FileRef {
+    /// Opened with `O_DIRECT`.
+    pub fn direct(&self) -> bool {
+        self.0.direct
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct OpenFile {
     ino: Ino,
     read: bool,
@@ -265,6 +277,8 @@ pub struct FileSystem {
     nodes: BTreeMap<Ino, Node>,
     next_ino: Ino,
     fds: BTreeMap<i32, OpenFile>,
+    /// Inodes held by [`FileRef`]s (registered io_uring files), with their hold counts.
+    held: BTreeMap<Ino, u32>,
 }
 
 impl Default for FileSystem {
@@ -282,6 +296,7 @@ impl FileSystem {
             nodes,
             next_ino: ROOT + 1,
             fds: BTreeMap::new(),
+            held: BTreeMap::new(),
         }
     }
 
@@ -353,6 +368,17 @@ impl FileSystem {
     /// `pread64(2)` into `buf`.
     pub fn pread(&mut self, fd: Fd, buf: &mut [u8], offset: u64) -> Result<ReadCost, Errno> {
         let of = self.open_file(fd)?;
+        self.pread_ref(FileRef(of), buf, offset)
+    }
+
+    /// [`FileSystem::pread`] through an open file description.
+    pub fn pread_ref(
+        &mut self,
+        file: FileRef,
+        buf: &mut [u8],
+        offset: u64,
+    ) -> Result<ReadCost, Errno> {
+        let FileRef(of) = file;
         if !of.read {
             return Err(Errno::EBADF);
         }
@@ -389,6 +415,17 @@ impl FileSystem {
     /// `pwrite64(2)` of `data`.
     pub fn pwrite(&mut self, fd: Fd, data: &[u8], offset: u64) -> Result<WriteCost, Errno> {
         let of = self.open_file(fd)?;
+        self.pwrite_ref(FileRef(of), data, offset)
+    }
+
+    /// [`FileSystem::pwrite`] through an open file description.
+    pub fn pwrite_ref(
+        &mut self,
+        file: FileRef,
+        data: &[u8],
+        offset: u64,
+    ) -> Result<WriteCost, Errno> {
+        let FileRef(of) = file;
         if !of.write {
             return Err(Errno::EBADF);
         }
@@ -432,6 +469,12 @@ impl FileSystem {
     /// `fsync(2)` or `fdatasync(2)`: the same in this model (see sim/README.md).
     pub fn sync(&mut self, fd: Fd) -> Result<SyncCost, Errno> {
         let of = self.open_file(fd)?;
+        Ok(self.sync_ref(FileRef(of)))
+    }
+
+    /// [`FileSystem::sync`] through an open file description.
+    pub fn sync_ref(&mut self, file: FileRef) -> SyncCost {
+        let FileRef(of) = file;
         let cost = match self.nodes.get_mut(&of.ino).expect("open inode exists") {
             Node::File(f) => f.sync(),
             Node::Dir(d) => {
@@ -446,7 +489,7 @@ impl FileSystem {
         if cost.metadata {
             self.collect_garbage();
         }
-        Ok(cost)
+        cost
     }
 
     /// `fstat(2)`'s size.
@@ -552,10 +595,34 @@ impl FileSystem {
         Ok(())
     }
 
+    /// The open file description behind `fd` (`EBADF` if none).
+    pub fn file_ref(&self, fd: Fd) -> Result<FileRef, Errno> {
+        self.open_file(fd).map(FileRef)
+    }
+
+    /// Keeps `file`'s inode alive until [`FileSystem::release`] (a registered file).
+    pub fn hold(&mut self, file: FileRef) {
+        *self.held.entry(file.0.ino).or_insert(0) += 1;
+    }
+
+    /// Undoes one [`FileSystem::hold`].
+    pub fn release(&mut self, file: FileRef) {
+        let n = self
+            .held
+            .get_mut(&file.0.ino)
+            .expect("released a file that was held");
+        *n -= 1;
+        if *n == 0 {
+            self.held.remove(&file.0.ino);
+            self.collect_garbage();
+        }
+    }
+
     /// A crash: descriptors are gone, and of the namespace and the files only what is durable
     /// survives, plus what the crash RNG lets through (see the module docs).
     pub fn crash(&mut self, rng: &mut ChaCha8Rng, unsynced_dir_survives_ppm: u32) {
         self.fds.clear();
+        self.held.clear();
         for node in self.nodes.values_mut() {
             if let Node::Dir(d) = node {
                 if d.entries != d.durable {
@@ -585,6 +652,7 @@ impl FileSystem {
         let mut live = BTreeSet::new();
         let mut stack: Vec<Ino> = vec![ROOT];
         stack.extend(self.fds.values().map(|of| of.ino));
+        stack.extend(self.held.keys().copied());
         while let Some(ino) = stack.pop() {
             if !live.insert(ino) {
                 continue;

@@ -1,5 +1,6 @@
 //! [`SimKernel`]: the simulated kernel behind the [`Kernel`] trait.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -16,6 +17,9 @@ use crate::cost::{CpuModel, DeviceModel, PAGE_BYTES};
 use crate::events::{digest, result_code, EventLog, Op, SimEvent, RESULT_UNSUPPORTED};
 use crate::fs::{FileSystem, ReadCost, SyncCost, WriteCost};
 use crate::mem::Regions;
+use crate::uring::{
+    DeviceQueue, Machine, Ring, RING_MMAPS, SQPOLL_SPIN_NS_MAX, SQPOLL_STALL_NS_MAX,
+};
 
 /// The ChaCha stream of the clock's jitter.
 const STREAM_JITTER: u64 = 0;
@@ -27,8 +31,6 @@ const BOOT_DIRS: &[&str] = &["/tmp"];
 
 const BPF_MISSING: &str = "bpf on the simulated kernel runs programs through resystance-vm; \
      that arrives with a follow-up of the sim issue (#5)";
-const URING_MISSING: &str = "the simulated kernel's io_uring model (SQ/CQ rings, linked SQEs, \
-     fixed files and buffers, SQPOLL) arrives with a follow-up of the sim issue (#5)";
 
 /// How a [`SimKernel`] behaves: its seed and cost models.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +75,11 @@ struct State {
     crash_rng: ChaCha8Rng,
     fs: FileSystem,
     mem: Regions,
+    /// Open io_uring instances by id (ids are not reused).
+    rings: BTreeMap<u32, Ring>,
+    next_ring: u32,
+    /// The device queue io_uring requests overlap in.
+    queue: DeviceQueue,
     log: EventLog,
     counts: SyscallCounts,
     /// Crashed and not yet restarted: the process is dead, every call fails with `EIO`.
@@ -88,12 +95,111 @@ impl State {
         let ppm = self.cfg.unsynced_dir_survives_ppm;
         self.fs.crash(&mut self.crash_rng, ppm);
         self.mem.clear();
+        self.rings.clear();
+        self.queue = DeviceQueue::default();
         self.down = true;
         self.crashes += 1;
         self.cfg.crash_at_syscall = None;
         let t = self.clock.now_ns();
         self.log
             .record(t, Op::Crash, [self.counts.total(), 0, 0, 0], 0);
+    }
+
+    /// One system call inside a call that may make several: the crash point, the count and
+    /// the kernel entry's cost. `EIO` when the planned crash fires here.
+    fn enter(&mut self, kind: SyscallKind) -> Result<(), Errno> {
+        if self.cfg.crash_at_syscall == Some(self.counts.total()) {
+            self.crash();
+            return Err(Errno::EIO);
+        }
+        self.counts.add(kind, 1);
+        let cost = self.cfg.cpu.syscall_ns;
+        self.clock.charge(cost);
+        Ok(())
+    }
+
+    /// Runs the queued SQEs of `ring` from `start_ns`; returns what was submitted.
+    fn submit(&mut self, ring: &mut Ring, start_ns: u64) -> crate::uring::Submission {
+        let State {
+            fs,
+            mem,
+            clock,
+            cfg,
+            queue,
+            ..
+        } = self;
+        let mut m = Machine {
+            fs,
+            mem,
+            clock,
+            cpu: &cfg.cpu,
+            dev: &cfg.device,
+            queue,
+        };
+        ring.submit(&mut m, start_ns)
+    }
+
+    /// `io_uring_enter` as real-kernel's `submit_and_wait` makes it (see sim/README.md).
+    fn submit_and_wait(&mut self, ring: &mut Ring, wait_nr: u32) -> Result<Submitted, Errno> {
+        const CALL: SyscallKind = SyscallKind::IoUringEnter;
+        if wait_nr > ring.in_flight() {
+            return Err(Errno::EINVAL); // refused before entering: the wait could never end
+        }
+        let pending = ring.pending();
+        let mut enter_calls = 0;
+        if ring.sqpoll() {
+            let mut woken = false;
+            if pending > 0 && ring.needs_wakeup() {
+                self.enter(CALL)?; // IORING_ENTER_SQ_WAKEUP (| GETEVENTS)
+                enter_calls += 1;
+                woken = true;
+            }
+            let now = self.clock.now_ns();
+            if pending > 0 {
+                // The poller's CPU does the issuing: the caller's clock does not pay it.
+                self.submit(ring, now);
+            }
+            if ring.ready(now) < wait_nr {
+                let times = ring.completion_times(wait_nr);
+                let target = *times.last().expect("wait_nr > 0 here");
+                // Spin in user space, as real-kernel does, unless a completion is more than
+                // the stall limit away or the whole wait exceeds the spin limit.
+                let mut prev = now;
+                let mut sleeps = false;
+                for &t in times.iter().filter(|&&t| t > now) {
+                    if t - prev > SQPOLL_STALL_NS_MAX || t - now > SQPOLL_SPIN_NS_MAX {
+                        sleeps = true;
+                        break;
+                    }
+                    prev = t;
+                }
+                if sleeps && !woken {
+                    self.enter(CALL)?; // IORING_ENTER_GETEVENTS
+                    enter_calls += 1;
+                }
+                self.clock.advance_to(target);
+            }
+        } else {
+            if pending == 0 && ring.ready(self.clock.now_ns()) >= wait_nr {
+                return Ok(Submitted::default());
+            }
+            self.enter(CALL)?; // submits and, with GETEVENTS, waits
+            enter_calls += 1;
+            if pending > 0 {
+                let start = self.clock.now_ns();
+                let s = self.submit(ring, start);
+                self.clock.advance(s.inline_ns);
+            }
+            if ring.ready(self.clock.now_ns()) < wait_nr {
+                let times = ring.completion_times(wait_nr);
+                self.clock
+                    .advance_to(*times.last().expect("wait_nr > 0 here"));
+            }
+        }
+        Ok(Submitted {
+            submitted: pending,
+            enter_calls,
+        })
     }
 }
 
@@ -142,6 +248,9 @@ impl SimKernel {
                 crash_rng: rng(STREAM_CRASH),
                 fs,
                 mem: Regions::default(),
+                rings: BTreeMap::new(),
+                next_ring: 0,
+                queue: DeviceQueue::default(),
                 log: EventLog::new(cfg.keep_events),
                 counts: SyscallCounts::default(),
                 down: false,
@@ -295,6 +404,29 @@ impl SimKernel {
         });
         let t = st.clock.now_ns();
         let code = result_code(&result, |_| 0);
+        st.log.record(t, op, args, code);
+        result
+    }
+
+    /// An io_uring call: `f` counts its own system calls ([`State::enter`]) and charges their
+    /// costs, as it may make none (user space), one or several.
+    fn uring_call<T>(
+        &self,
+        kind: SyscallKind,
+        op: Op,
+        mut args: [u64; 4],
+        ok_code: impl Fn(&T) -> u64,
+        f: impl FnOnce(&mut State, &mut [u64; 4]) -> Result<T, Errno>,
+    ) -> KernelResult<T> {
+        let mut st = self.lock();
+        let result = if st.down {
+            Err(Errno::EIO)
+        } else {
+            f(&mut st, &mut args)
+        };
+        let result = result.map_err(|errno| KernelError::Errno { call: kind, errno });
+        let t = st.clock.now_ns();
+        let code = result_code(&result, ok_code);
         st.log.record(t, op, args, code);
         result
     }
@@ -554,38 +686,174 @@ impl Kernel for SimKernel {
         )
     }
 
-    fn uring_setup(&self, _params: &UringParams) -> KernelResult<RingId> {
-        self.unsupported(SyscallKind::IoUringSetup, Op::UringSetup, URING_MISSING)
+    fn uring_setup(&self, params: &UringParams) -> KernelResult<RingId> {
+        self.uring_call(
+            SyscallKind::IoUringSetup,
+            Op::UringSetup,
+            [
+                u64::from(params.sq_entries),
+                params.cq_entries.map_or(0, u64::from),
+                u64::from(params.sqpoll),
+                u64::from(params.sq_thread_idle_ms),
+            ],
+            |r: &RingId| u64::from(r.0),
+            |st, _| {
+                // Sizes are checked before the system call, as real-kernel checks them.
+                crate::uring::ring_sizes(params)?;
+                st.enter(SyscallKind::IoUringSetup)?;
+                for _ in 0..RING_MMAPS {
+                    st.enter(SyscallKind::Mmap)?;
+                }
+                let ring = Ring::new(params, st.clock.now_ns())?;
+                let id = st.next_ring;
+                st.next_ring = id.checked_add(1).ok_or(Errno::ENOMEM)?;
+                st.rings.insert(id, ring);
+                Ok(RingId(id))
+            },
+        )
     }
-    fn uring_register_buffers(&self, _ring: RingId, _regions: &[MemId]) -> KernelResult<()> {
-        self.unsupported(
+
+    fn uring_register_buffers(&self, ring: RingId, regions: &[MemId]) -> KernelResult<()> {
+        let ids: Vec<u8> = regions.iter().flat_map(|m| m.0.to_le_bytes()).collect();
+        self.uring_call(
             SyscallKind::IoUringRegister,
             Op::UringRegisterBuffers,
-            URING_MISSING,
+            [u64::from(ring.0), regions.len() as u64, digest(&ids), 0],
+            |()| 0,
+            |st, _| {
+                let r = st.rings.get(&ring.0).ok_or(Errno::EBADF)?;
+                if r.has_buffers() {
+                    return Err(Errno::EBUSY); // one buffer table per ring, as real-kernel
+                }
+                for &m in regions {
+                    st.mem.len_of(m)?;
+                }
+                st.enter(SyscallKind::IoUringRegister)?;
+                let State { rings, mem, .. } = st;
+                rings
+                    .get_mut(&ring.0)
+                    .expect("looked up above")
+                    .register_buffers(regions, mem)
+            },
         )
     }
-    fn uring_register_files(&self, _ring: RingId, _fds: &[Fd]) -> KernelResult<()> {
-        self.unsupported(
+
+    fn uring_register_files(&self, ring: RingId, fds: &[Fd]) -> KernelResult<()> {
+        let raw: Vec<u8> = fds.iter().flat_map(|fd| fd.0.to_le_bytes()).collect();
+        self.uring_call(
             SyscallKind::IoUringRegister,
             Op::UringRegisterFiles,
-            URING_MISSING,
+            [u64::from(ring.0), fds.len() as u64, digest(&raw), 0],
+            |()| 0,
+            |st, _| {
+                st.rings.get(&ring.0).ok_or(Errno::EBADF)?;
+                st.enter(SyscallKind::IoUringRegister)?;
+                let State { rings, fs, .. } = st;
+                rings
+                    .get_mut(&ring.0)
+                    .expect("looked up above")
+                    .register_files(fds, fs)
+            },
         )
     }
-    fn uring_queue(&self, _ring: RingId, _sqe: &Sqe) -> KernelResult<()> {
-        self.unsupported(SyscallKind::IoUringEnter, Op::UringQueue, URING_MISSING)
+
+    fn uring_queue(&self, ring: RingId, sqe: &Sqe) -> KernelResult<()> {
+        self.uring_call(
+            SyscallKind::IoUringEnter,
+            Op::UringQueue,
+            [
+                u64::from(ring.0),
+                sqe.user_data,
+                digest(format!("{:?}", sqe.op).as_bytes()),
+                u64::from(sqe.link),
+            ],
+            |()| 0,
+            |st, _| {
+                let now = st.clock.now_ns();
+                let State { rings, mem, .. } = st;
+                let r = rings.get_mut(&ring.0).ok_or(Errno::EBADF)?;
+                r.queue(sqe, mem, now)
+            },
+        )
     }
-    fn uring_submit_and_wait(&self, _ring: RingId, _wait_nr: u32) -> KernelResult<Submitted> {
-        self.unsupported(
+
+    fn uring_submit_and_wait(&self, ring: RingId, wait_nr: u32) -> KernelResult<Submitted> {
+        self.uring_call(
             SyscallKind::IoUringEnter,
             Op::UringSubmitAndWait,
-            URING_MISSING,
+            [u64::from(ring.0), u64::from(wait_nr), 0, 0],
+            |s: &Submitted| u64::from(s.submitted),
+            |st, args| {
+                let mut r = st.rings.remove(&ring.0).ok_or(Errno::EBADF)?;
+                let result = st.submit_and_wait(&mut r, wait_nr);
+                if !st.down {
+                    st.rings.insert(ring.0, r);
+                }
+                if let Ok(s) = &result {
+                    args[2] = u64::from(s.submitted);
+                    args[3] = u64::from(s.enter_calls);
+                }
+                result
+            },
         )
     }
-    fn uring_reap(&self, _ring: RingId, _out: &mut Vec<Cqe>, _max: usize) -> KernelResult<usize> {
-        self.unsupported(SyscallKind::IoUringEnter, Op::UringReap, URING_MISSING)
+
+    fn uring_reap(&self, ring: RingId, out: &mut Vec<Cqe>, max: usize) -> KernelResult<usize> {
+        let first = out.len();
+        self.uring_call(
+            SyscallKind::IoUringEnter,
+            Op::UringReap,
+            [u64::from(ring.0), max as u64, 0, 0],
+            |n: &usize| *n as u64,
+            |st, args| {
+                let now = st.clock.now_ns();
+                let State { rings, mem, .. } = st;
+                let r = rings.get_mut(&ring.0).ok_or(Errno::EBADF)?;
+                let n = r.reap(out, max, now, mem);
+                let bytes: Vec<u8> = out[first..]
+                    .iter()
+                    .flat_map(|c| {
+                        let mut b = c.user_data.to_le_bytes().to_vec();
+                        b.extend(c.res.to_le_bytes());
+                        b
+                    })
+                    .collect();
+                args[3] = digest(&bytes);
+                Ok(n)
+            },
+        )
     }
-    fn uring_close(&self, _ring: RingId) -> KernelResult<()> {
-        self.unsupported(SyscallKind::Close, Op::UringClose, URING_MISSING)
+
+    fn uring_close(&self, ring: RingId) -> KernelResult<()> {
+        self.uring_call(
+            SyscallKind::Close,
+            Op::UringClose,
+            [u64::from(ring.0), 0, 0, 0],
+            |()| 0,
+            |st, args| {
+                let mut r = st.rings.remove(&ring.0).ok_or(Errno::EBADF)?;
+                // Submit what is queued and wait for everything, as real-kernel's close does.
+                let mut drained = Vec::new();
+                while r.in_flight() > 0 {
+                    let in_flight = r.in_flight();
+                    if let Err(e) = st.submit_and_wait(&mut r, in_flight) {
+                        if !st.down {
+                            st.rings.insert(ring.0, r);
+                        }
+                        return Err(e);
+                    }
+                    let now = st.clock.now_ns();
+                    let n = r.reap(&mut drained, in_flight as usize, now, &mut st.mem);
+                    assert_eq!(n, in_flight as usize, "the wait covered every SQE");
+                }
+                args[1] = drained.len() as u64;
+                r.release(&mut st.mem, &mut st.fs);
+                for _ in 0..RING_MMAPS {
+                    st.enter(SyscallKind::Munmap)?;
+                }
+                st.enter(SyscallKind::Close)
+            },
+        )
     }
     fn bpf_map_create(&self, _spec: &MapSpec) -> KernelResult<MapFd> {
         self.unsupported(SyscallKind::BpfMapCreate, Op::BpfMapCreate, BPF_MISSING)

@@ -5,7 +5,8 @@
 //! `O_DIRECT` semantics and Linux's errnos, fsync durability and crashes that lose or tear
 //! what was not durable, memory regions, a virtual clock charged by a cost model calibrated on
 //! this machine kind, syscall accounting like the real kernel's, and an event log whose xxh3
-//! digest is the same for the same seed. io_uring and BPF answer
+//! digest is the same for the same seed, and an io_uring model (rings, links, fixed files and
+//! buffers, SQPOLL, completions timed by a device queue). BPF answers
 //! [`resystance_traces::KernelError::Unsupported`] until their models land. `sim/README.md`
 //! states the rules and where every number comes from.
 
@@ -15,6 +16,7 @@ mod events;
 mod fs;
 mod kernel;
 mod mem;
+mod uring;
 
 pub use clock::PPM;
 pub use cost::{CpuModel, DeviceModel, PAGE_BYTES};
@@ -22,3 +24,6 @@ pub use events::{Op, SimEvent, RESULT_UNSUPPORTED};
 pub use fs::{FDS_MAX, FD_FIRST, FILE_BYTES_MAX, NAME_BYTES_MAX, SECTOR_BYTES};
 pub use kernel::{SimConfig, SimKernel};
 pub use mem::MEM_BYTES_MAX;
+pub use uring::{
+    CQ_ENTRIES_MAX, ECANCELED, RING_MMAPS, SQPOLL_SPIN_NS_MAX, SQPOLL_STALL_NS_MAX, SQ_ENTRIES_MAX,
+};

@@ -11,6 +11,9 @@ pub const MEM_BYTES_MAX: usize = 4 << 30;
 #[derive(Debug, Default)]
 pub struct Regions {
     regions: BTreeMap<u32, Vec<u8>>,
+    /// Regions an io_uring ring may touch (registered buffers, SQEs not yet reaped), with how
+    /// many holds each has: they cannot be unmapped (`EBUSY`), as on the real kernel.
+    pins: BTreeMap<u32, u32>,
     next_id: u32,
     bytes: usize,
 }
@@ -31,8 +34,11 @@ impl Regions {
         Ok(MemId(id))
     }
 
-    /// Unmaps a region (`EINVAL` if it is not live).
+    /// Unmaps a region (`EINVAL` if it is not live, `EBUSY` while pinned).
     pub fn free(&mut self, mem: MemId) -> Result<(), Errno> {
+        if self.pins.contains_key(&mem.0) {
+            return Err(Errno::EBUSY);
+        }
         let region = self.regions.remove(&mem.0).ok_or(Errno::EINVAL)?;
         self.bytes -= region.len();
         Ok(())
@@ -52,9 +58,33 @@ impl Regions {
         region.get_mut(offset..end).ok_or(Errno::EINVAL)
     }
 
+    /// The length of a live region (`EINVAL` if it is not live).
+    pub fn len_of(&self, mem: MemId) -> Result<usize, Errno> {
+        self.regions.get(&mem.0).map(Vec::len).ok_or(Errno::EINVAL)
+    }
+
+    /// Keeps a live region mapped until [`Regions::unpin`].
+    pub fn pin(&mut self, mem: MemId) {
+        assert!(self.regions.contains_key(&mem.0), "pinned a dead region");
+        *self.pins.entry(mem.0).or_insert(0) += 1;
+    }
+
+    /// Undoes one [`Regions::pin`].
+    pub fn unpin(&mut self, mem: MemId) {
+        let n = self
+            .pins
+            .get_mut(&mem.0)
+            .expect("unpinned a region never pinned");
+        *n -= 1;
+        if *n == 0 {
+            self.pins.remove(&mem.0);
+        }
+    }
+
     /// The process died: every region is gone (ids are not reused).
     pub fn clear(&mut self) {
         self.regions.clear();
+        self.pins.clear();
         self.bytes = 0;
     }
 }

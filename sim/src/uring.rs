@@ -1,0 +1,545 @@
+//! The io_uring model: rings with real sizes, the opcodes the engine uses, links, fixed files
+//! and buffers, SQPOLL, and completion times on the virtual clock.
+//!
+//! The rules (sim/README.md states them for users):
+//! * Sizes as `io_uring_setup(2)`: entries rounded up to powers of two, the CQ twice the SQ
+//!   unless given; the same limits as real-kernel's ([`SQ_ENTRIES_MAX`], [`CQ_ENTRIES_MAX`]).
+//! * At most `cq_entries` SQEs are in flight (queued or submitted, not reaped), real-kernel's
+//!   rule, so the CQ never overflows; queueing past it, or past a full SQ, answers `EBUSY`.
+//! * SQEs run when submitted, in submission order, against the same file system as the
+//!   synchronous calls (same page cache, `O_DIRECT` and durability rules, same errnos in
+//!   `res`). A failed or short SQE with `link` cancels the rest of its chain (`-ECANCELED`);
+//!   a linked SQE starts when its predecessor completes.
+//! * Each SQE gets a completion time: inline CPU work (page-cache lookups and copies) runs in
+//!   order in the submitter (or the SQPOLL thread); device requests overlap through
+//!   [`DeviceQueue`]. CQEs are posted in completion-time order (ties: submission order) and
+//!   a reap sees only those whose time has come.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use resystance_traces::{Errno, Fd, MemId, Sqe, SqeFile, SqeOp, UringParams};
+
+use crate::clock::Clock;
+use crate::cost::{CpuModel, DeviceModel, PAGE_BYTES};
+use crate::fs::{FileRef, FileSystem, SECTOR_BYTES};
+use crate::mem::Regions;
+
+/// Largest submission ring (real-kernel's limit; Linux's own is 32768).
+pub const SQ_ENTRIES_MAX: u32 = 4096;
+/// Largest completion ring (real-kernel's limit; Linux's own is 65536).
+pub const CQ_ENTRIES_MAX: u32 = 2 * SQ_ENTRIES_MAX;
+/// How long a wait on an SQPOLL ring spins in user space before it sleeps in
+/// `io_uring_enter` (real-kernel's `SQPOLL_SPIN_NS_MAX`).
+pub const SQPOLL_SPIN_NS_MAX: u64 = 1_000_000;
+/// How long that spin goes on without a completion (real-kernel's `SQPOLL_STALL_NS_MAX`).
+pub const SQPOLL_STALL_NS_MAX: u64 = 50_000;
+/// `mmap`s (and at close `munmap`s) of a ring's memory: 2 with `IORING_FEAT_SINGLE_MMAP`.
+pub const RING_MMAPS: u64 = 2;
+/// `ECANCELED`: a linked SQE after a failed one.
+pub const ECANCELED: i32 = 125;
+/// `EFAULT`: memory outside its region.
+pub const EFAULT: Errno = Errno(14);
+
+const _: () = assert!(SQPOLL_STALL_NS_MAX <= SQPOLL_SPIN_NS_MAX);
+const _: () = assert!(CQ_ENTRIES_MAX >= SQ_ENTRIES_MAX);
+
+/// The device's queue as io_uring sees it: requests overlap their latencies, and the device
+/// serves one transfer (plus [`DeviceModel::queued_request_ns`]) at a time.
+#[derive(Debug, Default)]
+pub struct DeviceQueue {
+    /// When the device can start the next transfer.
+    free_at_ns: u64,
+}
+
+impl DeviceQueue {
+    /// A read or write request issued at `issue_ns`; returns its completion time.
+    fn request(
+        &mut self,
+        clock: &mut Clock,
+        issue_ns: u64,
+        latency_ns: u64,
+        transfer_ns: u64,
+        queued_ns: u64,
+    ) -> u64 {
+        let latency = clock.jittered(latency_ns);
+        let transfer = clock.jittered(transfer_ns);
+        let start = issue_ns.max(self.free_at_ns);
+        self.free_at_ns = start + transfer + queued_ns;
+        (issue_ns + latency + transfer).max(self.free_at_ns)
+    }
+
+    /// A request that needs the device to itself (a sync's write-back, journal and flush).
+    fn barrier(&mut self, clock: &mut Clock, issue_ns: u64, busy_ns: u64) -> u64 {
+        let start = issue_ns.max(self.free_at_ns);
+        self.free_at_ns = start + clock.jittered(busy_ns);
+        self.free_at_ns
+    }
+}
+
+/// What SQE execution touches: the machine outside the ring.
+pub struct Machine<'a> {
+    /// Files.
+    pub fs: &'a mut FileSystem,
+    /// Memory regions.
+    pub mem: &'a mut Regions,
+    /// The clock (for jitter draws; SQE execution never advances it).
+    pub clock: &'a mut Clock,
+    /// CPU costs.
+    pub cpu: &'a CpuModel,
+    /// Device costs.
+    pub dev: &'a DeviceModel,
+    /// The device queue.
+    pub queue: &'a mut DeviceQueue,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Queued {
+    sqe: Sqe,
+    /// Taken by an awake SQPOLL thread when queued (no wakeup needed for it).
+    taken: bool,
+    /// The region it pins until reaped.
+    mem: Option<MemId>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Completion {
+    user_data: u64,
+    res: i32,
+    mem: Option<MemId>,
+}
+
+/// One io_uring instance.
+#[derive(Debug)]
+pub struct Ring {
+    /// Rounded-up sizes.
+    pub sq_entries: u32,
+    /// Rounded-up sizes.
+    pub cq_entries: u32,
+    sqpoll: bool,
+    idle_ns: u64,
+    /// The SQPOLL thread sleeps from this time on unless it gets work.
+    poller_awake_until_ns: u64,
+    buffers: Vec<MemId>,
+    files: Vec<FileRef>,
+    sq: VecDeque<Queued>,
+    /// Submitted, not reaped, by (completion time, submission sequence).
+    cq: BTreeMap<(u64, u64), Completion>,
+    seq: u64,
+}
+
+/// The sizes `io_uring_setup` gives, or `EINVAL`.
+pub fn ring_sizes(params: &UringParams) -> Result<(u32, u32), Errno> {
+    let sq = params.sq_entries;
+    if sq == 0 || sq > SQ_ENTRIES_MAX {
+        return Err(Errno::EINVAL);
+    }
+    let sq = sq.next_power_of_two();
+    let cq = params.cq_entries.unwrap_or(2 * sq);
+    if cq == 0 || cq > CQ_ENTRIES_MAX {
+        return Err(Errno::EINVAL);
+    }
+    let cq = cq.next_power_of_two();
+    if cq < sq {
+        return Err(Errno::EINVAL);
+    }
+    Ok((sq, cq))
+}
+
+/// What one submission did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Submission {
+    /// CPU time the submitter spent issuing them inline (already jittered).
+    pub inline_ns: u64,
+}
+
+impl Ring {
+    /// A ring set up at `now_ns`.
+    pub fn new(params: &UringParams, now_ns: u64) -> Result<Ring, Errno> {
+        let (sq_entries, cq_entries) = ring_sizes(params)?;
+        let idle_ns = u64::from(params.sq_thread_idle_ms) * 1_000_000;
+        Ok(Ring {
+            sq_entries,
+            cq_entries,
+            sqpoll: params.sqpoll,
+            idle_ns,
+            // The thread starts awake.
+            poller_awake_until_ns: now_ns + idle_ns,
+            buffers: Vec::new(),
+            files: Vec::new(),
+            sq: VecDeque::new(),
+            cq: BTreeMap::new(),
+            seq: 0,
+        })
+    }
+
+    /// SQEs queued or submitted and not reaped.
+    pub fn in_flight(&self) -> u32 {
+        u32::try_from(self.sq.len() + self.cq.len()).expect("bounded by cq_entries")
+    }
+
+    /// SQEs queued and not submitted.
+    pub fn pending(&self) -> u32 {
+        u32::try_from(self.sq.len()).expect("bounded by sq_entries")
+    }
+
+    /// An SQPOLL ring.
+    pub fn sqpoll(&self) -> bool {
+        self.sqpoll
+    }
+
+    /// Some queued SQE was queued while the SQPOLL thread slept: it needs a wakeup.
+    pub fn needs_wakeup(&self) -> bool {
+        self.sq.iter().any(|q| !q.taken)
+    }
+
+    /// Completions posted by `now_ns`, not reaped.
+    pub fn ready(&self, now_ns: u64) -> u32 {
+        u32::try_from(self.cq.keys().take_while(|(t, _)| *t <= now_ns).count())
+            .expect("bounded by cq_entries")
+    }
+
+    /// Completion times of the first `n` completions to come, in order.
+    pub fn completion_times(&self, n: u32) -> Vec<u64> {
+        self.cq.keys().take(n as usize).map(|(t, _)| *t).collect()
+    }
+
+    /// `IORING_REGISTER_BUFFERS`: pins every region until close.
+    pub fn register_buffers(&mut self, regions: &[MemId], mem: &mut Regions) -> Result<(), Errno> {
+        if regions.is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        for &m in regions {
+            mem.len_of(m)?;
+        }
+        for &m in regions {
+            mem.pin(m);
+        }
+        self.buffers = regions.to_vec();
+        Ok(())
+    }
+
+    /// Already has a buffer table.
+    pub fn has_buffers(&self) -> bool {
+        !self.buffers.is_empty()
+    }
+
+    /// `IORING_REGISTER_FILES`: holds every file description until close.
+    pub fn register_files(&mut self, fds: &[Fd], fs: &mut FileSystem) -> Result<(), Errno> {
+        if !self.files.is_empty() {
+            return Err(Errno::EBUSY);
+        }
+        if fds.is_empty() {
+            return Err(Errno::EINVAL);
+        }
+        let files = fds
+            .iter()
+            .map(|&fd| fs.file_ref(fd))
+            .collect::<Result<Vec<_>, _>>()?;
+        for &f in &files {
+            fs.hold(f);
+        }
+        self.files = files;
+        Ok(())
+    }
+
+    /// Writes one SQE into the SQ (user space): `EBUSY`, `EBADF`, `EINVAL` or `EFAULT` as
+    /// real-kernel refuses it. Pins its memory until reaped.
+    pub fn queue(&mut self, sqe: &Sqe, mem: &mut Regions, now_ns: u64) -> Result<(), Errno> {
+        if self.sq.len() >= self.sq_entries as usize || self.in_flight() >= self.cq_entries {
+            return Err(Errno::EBUSY);
+        }
+        let files = self.files.len();
+        let file_ok = |file: SqeFile| match file {
+            SqeFile::Fixed(i) if i as usize >= files => Err(Errno::EBADF),
+            _ => Ok(()),
+        };
+        let offset_ok = |offset: u64| {
+            if i64::try_from(offset).is_ok() {
+                Ok(())
+            } else {
+                Err(Errno::EINVAL)
+            }
+        };
+        match sqe.op {
+            SqeOp::Nop => {}
+            SqeOp::Fsync { file, .. } => file_ok(file)?,
+            SqeOp::Read { file, offset, .. }
+            | SqeOp::Write { file, offset, .. }
+            | SqeOp::ReadFixed { file, offset, .. }
+            | SqeOp::WriteFixed { file, offset, .. } => {
+                file_ok(file)?;
+                offset_ok(offset)?;
+            }
+        }
+        let region = self.memory_of(&sqe.op, mem)?.map(|(m, _)| m);
+        if let Some(m) = region {
+            mem.pin(m);
+        }
+        let taken = self.sqpoll && now_ns < self.poller_awake_until_ns;
+        if taken {
+            self.poller_awake_until_ns = now_ns + self.idle_ns;
+        }
+        self.sq.push_back(Queued {
+            sqe: *sqe,
+            taken,
+            mem: region,
+        });
+        Ok(())
+    }
+
+    /// The region and offset an SQE's memory lies at, checked (`EINVAL` for an unknown
+    /// region, `EFAULT` outside it or for a buffer index past the table).
+    fn memory_of(&self, op: &SqeOp, mem: &Regions) -> Result<Option<(MemId, usize)>, Errno> {
+        let check = |m: MemId, offset: usize, len: u32, unknown: Errno| {
+            let region_len = mem.len_of(m).map_err(|_| unknown)?;
+            match offset.checked_add(len as usize) {
+                Some(end) if end <= region_len => Ok(Some((m, offset))),
+                _ => Err(EFAULT),
+            }
+        };
+        match *op {
+            SqeOp::Nop | SqeOp::Fsync { .. } => Ok(None),
+            SqeOp::Read {
+                mem: m,
+                mem_offset,
+                len,
+                ..
+            }
+            | SqeOp::Write {
+                mem: m,
+                mem_offset,
+                len,
+                ..
+            } => check(m, mem_offset, len, Errno::EINVAL),
+            SqeOp::ReadFixed {
+                buf_index,
+                buf_offset,
+                len,
+                ..
+            }
+            | SqeOp::WriteFixed {
+                buf_index,
+                buf_offset,
+                len,
+                ..
+            } => {
+                let m = *self.buffers.get(usize::from(buf_index)).ok_or(EFAULT)?;
+                check(m, buf_offset, len, EFAULT)
+            }
+        }
+    }
+
+    /// Runs every queued SQE, issuing from `start_ns`; `inline` says the submitter's CPU does
+    /// the issuing (without SQPOLL), which the caller then charges to its clock.
+    pub fn submit(&mut self, m: &mut Machine<'_>, start_ns: u64) -> Submission {
+        let mut cursor = start_ns;
+        // The completion time of the previous SQE if it linked to the next one.
+        let mut link_from: Option<u64> = None;
+        let mut cancel = false;
+        while let Some(q) = self.sq.pop_front() {
+            let issue = link_from.map_or(cursor, |t| t.max(cursor));
+            let (res, done) = if cancel {
+                (-ECANCELED, issue)
+            } else {
+                let (res, cpu_ns, device) = self.execute(&q.sqe.op, m);
+                let cpu = m.clock.jittered(cpu_ns);
+                if issue == cursor {
+                    cursor += cpu; // issued inline, in order
+                }
+                let ready = issue + cpu;
+                let done = match device {
+                    Device::None => ready,
+                    Device::Read(bytes) => m.queue.request(
+                        m.clock,
+                        ready,
+                        m.dev.read_latency_ns,
+                        m.dev.transfer_ns(bytes),
+                        m.dev.queued_request_ns,
+                    ),
+                    Device::Write(bytes) => m.queue.request(
+                        m.clock,
+                        ready,
+                        m.dev.write_latency_ns,
+                        m.dev.transfer_ns(bytes),
+                        m.dev.queued_request_ns,
+                    ),
+                    Device::Barrier(ns) => m.queue.barrier(m.clock, ready, ns),
+                };
+                (res, done)
+            };
+            let failed = res < 0 || short(&q.sqe.op, res);
+            cancel = q.sqe.link && (cancel || failed);
+            link_from = q.sqe.link.then_some(done);
+            self.cq.insert(
+                (done, self.seq),
+                Completion {
+                    user_data: q.sqe.user_data,
+                    res,
+                    mem: q.mem,
+                },
+            );
+            self.seq += 1;
+        }
+        if self.sqpoll {
+            self.poller_awake_until_ns = self.poller_awake_until_ns.max(cursor + self.idle_ns);
+        }
+        Submission {
+            inline_ns: cursor - start_ns,
+        }
+    }
+
+    /// Runs one SQE's effect: its `res`, inline CPU cost, and device work.
+    fn execute(&self, op: &SqeOp, m: &mut Machine<'_>) -> (i32, u64, Device) {
+        match self.try_execute(op, m) {
+            Ok(v) => v,
+            Err(Errno(e)) => (-e, 0, Device::None),
+        }
+    }
+
+    fn file(&self, file: SqeFile, fs: &FileSystem) -> Result<FileRef, Errno> {
+        match file {
+            SqeFile::Fd(fd) => fs.file_ref(fd),
+            SqeFile::Fixed(i) => Ok(self.files[i as usize]), // checked when queued
+        }
+    }
+
+    fn try_execute(&self, op: &SqeOp, m: &mut Machine<'_>) -> Result<(i32, u64, Device), Errno> {
+        let (file, region, offset, len, write) = match *op {
+            SqeOp::Nop => return Ok((0, 0, Device::None)),
+            SqeOp::Fsync { file, .. } => {
+                let c = m.fs.sync_ref(self.file(file, m.fs)?);
+                let data = if c.write_back_bytes > 0 {
+                    m.dev.write_ns(c.write_back_bytes)
+                } else {
+                    0
+                };
+                let journal = if c.metadata {
+                    m.dev.write_ns(PAGE_BYTES)
+                } else {
+                    0
+                };
+                return Ok((0, 0, Device::Barrier(data + journal + m.dev.flush_ns)));
+            }
+            SqeOp::Read {
+                file, len, offset, ..
+            }
+            | SqeOp::ReadFixed {
+                file, len, offset, ..
+            } => (file, self.memory_of(op, m.mem)?, offset, len, false),
+            SqeOp::Write {
+                file, len, offset, ..
+            }
+            | SqeOp::WriteFixed {
+                file, len, offset, ..
+            } => (file, self.memory_of(op, m.mem)?, offset, len, true),
+        };
+        let (mem, mem_offset) = region.expect("reads and writes name memory");
+        let file = self.file(file, m.fs)?;
+        // Regions are page-aligned mappings, so the buffer's address is aligned as its offset.
+        if file.direct() && mem_offset as u64 % SECTOR_BYTES != 0 {
+            return Err(Errno::EINVAL);
+        }
+        let len = len as usize;
+        if write {
+            let data = m.mem.slice(mem, mem_offset, len)?;
+            let c = m.fs.pwrite_ref(file, data, offset)?;
+            let res = i32::try_from(c.bytes).expect("at most RW_BYTES_MAX");
+            if c.direct {
+                let device = if c.bytes > 0 {
+                    Device::Write(c.bytes as u64)
+                } else {
+                    Device::None
+                };
+                return Ok((res, 0, device));
+            }
+            let cpu = c.pages * m.cpu.page_cache_ns_per_page + m.cpu.copy_ns(c.bytes as u64);
+            Ok((res, cpu, Device::None))
+        } else {
+            let buf = m.mem.slice_mut(mem, mem_offset, len)?;
+            let c = m.fs.pread_ref(file, buf, offset)?;
+            let res = i32::try_from(c.bytes).expect("at most RW_BYTES_MAX");
+            if c.direct {
+                let device = if c.bytes > 0 {
+                    Device::Read(c.bytes as u64)
+                } else {
+                    Device::None
+                };
+                return Ok((res, 0, device));
+            }
+            let cpu = c.pages * m.cpu.page_cache_ns_per_page + m.cpu.copy_ns(c.bytes as u64);
+            let device = if c.missed_pages > 0 {
+                Device::Read(c.missed_pages * PAGE_BYTES)
+            } else {
+                Device::None
+            };
+            Ok((res, cpu, device))
+        }
+    }
+
+    /// Moves up to `max` completions posted by `now_ns` into `out` (user space), unpinning
+    /// their memory.
+    pub fn reap(
+        &mut self,
+        out: &mut Vec<resystance_traces::Cqe>,
+        max: usize,
+        now_ns: u64,
+        mem: &mut Regions,
+    ) -> usize {
+        let mut n = 0;
+        while n < max {
+            let Some(entry) = self.cq.first_entry() else {
+                break;
+            };
+            if entry.key().0 > now_ns {
+                break;
+            }
+            let c = entry.remove();
+            if let Some(region) = c.mem {
+                mem.unpin(region);
+            }
+            out.push(resystance_traces::Cqe {
+                user_data: c.user_data,
+                res: c.res,
+                flags: 0,
+            });
+            n += 1;
+        }
+        n
+    }
+
+    /// Tears the ring down after it was drained: unpins its buffers, releases its files.
+    pub fn release(self, mem: &mut Regions, fs: &mut FileSystem) {
+        assert_eq!(
+            self.in_flight(),
+            0,
+            "a ring is drained before it is released"
+        );
+        for m in self.buffers {
+            mem.unpin(m);
+        }
+        for f in self.files {
+            fs.release(f);
+        }
+    }
+}
+
+/// The device work an SQE needs after its inline CPU work.
+#[derive(Clone, Copy, Debug)]
+enum Device {
+    None,
+    Read(u64),
+    Write(u64),
+    /// Device-exclusive work of this many nanoseconds (a sync).
+    Barrier(u64),
+}
+
+/// A read or write that moved fewer bytes than asked (breaks a link, as on Linux).
+fn short(op: &SqeOp, res: i32) -> bool {
+    match *op {
+        SqeOp::Read { len, .. }
+        | SqeOp::Write { len, .. }
+        | SqeOp::ReadFixed { len, .. }
+        | SqeOp::WriteFixed { len, .. } => i64::from(res) < i64::from(len),
+        SqeOp::Nop | SqeOp::Fsync { .. } => false,
+    }
+}
