@@ -180,3 +180,74 @@ fn power_loss_without_wal_sync_recovers_a_prefix_of_the_acknowledged_writes() {
     let (checked, total) = power_loss_campaign(false);
     say!("sim power loss (no WAL sync): {checked} crash points over {total} calls, each recovered a prefix of the writes");
 }
+
+/// One compaction workload's tables and compaction syscall counts by kind, on `kernel`.
+fn compaction_run(
+    kernel: Arc<dyn Kernel>,
+    dir: &Path,
+    mode: resystance::CompactionMode,
+) -> (BTreeMap<String, Vec<u8>>, resystance_traces::SyscallCounts) {
+    let mut o = options(false);
+    o.compaction_mode = mode;
+    let db = Db::open(Arc::clone(&kernel), dir, o).expect("open");
+    for i in 0..3000u32 {
+        let key = format!("key{:05}", (i * 7919) % 1500);
+        db.put(key.as_bytes(), format!("value-{i}").as_bytes())
+            .unwrap();
+    }
+    db.compact_all().unwrap();
+    let counts = db.stats().compaction.syscalls;
+    db.close().unwrap();
+    let mut tables = BTreeMap::new();
+    for name in kernel.list_dir(dir).unwrap() {
+        if name.ends_with(".sst") {
+            let path = dir.join(&name);
+            let fd = kernel
+                .open(&path, resystance_traces::OpenFlags::READ)
+                .unwrap();
+            let len = usize::try_from(kernel.file_size(fd).unwrap()).unwrap();
+            let mut bytes = vec![0u8; len];
+            assert_eq!(kernel.pread(fd, &mut bytes, 0).unwrap(), len);
+            kernel.close(fd).unwrap();
+            tables.insert(name, bytes);
+        }
+    }
+    (tables, counts)
+}
+
+#[test]
+fn compaction_on_the_sim_matches_the_real_kernel_call_for_call() {
+    use resystance::CompactionMode;
+    let real = resystance_real_kernel::RealKernel::new();
+    let uring_ok = real
+        .uring_setup(&resystance_traces::UringParams::default())
+        .map(|r| {
+            let _ = real.uring_close(r);
+        });
+    let mut modes = vec![CompactionMode::Baseline];
+    match uring_ok {
+        Ok(()) => modes.push(CompactionMode::Uring),
+        Err(e) => say!("SKIP the uring mode of the sim-vs-real comparison: {e}"),
+    }
+    for mode in modes {
+        let sim: Arc<dyn Kernel> = Arc::new(SimKernel::new(1));
+        let (sim_tables, sim_counts) = compaction_run(sim, Path::new(DB_DIR), mode);
+        let dir = tempfile::tempdir().unwrap();
+        let real: Arc<dyn Kernel> = Arc::new(resystance_real_kernel::RealKernel::new());
+        let (real_tables, real_counts) = compaction_run(real, dir.path(), mode);
+        assert!(sim_tables.len() > 1);
+        assert!(
+            sim_tables == real_tables,
+            "{mode}: the sim wrote other tables than Linux"
+        );
+        assert_eq!(
+            sim_counts, real_counts,
+            "{mode}: compaction syscalls by kind differ"
+        );
+        say!(
+            "sim = Linux for compaction mode {mode}: {} identical tables, {} compaction syscalls by kind equal",
+            sim_tables.len(),
+            sim_counts.total()
+        );
+    }
+}

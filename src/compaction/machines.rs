@@ -275,11 +275,8 @@ impl Machine for KernelMachine {
                     .mem_write(self.job_mem, window.start, &job_bytes[window])?;
                 let blocks = (self.job.runs[r].window_blocks as usize).min(WINDOW_BLOCKS_MAX);
                 let lens = run + offset_of!(Run, block_len);
-                self.kernel.mem_write(
-                    self.job_mem,
-                    lens,
-                    &job_bytes[lens..lens + 4 * blocks],
-                )?;
+                self.kernel
+                    .mem_write(self.job_mem, lens, &job_bytes[lens..lens + 4 * blocks])?;
             }
         }
         self.refilled.fill(false);
