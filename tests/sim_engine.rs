@@ -183,13 +183,13 @@ fn power_loss_without_wal_sync_recovers_a_prefix_of_the_acknowledged_writes() {
 
 /// One compaction workload's tables and compaction syscall counts by kind, on `kernel`.
 fn compaction_run(
-    kernel: Arc<dyn Kernel>,
+    kernel: &Arc<dyn Kernel>,
     dir: &Path,
     mode: resystance::CompactionMode,
 ) -> (BTreeMap<String, Vec<u8>>, resystance_traces::SyscallCounts) {
     let mut o = options(false);
     o.compaction_mode = mode;
-    let db = Db::open(Arc::clone(&kernel), dir, o).expect("open");
+    let db = Db::open(Arc::clone(kernel), dir, o).expect("open");
     for i in 0..3000u32 {
         let key = format!("key{:05}", (i * 7919) % 1500);
         db.put(key.as_bytes(), format!("value-{i}").as_bytes())
@@ -231,10 +231,10 @@ fn compaction_on_the_sim_matches_the_real_kernel_call_for_call() {
     }
     for mode in modes {
         let sim: Arc<dyn Kernel> = Arc::new(SimKernel::new(1));
-        let (sim_tables, sim_counts) = compaction_run(sim, Path::new(DB_DIR), mode);
+        let (sim_tables, sim_counts) = compaction_run(&sim, Path::new(DB_DIR), mode);
         let dir = tempfile::tempdir().unwrap();
         let real: Arc<dyn Kernel> = Arc::new(resystance_real_kernel::RealKernel::new());
-        let (real_tables, real_counts) = compaction_run(real, dir.path(), mode);
+        let (real_tables, real_counts) = compaction_run(&real, dir.path(), mode);
         assert!(sim_tables.len() > 1);
         assert!(
             sim_tables == real_tables,
