@@ -1150,6 +1150,7 @@ impl DbInner {
             c.entries_in += out.entries_in;
             c.entries_out += out.entries_out;
             c.time_ns += elapsed;
+            c.program_ns += out.program_ns;
             c.syscalls = c.syscalls.merged(&accounted.syscall_counts());
         }
         drop(st);

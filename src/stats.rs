@@ -26,6 +26,10 @@ pub struct CompactionStats {
     pub entries_out: u64,
     /// Wall time (kernel clock) spent in compaction jobs, in nanoseconds.
     pub time_ns: u64,
+    /// Of that, nanoseconds inside the compaction program in the kernel (`resystance` mode;
+    /// `BPF_PROG_TEST_RUN` time), 0 when the merge runs in user space.
+    #[serde(default)]
+    pub program_ns: u64,
     /// System calls made by compaction jobs, by kind: input reads, output writes and syncs, the
     /// directory sync, and the opening of each output table. Inputs are already open. Not
     /// included: the MANIFEST append and fdatasync that install each job's result (done by the

@@ -43,6 +43,11 @@ pub trait Machine {
     fn records(&self) -> &[Record];
     /// Runs the program once; returns its status.
     fn run(&mut self) -> Result<u32, BoxError>;
+    /// Nanoseconds spent inside the program so far, as the kernel running it reported them
+    /// (0 for machines that do not measure: the twin has no clock of its own).
+    fn program_ns(&self) -> u64 {
+        0
+    }
 }
 
 /// What a source put into a window.

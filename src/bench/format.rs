@@ -78,7 +78,7 @@ pub fn db_stats_lines(stats: &DbStats, uptime_ns: u64) -> String {
     );
     let _ = writeln!(
         out,
-        "Compaction: {} jobs ({} trivial moves), {} input files, {} output files, {} read, {} written, {} data blocks read, {} entries in, {} out, {:.3} seconds",
+        "Compaction: {} jobs ({} trivial moves), {} input files, {} output files, {} read, {} written, {} data blocks read, {} entries in, {} out, {:.3} seconds{}",
         c.jobs,
         c.trivial_moves,
         c.input_files,
@@ -89,7 +89,13 @@ pub fn db_stats_lines(stats: &DbStats, uptime_ns: u64) -> String {
         c.entries_in,
         c.entries_out,
         secs(c.time_ns),
+        if c.program_ns > 0 {
+            format!(" ({:.3} inside the compaction program)", secs(c.program_ns))
+        } else {
+            String::new()
+        },
     );
+
     let calls: Vec<String> = c
         .syscalls
         .nonzero()

@@ -78,6 +78,9 @@ pub struct JobOutput {
     pub bytes_written: u64,
     /// Entries read.
     pub entries_in: u64,
+    /// Nanoseconds inside the compaction program, as the kernel running it reported them
+    /// (0 when the merge ran in user space).
+    pub program_ns: u64,
     /// Entries written.
     pub entries_out: u64,
 }

@@ -222,6 +222,10 @@ impl KernelMachine {
 }
 
 impl Machine for KernelMachine {
+    fn program_ns(&self) -> u64 {
+        self.run_ns
+    }
+
     fn job_mut(&mut self) -> &mut Job {
         &mut self.job
     }

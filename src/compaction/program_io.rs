@@ -95,6 +95,7 @@ pub fn run_job_with(
     source: &mut dyn InputSource,
 ) -> Result<JobOutput> {
     let params = job_params(job)?;
+    let program_ns_before = machine.program_ns();
     let mut sink = TableSink {
         files: OutputFiles::new(
             Arc::clone(&env.kernel),
@@ -140,6 +141,7 @@ pub fn run_job_with(
         data_blocks_read: summary.blocks_in,
         entries_in: summary.entries_in,
         entries_out: summary.entries_out,
+        program_ns: machine.program_ns() - program_ns_before,
         files,
     })
 }
