@@ -25,7 +25,7 @@ use std::sync::Mutex;
 
 use io_uring::{opcode, squeue, types, IoUring};
 use resystance_traces::{
-    Cqe, Errno, Fd, KernelError, KernelResult, MemId, Sqe, SqeFile, SqeOp, Submitted,
+    Cqe, Errno, Fd, KernelError, KernelResult, MemId, Sqe, SqeFile, SqeMemory, SqeOp, Submitted,
     SyscallCounter, SyscallKind, UringParams,
 };
 
@@ -291,46 +291,28 @@ impl Ring {
                 .checked_add(len as usize)
                 .is_some_and(|end| end <= region_len)
         };
-        match *op {
-            SqeOp::Nop | SqeOp::Fsync { .. } => Ok(None),
-            SqeOp::Read {
-                mem,
-                mem_offset,
-                len,
-                ..
-            }
-            | SqeOp::Write {
-                mem,
-                mem_offset,
-                len,
-                ..
-            } => {
+        match op.memory() {
+            None => Ok(None),
+            Some(SqeMemory::Region { mem, offset, len }) => {
                 let m = maps.get(&mem.0).ok_or(refuse(libc::EINVAL))?;
-                if !within(mem_offset, len, m.len) {
+                if !within(offset, len, m.len) {
                     return Err(refuse(libc::EFAULT));
                 }
-                Ok(Some((mem, m.addr + mem_offset)))
+                Ok(Some((mem, m.addr + offset)))
             }
-            SqeOp::ReadFixed {
+            Some(SqeMemory::Fixed {
                 buf_index,
-                buf_offset,
+                offset,
                 len,
-                ..
-            }
-            | SqeOp::WriteFixed {
-                buf_index,
-                buf_offset,
-                len,
-                ..
-            } => {
+            }) => {
                 let b = self
                     .buffers
                     .get(usize::from(buf_index))
                     .ok_or(refuse(libc::EFAULT))?;
-                if !within(buf_offset, len, b.len) {
+                if !within(offset, len, b.len) {
                     return Err(refuse(libc::EFAULT));
                 }
-                Ok(Some((b.mem, b.addr + buf_offset)))
+                Ok(Some((b.mem, b.addr + offset)))
             }
         }
     }

@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use resystance_traces::{Errno, Fd, MemId, Sqe, SqeFile, SqeOp, UringParams};
+use resystance_traces::{Errno, Fd, MemId, Sqe, SqeFile, SqeMemory, SqeOp, UringParams};
 
 use crate::clock::Clock;
 use crate::cost::{CpuModel, DeviceModel, PAGE_BYTES};
@@ -297,34 +297,20 @@ impl Ring {
                 _ => Err(EFAULT),
             }
         };
-        match *op {
-            SqeOp::Nop | SqeOp::Fsync { .. } => Ok(None),
-            SqeOp::Read {
+        match op.memory() {
+            None => Ok(None),
+            Some(SqeMemory::Region {
                 mem: m,
-                mem_offset,
+                offset,
                 len,
-                ..
-            }
-            | SqeOp::Write {
-                mem: m,
-                mem_offset,
-                len,
-                ..
-            } => check(m, mem_offset, len, Errno::EINVAL),
-            SqeOp::ReadFixed {
+            }) => check(m, offset, len, Errno::EINVAL),
+            Some(SqeMemory::Fixed {
                 buf_index,
-                buf_offset,
+                offset,
                 len,
-                ..
-            }
-            | SqeOp::WriteFixed {
-                buf_index,
-                buf_offset,
-                len,
-                ..
-            } => {
+            }) => {
                 let m = *self.buffers.get(usize::from(buf_index)).ok_or(EFAULT)?;
-                check(m, buf_offset, len, EFAULT)
+                check(m, offset, len, EFAULT)
             }
         }
     }

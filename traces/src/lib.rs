@@ -24,4 +24,4 @@ pub use counts::{SyscallCounter, SyscallCounts, SyscallKind};
 pub use error::{Errno, KernelError, KernelResult};
 pub use event::{Call, Event, Ret};
 pub use kernel::{Fd, Kernel, MemId, OpenFlags, Submitted};
-pub use uring::{Cqe, RingId, Sqe, SqeFile, SqeOp, UringParams};
+pub use uring::{Cqe, RingId, Sqe, SqeFile, SqeMemory, SqeOp, UringParams};

@@ -107,6 +107,71 @@ pub enum SqeOp {
     },
 }
 
+/// The memory an SQE reads from or writes to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SqeMemory {
+    /// `len` bytes of region `mem` at `offset`.
+    Region {
+        /// The region.
+        mem: MemId,
+        /// Offset within it.
+        offset: usize,
+        /// Bytes.
+        len: u32,
+    },
+    /// `len` bytes of registered buffer `buf_index` at `offset`.
+    Fixed {
+        /// Registered buffer index.
+        buf_index: u16,
+        /// Offset within that buffer.
+        offset: usize,
+        /// Bytes.
+        len: u32,
+    },
+}
+
+impl SqeOp {
+    /// The memory this operation transfers to or from (`None` for NOP and FSYNC): the one
+    /// place kernels read it from, to check and pin it.
+    pub fn memory(&self) -> Option<SqeMemory> {
+        match *self {
+            SqeOp::Nop | SqeOp::Fsync { .. } => None,
+            SqeOp::Read {
+                mem,
+                mem_offset,
+                len,
+                ..
+            }
+            | SqeOp::Write {
+                mem,
+                mem_offset,
+                len,
+                ..
+            } => Some(SqeMemory::Region {
+                mem,
+                offset: mem_offset,
+                len,
+            }),
+            SqeOp::ReadFixed {
+                buf_index,
+                buf_offset,
+                len,
+                ..
+            }
+            | SqeOp::WriteFixed {
+                buf_index,
+                buf_offset,
+                len,
+                ..
+            } => Some(SqeMemory::Fixed {
+                buf_index,
+                offset: buf_offset,
+                len,
+            }),
+        }
+    }
+}
+
 /// One submission-queue entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sqe {
