@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use super::latency::LatencySummary;
-use super::results::{BenchmarkResult, Rates, GB, MB};
+use super::results::{BenchmarkResult, ModeRun, Rates, GB, MB};
 use crate::stats::DbStats;
 
 /// db_bench 7.8's result line (`Stats::Report`): name, µs/op, ops/sec, seconds, operations,
@@ -161,6 +161,84 @@ pub fn benchmark_report(r: &BenchmarkResult) -> String {
     out
 }
 
+/// The side-by-side table of a multi-mode run: per benchmark, one row per compaction mode
+/// with throughput, write latency, compaction time (total and per MB read), compaction
+/// syscalls and stall time, and ratios against the first mode (baseline when given first).
+/// Empty for a single mode.
+pub fn comparison_table(runs: &[ModeRun]) -> String {
+    let Some(first) = runs.first() else {
+        return String::new();
+    };
+    if runs.len() < 2 {
+        return String::new();
+    }
+    let ratio = |x: f64, base: f64| if base > 0.0 { x / base } else { f64::NAN };
+    let mut out = String::new();
+    for (i, base) in first.benchmarks.iter().enumerate() {
+        let rows: Vec<&BenchmarkResult> = runs
+            .iter()
+            .filter_map(|r| r.benchmarks.get(i).filter(|b| b.name == base.name))
+            .collect();
+        if rows.len() != runs.len() {
+            continue;
+        }
+        let _ = writeln!(
+            out,
+            "Comparison, {} (ratios against {}; compaction figures since the database opened):",
+            base.name.name(),
+            first.compaction_mode
+        );
+        let _ = writeln!(
+            out,
+            "{:<11} {:>12} {:>6} {:>8} {:>8} {:>9} {:>6} {:>11} {:>8} {:>6} {:>10} {:>8} {:>8}",
+            "mode",
+            "ops/sec",
+            "x",
+            "P50 us",
+            "P99 us",
+            "P99.9 us",
+            "x P99",
+            "compact s",
+            "ms/MB",
+            "x",
+            "syscalls",
+            "x",
+            "stall s"
+        );
+        let base_c = &base.db_stats.compaction;
+        let per_mb = |c: &crate::stats::CompactionStats| {
+            if c.bytes_read == 0 {
+                0.0
+            } else {
+                secs(c.time_ns) * 1e3 / (c.bytes_read as f64 / MB)
+            }
+        };
+        for (run, b) in runs.iter().zip(&rows) {
+            let c = &b.db_stats.compaction;
+            let stall = &b.db_stats.stall;
+            let _ = writeln!(
+                out,
+                "{:<11} {:>12.0} {:>6.2} {:>8.2} {:>8.2} {:>9.2} {:>6.2} {:>11.3} {:>8.3} {:>6.2} {:>10} {:>8.3} {:>8.3}",
+                run.compaction_mode.to_string(),
+                b.ops_per_sec,
+                ratio(b.ops_per_sec, base.ops_per_sec),
+                b.latency.p50_us,
+                b.latency.p99_us,
+                b.latency.p999_us,
+                ratio(b.latency.p99_us, base.latency.p99_us),
+                secs(c.time_ns),
+                per_mb(c),
+                ratio(secs(c.time_ns), secs(base_c.time_ns)),
+                c.syscalls.total(),
+                ratio(c.syscalls.total() as f64, base_c.syscalls.total() as f64),
+                secs(stall.stop_ns + stall.delay_ns),
+            );
+        }
+        out.push('\n');
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use resystance_traces::SyscallKind;
@@ -306,5 +384,50 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("Levels: L0 3 files 9.0 MB, L2 2 files 10.0 MB\n"));
+    }
+
+    #[test]
+    fn comparison_table_gives_ratios_against_the_first_mode() {
+        use crate::bench::results::ModeRun;
+        use crate::options::CompactionMode;
+        let run = |mode, ops: u64, compaction_ns: u64, preads: u64| {
+            let mut stats = sample_stats();
+            stats.compaction.time_ns = compaction_ns;
+            stats.compaction.syscalls = Default::default();
+            stats.compaction.syscalls.add(SyscallKind::Pread, preads);
+            ModeRun {
+                compaction_mode: mode,
+                benchmarks: vec![BenchmarkResult::new(Measured {
+                    name: Benchmark::FillRandom,
+                    ops,
+                    found: None,
+                    bytes: ops * 116,
+                    elapsed_ns: 1_000_000_000,
+                    latency: LatencySummary::default(),
+                    db_uptime_ns: 1_000_000_000,
+                    db_stats: stats,
+                })],
+                skipped: Vec::new(),
+            }
+        };
+        assert_eq!(
+            comparison_table(&[run(CompactionMode::Baseline, 1000, 1, 1)]),
+            ""
+        );
+        let table = comparison_table(&[
+            run(CompactionMode::Baseline, 1000, 2_000_000_000, 1000),
+            run(CompactionMode::Uring, 1500, 1_000_000_000, 10),
+        ]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert!(
+            lines[0].starts_with("Comparison, fillrandom (ratios against baseline"),
+            "{table}"
+        );
+        let uring: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(uring[0], "uring");
+        assert_eq!(uring[2], "1.50", "ops/sec ratio: {table}");
+        assert_eq!(uring[9], "0.50", "compaction time ratio: {table}");
+        assert_eq!(uring[10], "10", "{table}");
+        assert_eq!(uring[11], "0.010", "syscall ratio: {table}");
     }
 }

@@ -90,6 +90,7 @@ pub fn run_with(
         write!(out, "{}", header(args, &host, kernel.name(), mode)).map_err(BenchError::stdout)?;
         runs.push(runner::Runner::new(kernel.clone(), args, &db_path, out).run_mode(mode)?);
     }
+    write!(out, "{}", format::comparison_table(&runs)).map_err(BenchError::stdout)?;
     Ok(BenchReport {
         tool: "resystance bench",
         version: env!("CARGO_PKG_VERSION"),
