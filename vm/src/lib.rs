@@ -10,6 +10,8 @@
 //! * [`helpers`]: the kernel's numbered helpers over one VM's own state and a supplied clock.
 //! * [`loader`]: an [`object::Object`]'s program loaded with its maps, run, and its maps
 //!   reached from the host.
+//! * [`kernel_bpf`]: the BPF subsystem of a kernel model: maps and programs by handle,
+//!   loaded from relocated instructions that name maps by fd, as `bpf(2)` receives them.
 //! * [`jit`]: rbpf's JIT as an opt-in fast mode, only for instructions Linux's verifier
 //!   accepted and only for what rbpf compiles exactly like Linux (no memory checks: see there).
 //!
@@ -20,6 +22,7 @@ pub mod exec;
 pub mod helpers;
 mod insn;
 pub mod jit;
+pub mod kernel_bpf;
 pub mod loader;
 pub mod maps;
 pub mod object;

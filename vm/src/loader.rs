@@ -12,10 +12,11 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::exec::{self, region_base, Limits, Region, RunError, RunResult, Vm, REGIONS_EXTRA_MAX};
-use crate::helpers::{self, map_handle, Clock, KernelState};
+use crate::exec::{self, Limits, Region, RunError, RunResult, Vm, REGIONS_EXTRA_MAX};
+use crate::helpers::{self, Clock, KernelState};
+use crate::kernel_bpf::{map_region, resolve_map_loads, ProgLoadError};
 use crate::maps::{errno, MapError, MapSpec, MapState};
-use crate::object::{MapRelocKind, MapType, Object, ObjectError, BPF_F_MMAPABLE};
+use crate::object::{Object, BPF_F_MMAPABLE};
 
 /// Why an object's program could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -46,13 +47,13 @@ pub enum LoaderError {
         /// Maps it has.
         maps: usize,
     },
-    /// Relocation failed.
+    /// A map reference could not be resolved (the checks `BPF_PROG_LOAD` makes).
     #[error("program '{program}': {source}")]
-    Object {
+    Relocate {
         /// Program name.
         program: String,
-        /// The object error.
-        source: ObjectError,
+        /// Why the reference was refused.
+        source: ProgLoadError,
     },
     /// The relocated instructions were refused.
     #[error("program '{program}': {source}")]
@@ -149,17 +150,18 @@ pub fn load(
         states.push(state);
         values.push(bytes);
     }
-    let insns = prog
-        .resolved_with(|reloc| {
-            Ok::<u64, ObjectError>(match reloc.kind {
-                MapRelocKind::Fd => map_handle(reloc.map_index),
-                MapRelocKind::Value { offset } => region_base(reloc.map_index) + u64::from(offset),
-            })
-        })
-        .map_err(|source| LoaderError::Object {
-            program: program_name.to_string(),
-            source,
-        })?;
+    // The linked instructions carry each map's index as the immediate of its `lddw`; the
+    // same resolution as `BPF_PROG_LOAD` in `kernel_bpf` turns it into handle or address.
+    let insns = resolve_map_loads(prog.insns(), |pc, index| {
+        usize::try_from(index)
+            .ok()
+            .and_then(|i| Some((i, states.get(i)?.spec().clone())))
+            .ok_or(ProgLoadError::MapFd { pc, fd: index })
+    })
+    .map_err(|source| LoaderError::Relocate {
+        program: program_name.to_string(),
+        source,
+    })?;
     let bytes: Vec<u8> = insns.iter().flat_map(|w| w.to_le_bytes()).collect();
     let program = exec::Program::from_raw(&bytes).map_err(|source| LoaderError::Program {
         program: program_name.to_string(),
@@ -202,20 +204,7 @@ impl LoadedProgram {
             .iter_mut()
             .zip(&self.map_names)
             .zip(&states.maps)
-            .map(|((bytes, name), map)| {
-                let spec = map.spec();
-                let region = if spec.read_only_for_programs() {
-                    Region::read_only(name, bytes)
-                } else {
-                    Region::writable(name, bytes)
-                };
-                // Values of arrays and hashes are bounded one by one, as in Linux; a ring
-                // buffer's records are bounded by the region.
-                match spec.map_type {
-                    MapType::Ringbuf => region,
-                    _ => region.with_elements(spec.value_stride(), spec.value_size as usize),
-                }
-            })
+            .map(|((bytes, name), map)| map_region(name, map.spec(), bytes))
             .collect();
         // Helpers lock the state themselves during the run.
         drop(states);

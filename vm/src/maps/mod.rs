@@ -47,10 +47,16 @@ pub mod errno {
     pub const EAGAIN: i32 = 11;
     /// Bad address (`bpf_copy_from_user` on unmapped user memory).
     pub const EFAULT: i32 = 14;
+    /// Device or resource busy (`BPF_MAP_FREEZE` of a frozen map).
+    pub const EBUSY: i32 = 16;
     /// Element exists (`BPF_NOEXIST`).
     pub const EEXIST: i32 = 17;
+    /// No such device (`mmap` of a map type that has no mmap, e.g. hash).
+    pub const ENODEV: i32 = 19;
     /// Invalid argument (bad flags, bad map attributes).
     pub const EINVAL: i32 = 22;
+    /// No space left (map or program ids exhausted).
+    pub const ENOSPC: i32 = 28;
     /// Kernel-internal "operation not supported" (e.g. lookup in a ring buffer).
     pub const ENOTSUPP: i32 = 524;
 }
