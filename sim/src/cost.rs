@@ -21,6 +21,13 @@ pub struct CpuModel {
     /// Reading the clock (`now_ns`, the vDSO: no system call). Zero by default: not measured
     /// here, and far below every other cost in the model.
     pub clock_read_ns: u64,
+    /// One eBPF instruction executed by a test run, in picoseconds. 400 ps (0.4 ns) is an
+    /// **estimate**, not a measurement: a JITed instruction on this machine kind retires in
+    /// well under a nanosecond, and the compaction program is memory-bound.
+    pub bpf_insn_ps: u64,
+    /// The fixed cost of one `BPF_PROG_TEST_RUN`, kernel entry included (DESIGN.md §4:
+    /// ≈ 0.7 µs for a trivial program).
+    pub bpf_test_run_ns: u64,
 }
 
 impl CpuModel {
@@ -31,7 +38,15 @@ impl CpuModel {
             copy_ns_per_page: 80,
             page_cache_ns_per_page: 640,
             clock_read_ns: 0,
+            bpf_insn_ps: 400,
+            bpf_test_run_ns: 700,
         }
+    }
+
+    /// A test run that executed `insns` instructions: the fixed cost plus the instructions.
+    pub fn test_run_ns(&self, insns: u64) -> u64 {
+        self.bpf_test_run_ns
+            .saturating_add(mul_div(insns, self.bpf_insn_ps, 1_000))
     }
 
     /// Copying `bytes` between user and kernel memory.

@@ -277,6 +277,9 @@ pub struct FileSystem {
     nodes: BTreeMap<Ino, Node>,
     next_ino: Ino,
     fds: BTreeMap<i32, OpenFile>,
+    /// Descriptors of anonymous-inode objects (BPF maps, programs, BTF) that share the
+    /// descriptor table with files; what each refers to is kept by their owner.
+    anon_fds: BTreeSet<i32>,
     /// Inodes held by [`FileRef`]s (registered io_uring files), with their hold counts.
     held: BTreeMap<Ino, u32>,
 }
@@ -296,6 +299,7 @@ impl FileSystem {
             nodes,
             next_ino: ROOT + 1,
             fds: BTreeMap::new(),
+            anon_fds: BTreeSet::new(),
             held: BTreeMap::new(),
         }
     }
@@ -306,7 +310,7 @@ impl FileSystem {
             return Err(Errno::EINVAL); // Linux ≥ 6.4 refuses O_CREAT | O_DIRECTORY
         }
         let comps = components(path)?;
-        if self.fds.len() >= FDS_MAX {
+        if self.fds_open() >= FDS_MAX {
             return Err(EMFILE);
         }
         let existing = match comps.split_last() {
@@ -622,6 +626,7 @@ impl FileSystem {
     /// survives, plus what the crash RNG lets through (see the module docs).
     pub fn crash(&mut self, rng: &mut ChaCha8Rng, unsynced_dir_survives_ppm: u32) {
         self.fds.clear();
+        self.anon_fds.clear();
         self.held.clear();
         for node in self.nodes.values_mut() {
             if let Node::Dir(d) = node {
@@ -673,17 +678,45 @@ impl FileSystem {
 
     fn lowest_free_fd(&self) -> i32 {
         let mut fd = FD_FIRST;
-        for &used in self.fds.range(FD_FIRST..).map(|(k, _)| k) {
-            if used != fd {
-                break;
-            }
+        while self.fds.contains_key(&fd) || self.anon_fds.contains(&fd) {
             fd += 1;
         }
         fd
     }
 
+    fn fds_open(&self) -> usize {
+        self.fds.len() + self.anon_fds.len()
+    }
+
+    /// A descriptor for an anonymous-inode object (a BPF map, program or BTF): the lowest
+    /// free number, as for files (`EMFILE` past [`FDS_MAX`]).
+    pub fn alloc_anon_fd(&mut self) -> Result<Fd, Errno> {
+        if self.fds_open() >= FDS_MAX {
+            return Err(EMFILE);
+        }
+        let fd = self.lowest_free_fd();
+        self.anon_fds.insert(fd);
+        Ok(Fd(fd))
+    }
+
+    /// Whether `fd` is open (a file's or an anonymous object's).
+    pub fn is_open(&self, fd: Fd) -> bool {
+        self.fds.contains_key(&fd.0) || self.anon_fds.contains(&fd.0)
+    }
+
+    /// Releases a descriptor of [`FileSystem::alloc_anon_fd`]; false if it is not one.
+    pub fn free_anon_fd(&mut self, fd: Fd) -> bool {
+        self.anon_fds.remove(&fd.0)
+    }
+
     fn open_file(&self, fd: Fd) -> Result<OpenFile, Errno> {
-        self.fds.get(&fd.0).copied().ok_or(Errno::EBADF)
+        match self.fds.get(&fd.0) {
+            Some(of) => Ok(*of),
+            // A BPF object's fd has no read, write or fsync (Linux: `bpf_dummy_read`, no
+            // `fsync` op): EINVAL.
+            None if self.anon_fds.contains(&fd.0) => Err(Errno::EINVAL),
+            None => Err(Errno::EBADF),
+        }
     }
 
     /// The directory at `comps` (`ENOENT` if missing, `ENOTDIR` if a component is a file).

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -12,9 +12,10 @@ use resystance_traces::{
     TestRunResult, UringParams,
 };
 
+use crate::bpf::{map_errno, vm_spec, Bpf, BpfObject, VirtualTime};
 use crate::clock::Clock;
 use crate::cost::{CpuModel, DeviceModel, PAGE_BYTES};
-use crate::events::{digest, result_code, EventLog, Op, SimEvent, RESULT_UNSUPPORTED};
+use crate::events::{digest, result_code, EventLog, Op, SimEvent};
 use crate::fs::{FileSystem, ReadCost, SyncCost, WriteCost};
 use crate::mem::Regions;
 use crate::uring::{
@@ -29,8 +30,12 @@ const STREAM_CRASH: u64 = 1;
 /// Where the simulated machine's directories start: durable before the process runs.
 const BOOT_DIRS: &[&str] = &["/tmp"];
 
-const BPF_MISSING: &str = "bpf on the simulated kernel runs programs through resystance-vm; \
-     that arrives with a follow-up of the sim issue (#5)";
+/// `EFAULT`: what a test run that faulted in the vm answers (see sim/README.md).
+const EFAULT: Errno = Errno(14);
+/// `BTF_MAGIC`, the first two bytes of raw BTF (little-endian).
+const BTF_MAGIC: u16 = 0xeb9f;
+/// Bytes of `struct btf_header`.
+const BTF_HEADER_BYTES: usize = 24;
 
 /// How a [`SimKernel`] behaves: its seed and cost models.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -247,7 +252,7 @@ impl SimKernel {
                 clock: Clock::new(cfg.jitter_ppm, rng(STREAM_JITTER)),
                 crash_rng: rng(STREAM_CRASH),
                 fs,
-                mem: Regions::default(),
+                mem: Regions::new(Bpf::new(cfg.seed, Arc::new(VirtualTime::default()))),
                 rings: BTreeMap::new(),
                 next_ring: 0,
                 queue: DeviceQueue::default(),
@@ -431,21 +436,113 @@ impl SimKernel {
         result
     }
 
-    /// A call this kernel does not provide yet: recorded, not counted (like the real kernel's
-    /// unsupported calls), free.
-    fn unsupported<T>(&self, call: SyscallKind, op: Op, why: &str) -> KernelResult<T> {
+    /// A BPF call: `f` counts its system calls ([`State::enter`]) where real-kernel counts
+    /// them (some refusals happen before any) and may fail with any [`KernelError`]
+    /// (`Unsupported`, `Rejected`), not only an errno.
+    fn bpf_call<T>(
+        &self,
+        kind: SyscallKind,
+        op: Op,
+        mut args: [u64; 4],
+        ok_code: impl Fn(&T) -> u64,
+        f: impl FnOnce(&mut State, &mut [u64; 4]) -> KernelResult<T>,
+    ) -> KernelResult<T> {
         let mut st = self.lock();
+        let result = if st.down {
+            Err(KernelError::Errno {
+                call: kind,
+                errno: Errno::EIO,
+            })
+        } else {
+            f(&mut st, &mut args)
+        };
         let t = st.clock.now_ns();
-        st.log.record(t, op, [0; 4], RESULT_UNSUPPORTED);
-        Err(KernelError::Unsupported {
-            call,
-            why: why.to_string(),
-        })
+        let code = result_code(&result, ok_code);
+        st.log.record(t, op, args, code);
+        result
+    }
+}
+
+/// `errno` as `call`'s error.
+fn errno_of(call: SyscallKind) -> impl Fn(Errno) -> KernelError {
+    move |errno| KernelError::Errno { call, errno }
+}
+
+/// The bytes of a map element at the boundary: keys as created; values as created, except a
+/// per-CPU array's, which cross as one 8-byte-rounded value per possible CPU (one here).
+fn elem_bytes(spec: &resystance_vm::maps::MapSpec) -> (usize, usize) {
+    let value = match spec.map_type {
+        resystance_vm::object::MapType::PercpuArray => spec.value_stride(),
+        _ => spec.value_size as usize,
+    };
+    (spec.key_size as usize, value)
+}
+
+impl State {
+    /// `BPF_PROG_LOAD` (with or without BTF): the load, and on a refusal the second, logged
+    /// load real-kernel makes (both counted). No `BPF_OBJ_GET_INFO_BY_FD`: the vm reports no
+    /// verified-instruction count.
+    fn prog_load(&mut self, prog: &ProgLoad, btf: Option<&ProgBtf>) -> KernelResult<ProgLoaded> {
+        const CALL: SyscallKind = SyscallKind::BpfProgLoad;
+        self.enter(CALL).map_err(errno_of(CALL))?;
+        let refused = |st: &mut State, errno: Errno, log: String| {
+            st.enter(CALL).map_err(errno_of(CALL))?; // the load again, with a log
+            Err(KernelError::Rejected {
+                call: CALL,
+                errno,
+                log,
+            })
+        };
+        if let Some(btf) = btf {
+            if self.mem.bpf.fds.get(&btf.btf.0 .0) != Some(&BpfObject::Btf) {
+                // Linux's `btf_get_by_fd`: EBADF for no descriptor, EINVAL for another kind.
+                let errno = if self.fs.is_open(btf.btf.0) {
+                    Errno::EINVAL
+                } else {
+                    Errno::EBADF
+                };
+                let log = format!("prog_btf_fd {} is not a BTF object\n", btf.btf.0 .0);
+                return refused(self, errno, log);
+            }
+        }
+        let Bpf { sub, fds, .. } = &mut self.mem.bpf;
+        let loaded = sub.prog_load(&prog.name, &prog.insns, |fd| match fds.get(&fd) {
+            Some(BpfObject::Map(id)) => Some(*id),
+            _ => None,
+        });
+        let id = match loaded {
+            Ok(id) => id,
+            Err(e) => return refused(self, Errno(e.errno()), format!("{e}\n")),
+        };
+        match self.fs.alloc_anon_fd() {
+            Ok(fd) => {
+                self.mem.bpf.fds.insert(fd.0, BpfObject::Prog(id));
+                Ok(ProgLoaded {
+                    fd: ProgFd(fd),
+                    verified_insns: None,
+                    log: String::new(),
+                })
+            }
+            Err(errno) => {
+                self.mem.bpf.sub.prog_close(id);
+                Err(KernelError::Errno { call: CALL, errno })
+            }
+        }
     }
 }
 
 fn path_arg(path: &Path) -> u64 {
     digest(path.as_os_str().as_encoded_bytes())
+}
+
+fn prog_args(prog: &ProgLoad) -> [u64; 4] {
+    let insns: Vec<u8> = prog.insns.iter().flat_map(|i| i.to_le_bytes()).collect();
+    [
+        digest(prog.name.as_bytes()),
+        digest(&insns),
+        prog.insns.len() as u64,
+        0,
+    ]
 }
 
 fn fd_arg(fd: Fd) -> u64 {
@@ -525,7 +622,15 @@ impl Kernel for SimKernel {
             Op::Close,
             [fd_arg(fd), 0, 0, 0],
             |()| 0,
-            |st, _| Ok((st.fs.close(fd)?, st.cfg.cpu.syscall_ns)),
+            |st, _| {
+                if let Some(obj) = st.mem.bpf.fds.remove(&fd.0) {
+                    assert!(st.fs.free_anon_fd(fd), "a BPF fd is in the fd table");
+                    st.mem.bpf.close(obj);
+                } else {
+                    st.fs.close(fd)?;
+                }
+                Ok(((), st.cfg.cpu.syscall_ns))
+            },
         )
     }
 
@@ -855,38 +960,239 @@ impl Kernel for SimKernel {
             },
         )
     }
-    fn bpf_map_create(&self, _spec: &MapSpec) -> KernelResult<MapFd> {
-        self.unsupported(SyscallKind::BpfMapCreate, Op::BpfMapCreate, BPF_MISSING)
+    fn bpf_map_create(&self, spec: &MapSpec) -> KernelResult<MapFd> {
+        const CALL: SyscallKind = SyscallKind::BpfMapCreate;
+        self.bpf_call(
+            CALL,
+            Op::BpfMapCreate,
+            [
+                digest(spec.name.as_bytes()),
+                u64::from(spec.map_type.kernel_id()) | (u64::from(spec.flags) << 32),
+                u64::from(spec.key_size) | (u64::from(spec.value_size) << 32),
+                u64::from(spec.max_entries),
+            ],
+            |fd: &MapFd| fd_arg(fd.0),
+            |st, _| {
+                st.enter(CALL).map_err(errno_of(CALL))?;
+                let id = st
+                    .mem
+                    .bpf
+                    .sub
+                    .map_create(vm_spec(spec))
+                    .map_err(|e| errno_of(CALL)(map_errno(&e)))?;
+                match st.fs.alloc_anon_fd() {
+                    Ok(fd) => {
+                        st.mem.bpf.fds.insert(fd.0, BpfObject::Map(id));
+                        Ok(MapFd(fd))
+                    }
+                    Err(errno) => {
+                        st.mem.bpf.sub.map_close(id).expect("just created");
+                        Err(errno_of(CALL)(errno))
+                    }
+                }
+            },
+        )
     }
-    fn bpf_map_mmap(&self, _map: MapFd) -> KernelResult<MemId> {
-        self.unsupported(SyscallKind::Mmap, Op::BpfMapMmap, BPF_MISSING)
+
+    fn bpf_map_mmap(&self, map: MapFd) -> KernelResult<MemId> {
+        const CALL: SyscallKind = SyscallKind::Mmap;
+        self.bpf_call(
+            CALL,
+            Op::BpfMapMmap,
+            [fd_arg(map.0), 0, 0, 0],
+            |m: &MemId| u64::from(m.0),
+            |st, args| {
+                // Refused before the system call, as real-kernel refuses them.
+                let id = st.mem.bpf.map_of(map.0).map_err(errno_of(CALL))?;
+                let spec = st.mem.bpf.sub.map_spec(id).expect("an fd's map is open");
+                let mmapable = spec.map_type == resystance_vm::object::MapType::Array
+                    && spec.map_flags & resystance_vm::object::BPF_F_MMAPABLE != 0;
+                if !mmapable {
+                    return Err(KernelError::Unsupported {
+                        call: CALL,
+                        why: format!(
+                            "map {:?} is not a BPF_F_MMAPABLE array map; only those are mmapped",
+                            spec.name
+                        ),
+                    });
+                }
+                let len = st.mem.bpf.sub.map_values(id).map_or(0, <[u8]>::len);
+                if len == 0 {
+                    return Err(errno_of(CALL)(Errno::EINVAL));
+                }
+                args[1] = len as u64;
+                st.enter(CALL).map_err(errno_of(CALL))?;
+                st.mem
+                    .bpf
+                    .sub
+                    .map_mmap_check(id, true)
+                    .map_err(|e| errno_of(CALL)(map_errno(&e)))?;
+                st.mem.map_map(id).map_err(errno_of(CALL))
+            },
+        )
     }
-    fn bpf_map_lookup(&self, _map: MapFd, _key: &[u8], _value: &mut [u8]) -> KernelResult<()> {
-        self.unsupported(SyscallKind::BpfMapLookup, Op::BpfMapLookup, BPF_MISSING)
+
+    fn bpf_map_lookup(&self, map: MapFd, key: &[u8], value: &mut [u8]) -> KernelResult<()> {
+        const CALL: SyscallKind = SyscallKind::BpfMapLookup;
+        self.bpf_call(
+            CALL,
+            Op::BpfMapLookup,
+            [fd_arg(map.0), digest(key), value.len() as u64, 0],
+            |()| 0,
+            |st, args| {
+                let id = st.mem.bpf.map_of(map.0).map_err(errno_of(CALL))?;
+                st.enter(CALL).map_err(errno_of(CALL))?;
+                let spec = st.mem.bpf.sub.map_spec(id).expect("an fd's map is open");
+                if elem_bytes(spec) != (key.len(), value.len()) {
+                    return Err(errno_of(CALL)(Errno::EINVAL));
+                }
+                let found = st
+                    .mem
+                    .bpf
+                    .sub
+                    .map_lookup(id, key)
+                    .map_err(|e| errno_of(CALL)(map_errno(&e)))?;
+                value.fill(0);
+                value[..found.len()].copy_from_slice(&found);
+                args[3] = digest(value);
+                Ok(())
+            },
+        )
     }
-    fn bpf_map_update(
-        &self,
-        _map: MapFd,
-        _key: &[u8],
-        _value: &[u8],
-        _flags: u64,
-    ) -> KernelResult<()> {
-        self.unsupported(SyscallKind::BpfMapUpdate, Op::BpfMapUpdate, BPF_MISSING)
+
+    fn bpf_map_update(&self, map: MapFd, key: &[u8], value: &[u8], flags: u64) -> KernelResult<()> {
+        const CALL: SyscallKind = SyscallKind::BpfMapUpdate;
+        self.bpf_call(
+            CALL,
+            Op::BpfMapUpdate,
+            [fd_arg(map.0), digest(key), digest(value), flags],
+            |()| 0,
+            |st, _| {
+                let id = st.mem.bpf.map_of(map.0).map_err(errno_of(CALL))?;
+                st.enter(CALL).map_err(errno_of(CALL))?;
+                let spec = st.mem.bpf.sub.map_spec(id).expect("an fd's map is open");
+                if elem_bytes(spec) != (key.len(), value.len()) {
+                    return Err(errno_of(CALL)(Errno::EINVAL));
+                }
+                let value = &value[..spec.value_size as usize];
+                st.mem
+                    .bpf
+                    .sub
+                    .map_update(id, key, value, flags)
+                    .map_err(|e| errno_of(CALL)(map_errno(&e)))
+            },
+        )
     }
-    fn bpf_map_freeze(&self, _map: MapFd) -> KernelResult<()> {
-        self.unsupported(SyscallKind::BpfMapFreeze, Op::BpfMapFreeze, BPF_MISSING)
+
+    fn bpf_map_freeze(&self, map: MapFd) -> KernelResult<()> {
+        const CALL: SyscallKind = SyscallKind::BpfMapFreeze;
+        self.bpf_call(
+            CALL,
+            Op::BpfMapFreeze,
+            [fd_arg(map.0), 0, 0, 0],
+            |()| 0,
+            |st, _| {
+                let id = st.mem.bpf.map_of(map.0).map_err(errno_of(CALL))?;
+                st.enter(CALL).map_err(errno_of(CALL))?;
+                if st.mem.bpf.is_mapped(id) {
+                    // A writable mapping exists (Linux: `map->writecnt`).
+                    return Err(errno_of(CALL)(Errno::EBUSY));
+                }
+                st.mem
+                    .bpf
+                    .sub
+                    .map_freeze(id)
+                    .map_err(|e| errno_of(CALL)(map_errno(&e)))
+            },
+        )
     }
-    fn bpf_prog_load(&self, _prog: &ProgLoad) -> KernelResult<ProgLoaded> {
-        self.unsupported(SyscallKind::BpfProgLoad, Op::BpfProgLoad, BPF_MISSING)
+
+    fn bpf_prog_load(&self, prog: &ProgLoad) -> KernelResult<ProgLoaded> {
+        self.bpf_call(
+            SyscallKind::BpfProgLoad,
+            Op::BpfProgLoad,
+            prog_args(prog),
+            |p: &ProgLoaded| fd_arg(p.fd.0),
+            |st, _| st.prog_load(prog, None),
+        )
     }
-    fn bpf_btf_load(&self, _btf: &[u8]) -> KernelResult<BtfFd> {
-        self.unsupported(SyscallKind::BpfBtfLoad, Op::BpfBtfLoad, BPF_MISSING)
+
+    fn bpf_btf_load(&self, btf: &[u8]) -> KernelResult<BtfFd> {
+        const CALL: SyscallKind = SyscallKind::BpfBtfLoad;
+        self.bpf_call(
+            CALL,
+            Op::BpfBtfLoad,
+            [btf.len() as u64, digest(btf), 0, 0],
+            |fd: &BtfFd| fd_arg(fd.0),
+            |st, _| {
+                st.enter(CALL).map_err(errno_of(CALL))?;
+                // Only the header is checked: the vm does not use BTF.
+                let magic = btf.get(..2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+                if btf.len() < BTF_HEADER_BYTES || magic != Some(BTF_MAGIC) {
+                    st.enter(CALL).map_err(errno_of(CALL))?; // the load again, with a log
+                    return Err(KernelError::Rejected {
+                        call: CALL,
+                        errno: Errno::EINVAL,
+                        log: "invalid BTF header (magic or length)\n".to_string(),
+                    });
+                }
+                let fd = st.fs.alloc_anon_fd().map_err(errno_of(CALL))?;
+                st.mem.bpf.fds.insert(fd.0, BpfObject::Btf);
+                Ok(BtfFd(fd))
+            },
+        )
     }
-    fn bpf_prog_load_btf(&self, _prog: &ProgLoad, _btf: &ProgBtf) -> KernelResult<ProgLoaded> {
-        self.unsupported(SyscallKind::BpfProgLoad, Op::BpfProgLoadBtf, BPF_MISSING)
+
+    fn bpf_prog_load_btf(&self, prog: &ProgLoad, btf: &ProgBtf) -> KernelResult<ProgLoaded> {
+        let mut args = prog_args(prog);
+        args[3] = fd_arg(btf.btf.0) | ((btf.func_info.len() as u64) << 32);
+        self.bpf_call(
+            SyscallKind::BpfProgLoad,
+            Op::BpfProgLoadBtf,
+            args,
+            |p: &ProgLoaded| fd_arg(p.fd.0),
+            |st, _| st.prog_load(prog, Some(btf)),
+        )
     }
-    fn bpf_prog_test_run(&self, _prog: ProgFd, _ctx: &mut [u8]) -> KernelResult<TestRunResult> {
-        self.unsupported(SyscallKind::BpfProgTestRun, Op::BpfProgTestRun, BPF_MISSING)
+
+    fn bpf_prog_test_run(&self, prog: ProgFd, ctx: &mut [u8]) -> KernelResult<TestRunResult> {
+        const CALL: SyscallKind = SyscallKind::BpfProgTestRun;
+        self.bpf_call(
+            CALL,
+            Op::BpfProgTestRun,
+            [fd_arg(prog.0), digest(ctx), 0, 0],
+            |r: &TestRunResult| u64::from(r.retval),
+            |st, args| {
+                let start = st.clock.now_ns();
+                st.enter(CALL).map_err(errno_of(CALL))?;
+                let id = st.mem.bpf.prog_of(prog.0).map_err(errno_of(CALL))?;
+                st.mem.bpf.set_time(st.clock.now_ns());
+                let run =
+                    st.mem
+                        .bpf
+                        .sub
+                        .prog_test_run(id, ctx)
+                        .map_err(|e| KernelError::Rejected {
+                            call: CALL,
+                            errno: EFAULT,
+                            log: format!(
+                                "the program failed in the vm (Linux's verifier would have \
+                             refused it at load): {e}\n"
+                            ),
+                        })?;
+                // The fixed cost includes the kernel entry `enter` charged.
+                let cost = st.cfg.cpu.test_run_ns(run.insns_executed);
+                st.clock.charge(cost.saturating_sub(st.cfg.cpu.syscall_ns));
+                let duration_ns = st.clock.now_ns() - start;
+                args[2] = run.insns_executed;
+                args[3] = duration_ns;
+                Ok(TestRunResult {
+                    // Linux reports the low 32 bits of r0.
+                    retval: run.r0 as u32,
+                    duration_ns,
+                })
+            },
+        )
     }
 
     fn now_ns(&self) -> u64 {

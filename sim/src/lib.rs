@@ -6,10 +6,12 @@
 //! what was not durable, memory regions, a virtual clock charged by a cost model calibrated on
 //! this machine kind, syscall accounting like the real kernel's, and an event log whose xxh3
 //! digest is the same for the same seed, and an io_uring model (rings, links, fixed files and
-//! buffers, SQPOLL, completions timed by a device queue). BPF answers
-//! [`resystance_traces::KernelError::Unsupported`] until their models land. `sim/README.md`
+//! buffers, SQPOLL, completions timed by a device queue), and BPF: maps, mmaps that alias map
+//! values, program loads and test runs on `resystance-vm`'s `BpfSubsystem`, timed by a cost
+//! model. `sim/README.md`
 //! states the rules and where every number comes from.
 
+mod bpf;
 mod clock;
 mod cost;
 mod events;
@@ -18,6 +20,7 @@ mod kernel;
 mod mem;
 mod uring;
 
+pub use bpf::BPF_INSNS_PER_RUN_MAX;
 pub use clock::PPM;
 pub use cost::{CpuModel, DeviceModel, PAGE_BYTES};
 pub use events::{Op, SimEvent, RESULT_UNSUPPORTED};

@@ -1,5 +1,5 @@
 //! SimKernel through the Kernel trait: files, errnos, durability and crashes, memory, clock,
-//! accounting, unsupported calls and determinism.
+//! accounting, BPF's presence and determinism (BPF in detail: tests/bpf.rs).
 
 use std::path::{Path, PathBuf};
 
@@ -496,13 +496,15 @@ fn the_clock_charges_the_cost_model() {
 }
 
 #[test]
-fn unsupported_calls_say_what_is_missing_and_cost_nothing() {
+fn bpf_calls_are_provided_and_counted() {
     let k = SimKernel::new(1);
     let err = k.bpf_btf_load(&[]).unwrap_err();
-    assert!(matches!(err, KernelError::Unsupported { .. }), "{err}");
-    assert!(err.to_string().contains("resystance-vm"), "{err}");
-    assert_eq!(k.syscall_counts().total(), 0);
-    assert_eq!(k.now_ns(), 0);
+    assert!(matches!(err, KernelError::Rejected { .. }), "{err}");
+    assert_eq!(
+        k.syscall_counts().get(SyscallKind::BpfBtfLoad),
+        2,
+        "the load and the logged load again, as real-kernel"
+    );
 }
 
 /// A small workload of every modeled kind of call, with a crash in the middle.
