@@ -26,13 +26,11 @@ use resystance::key::{compare_internal, internal_key, user_key, ValueType};
 use resystance::sst::block::BlockBuilder;
 use resystance::sst::format::block_trailer;
 use resystance::sst::{TableBuilder, TableOptions};
-use resystance_programs::abi::{JobParams, Record, RUNS_MAX};
-use resystance_programs::driver::{
-    drive, DriveError, DriveSummary, Machine, MemorySink, MemorySource, TwinMachine,
-};
+use resystance_programs::abi::{JobParams, RUNS_MAX};
+use resystance_programs::driver::{Machine, TwinMachine};
 
 mod program_support;
-use program_support::{env_u64, kernel_machine};
+use program_support::{env_u64, kernel_machine, Transcript};
 
 /// One generated compaction.
 #[derive(Clone, Debug)]
@@ -268,32 +266,14 @@ fn reference_files(case: &Case) -> Vec<Vec<u8>> {
     files
 }
 
-/// Everything a run of the protocol shows.
-#[derive(Debug, PartialEq, Eq)]
-struct Transcript {
-    statuses: Vec<u32>,
-    result: Result<DriveSummary, String>,
-    files: Vec<(Vec<u8>, Vec<Record>)>,
-}
-
 fn transcript(machine: &mut dyn Machine, case: &Case, blocks: &[Vec<Vec<u8>>]) -> Transcript {
-    let mut source = MemorySource::new(blocks.to_vec());
-    source.blocks_per_window = case.blocks_per_window;
-    source.first_offset = case.first_offset;
-    let mut sink = MemorySink::default();
-    let mut statuses = Vec::new();
-    let result = drive(machine, &case.params, &mut source, &mut sink, &mut |s| {
-        statuses.push(s);
-    });
-    let result = result.map_err(|e| match e {
-        DriveError::Program(p) => format!("{p:?}"),
-        other => panic!("protocol or machine failure: {other}"),
-    });
-    Transcript {
-        statuses,
-        result,
-        files: sink.files,
-    }
+    program_support::transcript(
+        machine,
+        &case.params,
+        blocks,
+        case.blocks_per_window,
+        case.first_offset,
+    )
 }
 
 struct Machines {

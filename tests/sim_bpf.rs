@@ -3,8 +3,6 @@
 //! transcript on generated compactions, deterministically; and the engine's
 //! `CompactionMode::Resystance` on the sim must write the tables baseline writes.
 
-use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use proptest::prelude::*;
@@ -14,20 +12,13 @@ use resystance::compaction::machines::KernelMachine;
 use resystance::key::{compare_internal, internal_key, ValueType};
 use resystance::sst::block::BlockBuilder;
 use resystance::sst::format::block_trailer;
-use resystance::{BackgroundMode, CompactionMode, Db, Options};
-use resystance_programs::abi::{JobParams, Record, RUNS_MAX};
-use resystance_programs::driver::{
-    drive, DriveError, DriveSummary, Machine, MemorySink, MemorySource, TwinMachine,
-};
+use resystance_programs::abi::{JobParams, RUNS_MAX};
+use resystance_programs::driver::{Machine, TwinMachine};
 use resystance_sim::SimKernel;
 use resystance_traces::{Kernel, SyscallKind};
 
-macro_rules! say {
-    ($($arg:tt)*) => {{
-        use std::io::Write as _;
-        let _ = writeln!(std::io::stdout().lock(), $($arg)*);
-    }};
-}
+mod program_support;
+use program_support::Transcript;
 
 /// Generated compactions checked against the twin.
 const CASES: u32 = 200;
@@ -199,32 +190,14 @@ fn encode_runs(case: &Case) -> Vec<Vec<Vec<u8>>> {
         .collect()
 }
 
-/// Everything a run of the protocol shows.
-#[derive(Debug, PartialEq, Eq)]
-struct Transcript {
-    statuses: Vec<u32>,
-    result: Result<DriveSummary, String>,
-    files: Vec<(Vec<u8>, Vec<Record>)>,
-}
-
 fn transcript(machine: &mut dyn Machine, case: &Case, blocks: &[Vec<Vec<u8>>]) -> Transcript {
-    let mut source = MemorySource::new(blocks.to_vec());
-    source.blocks_per_window = case.blocks_per_window;
-    source.first_offset = case.first_offset;
-    let mut sink = MemorySink::default();
-    let mut statuses = Vec::new();
-    let result = drive(machine, &case.params, &mut source, &mut sink, &mut |s| {
-        statuses.push(s);
-    });
-    let result = result.map_err(|e| match e {
-        DriveError::Program(p) => format!("{p:?}"),
-        other => panic!("protocol or machine failure: {other}"),
-    });
-    Transcript {
-        statuses,
-        result,
-        files: sink.files,
-    }
+    program_support::transcript(
+        machine,
+        &case.params,
+        blocks,
+        case.blocks_per_window,
+        case.first_offset,
+    )
 }
 
 fn sim_machine(seed: u64) -> (Arc<SimKernel>, KernelMachine) {
@@ -329,83 +302,5 @@ fn a_crash_drops_programs_and_maps() {
     assert_eq!(
         transcript(&mut again, case, &blocks),
         transcript(&mut twin, case, &blocks)
-    );
-}
-
-const DB_DIR: &str = "/tmp/db";
-
-/// `tests/sim_engine.rs`'s options.
-fn options() -> Options {
-    let mut o = Options {
-        write_buffer_size: 4096,
-        target_file_size_base: 4096,
-        max_bytes_for_level_base: 8192,
-        level0_file_num_compaction_trigger: 2,
-        level0_slowdown_writes_trigger: 4,
-        level0_stop_writes_trigger: 6,
-        background: BackgroundMode::Inline,
-        sync_wal: false,
-        ..Options::default()
-    };
-    o.table.block_size_bytes = 256;
-    o
-}
-
-/// `compaction_run` of `tests/sim_engine.rs`: the tables and the compaction syscalls.
-fn compaction_run(
-    kernel: &Arc<dyn Kernel>,
-    mode: CompactionMode,
-) -> (BTreeMap<String, Vec<u8>>, resystance_traces::SyscallCounts) {
-    let dir = Path::new(DB_DIR);
-    let mut o = options();
-    o.compaction_mode = mode;
-    let db = Db::open(Arc::clone(kernel), dir, o).expect("open");
-    for i in 0..3000u32 {
-        let key = format!("key{:05}", (i * 7919) % 1500);
-        db.put(key.as_bytes(), format!("value-{i}").as_bytes())
-            .unwrap();
-    }
-    db.compact_all().unwrap();
-    let counts = db.stats().compaction.syscalls;
-    db.close().unwrap();
-    let mut tables = BTreeMap::new();
-    for name in kernel.list_dir(dir).unwrap() {
-        if name.ends_with(".sst") {
-            let path = dir.join(&name);
-            let fd = kernel
-                .open(&path, resystance_traces::OpenFlags::READ)
-                .unwrap();
-            let len = usize::try_from(kernel.file_size(fd).unwrap()).unwrap();
-            let mut bytes = vec![0u8; len];
-            assert_eq!(kernel.pread(fd, &mut bytes, 0).unwrap(), len);
-            kernel.close(fd).unwrap();
-            tables.insert(name, bytes);
-        }
-    }
-    (tables, counts)
-}
-
-#[test]
-fn resystance_compaction_on_the_sim_writes_baselines_tables() {
-    let run = |mode| {
-        let sim: Arc<dyn Kernel> = Arc::new(SimKernel::new(1));
-        compaction_run(&sim, mode)
-    };
-    let (baseline, _) = run(CompactionMode::Baseline);
-    let (resystance, counts) = run(CompactionMode::Resystance);
-    assert!(baseline.len() > 1);
-    assert!(
-        resystance == baseline,
-        "resystance mode wrote other tables than baseline on the sim"
-    );
-    assert!(
-        counts.get(SyscallKind::BpfProgTestRun) > 0,
-        "the program ran: {counts:?}"
-    );
-    say!(
-        "sim: resystance compaction = baseline, {} identical tables; {} compaction syscalls ({} test runs)",
-        baseline.len(),
-        counts.total(),
-        counts.get(SyscallKind::BpfProgTestRun)
     );
 }

@@ -251,3 +251,30 @@ fn compaction_on_the_sim_matches_the_real_kernel_call_for_call() {
         );
     }
 }
+
+/// BPF on the sim (`tests/sim_bpf.rs` checks the program itself): the engine's resystance
+/// mode writes the tables baseline writes.
+#[test]
+fn resystance_compaction_on_the_sim_writes_baselines_tables() {
+    let run = |mode| {
+        let sim: Arc<dyn Kernel> = Arc::new(SimKernel::new(1));
+        compaction_run(&sim, Path::new(DB_DIR), mode)
+    };
+    let (baseline, _) = run(resystance::CompactionMode::Baseline);
+    let (resystance, counts) = run(resystance::CompactionMode::Resystance);
+    assert!(baseline.len() > 1);
+    assert!(
+        resystance == baseline,
+        "resystance mode wrote other tables than baseline on the sim"
+    );
+    assert!(
+        counts.get(resystance_traces::SyscallKind::BpfProgTestRun) > 0,
+        "the program ran: {counts:?}"
+    );
+    say!(
+        "sim: resystance compaction = baseline, {} identical tables; {} compaction syscalls ({} test runs)",
+        baseline.len(),
+        counts.total(),
+        counts.get(resystance_traces::SyscallKind::BpfProgTestRun)
+    );
+}

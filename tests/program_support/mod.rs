@@ -1,9 +1,15 @@
-//! What the compaction-program tests share: output lines, environment knobs, the Linux machine.
+//! What the compaction-program tests share: output lines, environment knobs, the Linux machine,
+//! the transcript of one drive.
+
+#![allow(dead_code)] // each test binary uses part of it
 
 use std::sync::Arc;
 
 use resystance::compaction::machines::KernelMachine;
-use resystance_programs::abi::RUNS_MAX;
+use resystance_programs::abi::{JobParams, Record, RUNS_MAX};
+use resystance_programs::driver::{
+    drive, DriveError, DriveSummary, Machine, MemorySink, MemorySource,
+};
 use resystance_real_kernel::RealKernel;
 use resystance_traces::Kernel;
 
@@ -34,4 +40,40 @@ pub fn kernel_machine(what: &str) -> Option<KernelMachine> {
     }
     let kernel: Arc<dyn Kernel> = Arc::new(kernel);
     Some(KernelMachine::new(kernel, RUNS_MAX).expect("Linux accepts compact.bpf.o"))
+}
+
+/// Everything a run of the protocol shows: every run's status, the result, the output files.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Transcript {
+    pub statuses: Vec<u32>,
+    pub result: Result<DriveSummary, String>,
+    pub files: Vec<(Vec<u8>, Vec<Record>)>,
+}
+
+/// Drives one compaction of `blocks` (per run, contents + trailer) through `machine`.
+/// Panics on a protocol or machine failure: only the program's own errors are results.
+pub fn transcript(
+    machine: &mut dyn Machine,
+    params: &JobParams,
+    blocks: &[Vec<Vec<u8>>],
+    blocks_per_window: usize,
+    first_offset: u32,
+) -> Transcript {
+    let mut source = MemorySource::new(blocks.to_vec());
+    source.blocks_per_window = blocks_per_window;
+    source.first_offset = first_offset;
+    let mut sink = MemorySink::default();
+    let mut statuses = Vec::new();
+    let result = drive(machine, params, &mut source, &mut sink, &mut |s| {
+        statuses.push(s);
+    });
+    let result = result.map_err(|e| match e {
+        DriveError::Program(p) => format!("{p:?}"),
+        other => panic!("protocol or machine failure: {other}"),
+    });
+    Transcript {
+        statuses,
+        result,
+        files: sink.files,
+    }
 }
