@@ -752,6 +752,19 @@ impl Kernel for RealKernel {
         std::thread::sleep(std::time::Duration::from_nanos(ns));
     }
 
+    fn cpu_work(&self, _work: resystance_traces::CpuWork) {
+        // The host's CPU has already spent the time.
+    }
+
+    fn switch_task(
+        &self,
+        _task: resystance_traces::Task,
+        _start_ns: u64,
+    ) -> resystance_traces::Task {
+        // Each task is its own host thread; the clock is the host's.
+        resystance_traces::Task::Foreground
+    }
+
     fn syscall_counts(&self) -> SyscallCounts {
         self.counter.snapshot()
     }

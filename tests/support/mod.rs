@@ -211,6 +211,12 @@ impl Kernel for FaultKernel {
     fn sleep_ns(&self, ns: u64) {
         self.inner.sleep_ns(ns);
     }
+    fn cpu_work(&self, work: resystance_traces::CpuWork) {
+        self.inner.cpu_work(work);
+    }
+    fn switch_task(&self, task: resystance_traces::Task, start_ns: u64) -> resystance_traces::Task {
+        self.inner.switch_task(task, start_ns)
+    }
     fn syscall_counts(&self) -> SyscallCounts {
         self.inner.syscall_counts()
     }

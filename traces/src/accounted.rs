@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::{
-    BtfFd, Cqe, Fd, Kernel, KernelResult, MapFd, MapSpec, MemId, OpenFlags, ProgBtf, ProgFd,
-    ProgLoad, ProgLoaded, RingId, Sqe, Submitted, SyscallCounter, SyscallCounts, SyscallKind,
-    TestRunResult, UringParams,
+    BtfFd, CpuWork, Cqe, Fd, Kernel, KernelResult, MapFd, MapSpec, MemId, OpenFlags, ProgBtf,
+    ProgFd, ProgLoad, ProgLoaded, RingId, Sqe, Submitted, SyscallCounter, SyscallCounts,
+    SyscallKind, Task, TestRunResult, UringParams,
 };
 
 /// A kernel view that forwards every call and counts the system calls it cost.
@@ -165,6 +165,12 @@ impl Kernel for Accounted {
     fn sleep_ns(&self, ns: u64) {
         self.counter.count(SyscallKind::Nanosleep);
         self.inner.sleep_ns(ns);
+    }
+    fn cpu_work(&self, work: CpuWork) {
+        self.inner.cpu_work(work);
+    }
+    fn switch_task(&self, task: Task, start_ns: u64) -> Task {
+        self.inner.switch_task(task, start_ns)
     }
     fn syscall_counts(&self) -> SyscallCounts {
         self.counter.snapshot()

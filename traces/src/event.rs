@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BtfFd, Cqe, Fd, KernelError, MapFd, MapSpec, MemId, OpenFlags, ProgFd, ProgType, RingId, Sqe,
-    SyscallKind, UringParams,
+    BtfFd, CpuWork, Cqe, Fd, KernelError, MapFd, MapSpec, MemId, OpenFlags, ProgFd, ProgType,
+    RingId, Sqe, SyscallKind, Task, UringParams,
 };
 
 /// One call across the kernel boundary with its arguments.
@@ -138,6 +138,11 @@ pub enum Call {
     SleepNs {
         ns: u64,
     },
+    CpuWork(CpuWork),
+    SwitchTask {
+        task: Task,
+        start_ns: u64,
+    },
 }
 
 impl Call {
@@ -176,7 +181,9 @@ impl Call {
             | Call::MemWrite { .. }
             | Call::UringQueue { .. }
             | Call::UringReap { .. }
-            | Call::NowNs => return None,
+            | Call::NowNs
+            | Call::CpuWork(_)
+            | Call::SwitchTask { .. } => return None,
         })
     }
 }
@@ -244,6 +251,21 @@ mod tests {
             },
             Event {
                 seq: 1,
+                t_ns: 10,
+                call: Call::SwitchTask {
+                    task: Task::Compaction,
+                    start_ns: 7,
+                },
+                ret: Ret::Unit,
+            },
+            Event {
+                seq: 1,
+                t_ns: 10,
+                call: Call::CpuWork(CpuWork::new(crate::CpuWorkKind::Write, 1, 130)),
+                ret: Ret::Unit,
+            },
+            Event {
+                seq: 1,
                 t_ns: 11,
                 call: Call::UringQueue {
                     ring: RingId(0),
@@ -283,6 +305,16 @@ mod tests {
     #[test]
     fn user_space_operations_are_not_syscalls() {
         assert_eq!(Call::NowNs.syscall_kind(), None);
+        let work = CpuWork::new(crate::CpuWorkKind::Merge, 10, 4096);
+        assert_eq!(Call::CpuWork(work).syscall_kind(), None);
+        assert_eq!(
+            Call::SwitchTask {
+                task: Task::Flush,
+                start_ns: 5
+            }
+            .syscall_kind(),
+            None
+        );
         assert_eq!(
             Call::UringReap {
                 ring: RingId(0),

@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BtfFd, Cqe, KernelResult, MapFd, MapSpec, ProgBtf, ProgFd, ProgLoad, ProgLoaded, RingId, Sqe,
-    SyscallCounts, TestRunResult, UringParams,
+    BtfFd, CpuWork, Cqe, KernelResult, MapFd, MapSpec, ProgBtf, ProgFd, ProgLoad, ProgLoaded,
+    RingId, Sqe, SyscallCounts, Task, TestRunResult, UringParams,
 };
 
 /// A file descriptor handed out by a kernel.
@@ -174,6 +174,16 @@ pub trait Kernel: Send + Sync + std::fmt::Debug {
     fn now_ns(&self) -> u64;
     /// Sleeps for `ns` nanoseconds (`clock_nanosleep(2)`); advances virtual time in the simulator.
     fn sleep_ns(&self, ns: u64);
+
+    // ---- the engine's own CPU time (virtual time only; see `work.rs`) --------------------
+
+    /// Reports user-space work the caller has just done. No system call: the real kernel
+    /// ignores it; the simulator charges its modelled cost to the current task's clock.
+    fn cpu_work(&self, work: CpuWork);
+    /// Makes `task` the one whose clock the following calls run on, starting no earlier than
+    /// `start_ns`; returns the previous task. No system call: on Linux each task is its own
+    /// thread and this does nothing; the simulator keeps one virtual clock per task.
+    fn switch_task(&self, task: Task, start_ns: u64) -> Task;
 
     // ---- accounting --------------------------------------------------------------------
 

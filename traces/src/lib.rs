@@ -14,6 +14,7 @@ mod error;
 mod event;
 mod kernel;
 mod uring;
+mod work;
 
 pub use accounted::Accounted;
 pub use bpf::{
@@ -25,3 +26,4 @@ pub use error::{Errno, KernelError, KernelResult};
 pub use event::{Call, Event, Ret};
 pub use kernel::{Fd, Kernel, MemId, OpenFlags, Submitted};
 pub use uring::{Cqe, RingId, Sqe, SqeFile, SqeMemory, SqeOp, UringParams};
+pub use work::{CpuWork, CpuWorkKind, Task};
