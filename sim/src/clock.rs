@@ -2,14 +2,22 @@
 
 use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
+use resystance_traces::Task;
 
 /// Parts per million: the unit of jitter.
 pub const PPM: u64 = 1_000_000;
 
 /// Virtual time plus the seeded jitter applied to every charged cost.
+///
+/// One clock per [`Task`]: the engine's foreground and its background jobs each run on their
+/// own timeline, and `now_ns` is the current task's. Calls happen in host order, one at a
+/// time; each is charged to the task that makes it.
 #[derive(Debug)]
 pub struct Clock {
     now_ns: u64,
+    task: Task,
+    /// Each task's time when it last stopped being current.
+    task_ns: [u64; Task::ALL.len()],
     jitter_ppm: u64,
     rng: ChaCha8Rng,
 }
@@ -21,6 +29,8 @@ impl Clock {
         assert!(u64::from(jitter_ppm) < PPM, "jitter must stay below 100%");
         Clock {
             now_ns: 0,
+            task: Task::Foreground,
+            task_ns: [0; Task::ALL.len()],
             jitter_ppm: u64::from(jitter_ppm),
             rng,
         }
@@ -29,6 +39,29 @@ impl Clock {
     /// The current virtual time.
     pub fn now_ns(&self) -> u64 {
         self.now_ns
+    }
+
+    /// The task whose time `now_ns` is.
+    pub fn task(&self) -> Task {
+        self.task
+    }
+
+    /// Makes `task` current, its clock moved to at least `start_ns`; returns the previous task.
+    pub fn switch_task(&mut self, task: Task, start_ns: u64) -> Task {
+        let previous = self.task;
+        self.task_ns[previous.index()] = self.now_ns;
+        self.task = task;
+        self.now_ns = self.task_ns[task.index()].max(start_ns);
+        previous
+    }
+
+    /// A new process after a crash: the foreground, at the latest time any task reached.
+    pub fn reboot(&mut self) {
+        self.task_ns[self.task.index()] = self.now_ns;
+        let latest = self.task_ns.iter().copied().max().unwrap_or(0);
+        self.task_ns = [latest; Task::ALL.len()];
+        self.task = Task::Foreground;
+        self.now_ns = latest;
     }
 
     /// Advances the clock by `cost_ns`, jittered; returns what was charged.
@@ -67,6 +100,25 @@ impl Clock {
 mod tests {
     use super::*;
     use rand::SeedableRng;
+
+    #[test]
+    fn each_task_keeps_its_own_time() {
+        let mut c = Clock::new(0, ChaCha8Rng::seed_from_u64(1));
+        c.advance(100);
+        assert_eq!(c.switch_task(Task::Flush, 100), Task::Foreground);
+        c.advance(1_000);
+        assert_eq!(c.now_ns(), 1_100);
+        c.switch_task(Task::Foreground, 0);
+        assert_eq!(c.now_ns(), 100, "the foreground did not wait for the flush");
+        c.advance(50);
+        // The flush task resumes where it stopped, not where the foreground is.
+        c.switch_task(Task::Flush, 150);
+        assert_eq!(c.now_ns(), 1_100);
+        c.switch_task(Task::Compaction, 40);
+        assert_eq!(c.now_ns(), 40, "a task starts no earlier than asked");
+        c.reboot();
+        assert_eq!((c.task(), c.now_ns()), (Task::Foreground, 1_100));
+    }
 
     #[test]
     fn jitter_stays_in_bounds_and_repeats_with_the_seed() {

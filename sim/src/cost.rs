@@ -3,8 +3,50 @@
 //! Every number is a default taken from a measurement on this machine kind (DESIGN.md §4, or
 //! the measurements recorded in `sim/README.md`); a profile may override any of them.
 
+use resystance_traces::{CpuWork, CpuWorkKind};
+
 /// Bytes in a page of the page cache.
 pub const PAGE_BYTES: u64 = 4096;
+
+// The engine's CPU costs on this machine kind, from `cargo bench --bench cpu_costs`
+// (2026-11-25; the run and its method are in sim/README.md, "CPU work").
+/// A put: batch encoding, WAL framing and the memtable insert, per entry.
+const WRITE_NS_PER_ENTRY: u64 = 1_223;
+/// A put, per byte of its WAL record.
+const WRITE_PS_PER_BYTE: u64 = 1_277;
+/// A point lookup, per table searched (index and data block search and decode).
+const GET_NS_PER_TABLE: u64 = 432;
+/// A flush, per entry written.
+const FLUSH_NS_PER_ENTRY: u64 = 673;
+/// A flush, per key + value byte.
+const FLUSH_PS_PER_BYTE: u64 = 753;
+/// The twin's merge, per input entry.
+const MERGE_NS_PER_ENTRY: u64 = 55;
+/// The twin's merge, per input block byte.
+const MERGE_PS_PER_BYTE: u64 = 242;
+/// The compaction program in Linux, per instruction executed.
+const BPF_INSN_PS: u64 = 87;
+
+/// The cost of one kind of user-space work: a fixed part per operation plus parts per entry
+/// and per byte.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WorkCost {
+    /// Per operation reported.
+    pub ns_per_op: u64,
+    /// Per entry (or block) processed.
+    pub ns_per_entry: u64,
+    /// Per byte processed, in picoseconds.
+    pub ps_per_byte: u64,
+}
+
+impl WorkCost {
+    /// One operation over `entries` and `bytes`.
+    pub fn ns(&self, entries: u64, bytes: u64) -> u64 {
+        self.ns_per_op
+            .saturating_add(self.ns_per_entry.saturating_mul(entries))
+            .saturating_add(mul_div(bytes, self.ps_per_byte, 1_000))
+    }
+}
 
 /// CPU-side costs of crossing the boundary and moving bytes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,13 +63,21 @@ pub struct CpuModel {
     /// Reading the clock (`now_ns`, the vDSO: no system call). Zero by default: not measured
     /// here, and far below every other cost in the model.
     pub clock_read_ns: u64,
-    /// One eBPF instruction executed by a test run, in picoseconds. 400 ps (0.4 ns) is an
-    /// **estimate**, not a measurement: a JITed instruction on this machine kind retires in
-    /// well under a nanosecond, and the compaction program is memory-bound.
+    /// One eBPF instruction executed by a test run, in picoseconds: Linux's
+    /// `BPF_PROG_TEST_RUN` time for the compaction program over the instructions the vm
+    /// counts for the same work (`cargo bench --bench cpu_costs`, the `bpf` row).
     pub bpf_insn_ps: u64,
     /// The fixed cost of one `BPF_PROG_TEST_RUN`, kernel entry included (DESIGN.md §4:
     /// ≈ 0.7 µs for a trivial program).
     pub bpf_test_run_ns: u64,
+    /// The engine's user-space work ([`CpuWorkKind`]), charged when it reports it.
+    pub write: WorkCost,
+    /// See [`CpuModel::write`].
+    pub get: WorkCost,
+    /// See [`CpuModel::write`].
+    pub flush: WorkCost,
+    /// See [`CpuModel::write`].
+    pub merge: WorkCost,
 }
 
 impl CpuModel {
@@ -38,9 +88,41 @@ impl CpuModel {
             copy_ns_per_page: 80,
             page_cache_ns_per_page: 640,
             clock_read_ns: 0,
-            bpf_insn_ps: 400,
+            // Measured by `cargo bench --bench cpu_costs` (sim/README.md has the run).
+            bpf_insn_ps: BPF_INSN_PS,
             bpf_test_run_ns: 700,
+            write: WorkCost {
+                ns_per_op: 0,
+                ns_per_entry: WRITE_NS_PER_ENTRY,
+                ps_per_byte: WRITE_PS_PER_BYTE,
+            },
+            get: WorkCost {
+                ns_per_op: 0,
+                ns_per_entry: GET_NS_PER_TABLE,
+                ps_per_byte: 0,
+            },
+            flush: WorkCost {
+                ns_per_op: 0,
+                ns_per_entry: FLUSH_NS_PER_ENTRY,
+                ps_per_byte: FLUSH_PS_PER_BYTE,
+            },
+            merge: WorkCost {
+                ns_per_op: 0,
+                ns_per_entry: MERGE_NS_PER_ENTRY,
+                ps_per_byte: MERGE_PS_PER_BYTE,
+            },
         }
+    }
+
+    /// What `work` costs.
+    pub fn work_ns(&self, work: CpuWork) -> u64 {
+        let cost = match work.kind {
+            CpuWorkKind::Write => &self.write,
+            CpuWorkKind::Get => &self.get,
+            CpuWorkKind::Flush => &self.flush,
+            CpuWorkKind::Merge => &self.merge,
+        };
+        cost.ns(work.entries, work.bytes)
     }
 
     /// A test run that executed `insns` instructions: the fixed cost plus the instructions.

@@ -45,6 +45,10 @@ pub enum Op {
     BpfProgTestRun,
     NowNs,
     SleepNs,
+    /// The engine reported user-space work (args: kind, entries, bytes).
+    CpuWork,
+    /// The engine switched tasks (args: task, start time; result: the previous task).
+    SwitchTask,
     /// The harness (or a planned crash point) crashed the machine.
     Crash,
     /// The harness restarted it after a crash.

@@ -7,9 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use resystance_traces::{
-    BtfFd, Cqe, Errno, Fd, Kernel, KernelError, KernelResult, MapFd, MapSpec, MemId, OpenFlags,
-    ProgBtf, ProgFd, ProgLoad, ProgLoaded, RingId, Sqe, Submitted, SyscallCounts, SyscallKind,
-    TestRunResult, UringParams,
+    BtfFd, CpuWork, CpuWorkKind, Cqe, Errno, Fd, Kernel, KernelError, KernelResult, MapFd, MapSpec,
+    MemId, OpenFlags, ProgBtf, ProgFd, ProgLoad, ProgLoaded, RingId, Sqe, Submitted, SyscallCounts,
+    SyscallKind, Task, TestRunResult, UringParams,
 };
 
 use crate::bpf::{map_errno, vm_spec, Bpf, BpfObject, VirtualTime};
@@ -284,9 +284,15 @@ impl SimKernel {
         let mut st = self.lock();
         if st.down {
             st.down = false;
+            st.clock.reboot();
             let (t, crashes) = (st.clock.now_ns(), st.crashes);
             st.log.record(t, Op::Restart, [crashes, 0, 0, 0], 0);
         }
+    }
+
+    /// The task whose clock calls now run on (see [`Kernel::switch_task`]).
+    pub fn current_task(&self) -> Task {
+        self.lock().clock.task()
     }
 
     /// Crashed and not yet restarted.
@@ -1220,6 +1226,37 @@ impl Kernel for SimKernel {
             // Down: time passes whether or not a process is alive to sleep through it.
             self.lock().clock.advance(ns);
         }
+    }
+
+    fn cpu_work(&self, work: CpuWork) {
+        let mut st = self.lock();
+        if st.down {
+            return; // a dead process does no work
+        }
+        let cost = st.cfg.cpu.work_ns(work);
+        st.clock.charge(cost);
+        let t = st.clock.now_ns();
+        let kind = CpuWorkKind::ALL
+            .iter()
+            .position(|&k| k == work.kind)
+            .expect("every kind is listed") as u64;
+        st.log
+            .record(t, Op::CpuWork, [kind, work.entries, work.bytes, 0], 0);
+    }
+
+    fn switch_task(&self, task: Task, start_ns: u64) -> Task {
+        // Bookkeeping, not a system call: it works while the machine is down too, so an
+        // engine unwinding a failed job can always return to its foreground.
+        let mut st = self.lock();
+        let previous = st.clock.switch_task(task, start_ns);
+        let t = st.clock.now_ns();
+        st.log.record(
+            t,
+            Op::SwitchTask,
+            [task.index() as u64, start_ns, 0, 0],
+            previous.index() as i64,
+        );
+        previous
     }
 
     fn syscall_counts(&self) -> SyscallCounts {

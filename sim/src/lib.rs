@@ -22,7 +22,7 @@ mod uring;
 
 pub use bpf::BPF_INSNS_PER_RUN_MAX;
 pub use clock::PPM;
-pub use cost::{CpuModel, DeviceModel, PAGE_BYTES};
+pub use cost::{CpuModel, DeviceModel, WorkCost, PAGE_BYTES};
 pub use events::{Op, SimEvent, RESULT_UNSUPPORTED};
 pub use fs::{FDS_MAX, FD_FIRST, FILE_BYTES_MAX, NAME_BYTES_MAX, SECTOR_BYTES};
 pub use kernel::{SimConfig, SimKernel};
