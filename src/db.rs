@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use resystance_programs::abi::{USER_KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use resystance_traces::{Accounted, Errno, Kernel};
 
+use crate::background::{run_on_task, InFlight, Lanes};
 use crate::compaction::executor_for;
 use crate::compaction::job::{CompactionExecutor, CompactionJob, JobEnv};
 use crate::compaction::output::OutputWriter;
@@ -35,6 +36,7 @@ use crate::stats::{DbStats, LevelStats};
 use crate::table_cache::TableCache;
 use crate::version::{self, remove_file, FileMeta, Manifest, Version, VersionEdit};
 use crate::write_batch::WriteBatch;
+use resystance_traces::{CpuWork, CpuWorkKind, Task};
 
 /// A key-value store whose SSTs are RocksDB block-based tables.
 #[derive(Debug)]
@@ -88,6 +90,9 @@ struct State {
     shutting_down: bool,
     stats: DbStats,
     next_job_id: u64,
+    /// [`BackgroundMode::Virtual`]: the background tasks' last jobs, as the foreground sees
+    /// them.
+    lanes: Lanes,
 }
 
 /// A consistent read view: reads through it see the database as of its creation.
@@ -317,6 +322,10 @@ impl Db {
             shutting_down: false,
             stats,
             next_job_id: 1,
+            lanes: Lanes {
+                pick_stale: true,
+                ..Lanes::default()
+            },
         };
         let inner = Arc::new(DbInner {
             kernel,
@@ -357,6 +366,8 @@ impl Db {
                     }
                 }
             }
+        } else if inner.options.background == BackgroundMode::Virtual {
+            inner.poll_virtual()?;
         } else {
             inner.run_pending_work_inline()?;
         }
@@ -427,6 +438,11 @@ impl Db {
             seq += 1;
         }
         st.last_sequence = seq - 1;
+        inner.kernel.cpu_work(CpuWork::new(
+            CpuWorkKind::Write,
+            u64::from(batch.count()),
+            batch.encoded().len() as u64,
+        ));
         st.stats.user_bytes_written += batch.user_bytes();
         st.stats.wal_bytes_written += batch.encoded().len() as u64;
         Ok(())
@@ -434,6 +450,11 @@ impl Db {
 
     /// The value of `key`, or `None` if absent or deleted.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
+        if self.inner.options.background == BackgroundMode::Virtual {
+            // Background jobs go on while reads run. A job's failure is recorded as the
+            // background error, which writes report; reads go on.
+            let _ = self.inner.poll_virtual();
+        }
         self.inner.get(key, None)
     }
 
@@ -490,6 +511,7 @@ impl Db {
         }
         match inner.options.background {
             BackgroundMode::Inline => inner.run_pending_work_inline(),
+            BackgroundMode::Virtual => inner.drain_virtual(true),
             BackgroundMode::Threads => {
                 let mut st = inner.lock();
                 while !st.imm.is_empty() || st.flush_running {
@@ -508,6 +530,7 @@ impl Db {
         let inner = &self.inner;
         match inner.options.background {
             BackgroundMode::Inline => inner.run_pending_work_inline(),
+            BackgroundMode::Virtual => inner.drain_virtual(false),
             BackgroundMode::Threads => {
                 let mut st = inner.lock();
                 loop {
@@ -661,6 +684,14 @@ impl Db {
             t.join()
                 .map_err(|_| Error::Unavailable("a background thread panicked".into()))?;
         }
+        if self.inner.options.background == BackgroundMode::Virtual {
+            // Closing waits for the jobs still running on their own clocks.
+            let now = self.inner.kernel.now_ns();
+            let end = self.inner.lock().lanes.last_end_ns(now);
+            if end > now {
+                self.inner.kernel.sleep_ns(end - now);
+            }
+        }
         let mut st = self.inner.lock();
         if let Some(e) = &st.bg_error {
             // The WAL may hold a record whose write failed; do not push it out now.
@@ -697,13 +728,17 @@ fn flush_memtable(
     let mut filter = VersionFilter::new(snapshots.to_vec(), false);
     let mut it = mem.iter();
     it.seek_to_first();
+    let (mut entries, mut bytes) = (0u64, 0u64);
     while it.valid() {
         if filter.keep(it.key()) {
             out.add(it.key(), it.value())?;
+            entries += 1;
+            bytes += (it.key().len() + it.value().len()) as u64;
         }
         it.next();
     }
     it.status()?;
+    kernel.cpu_work(CpuWork::new(CpuWorkKind::Flush, entries, bytes));
     out.finish()
 }
 
@@ -746,13 +781,26 @@ impl DbInner {
         bytes: u64,
     ) -> Result<MutexGuard<'a, State>> {
         let o = &self.options;
+        let virtual_time = o.background == BackgroundMode::Virtual;
         let mut delayed = false;
         let mut stopped = false;
         loop {
             Self::unavailable(&st)?;
-            let l0 = st.current.levels[0].len();
+            // With jobs on virtual time the foreground sees them only once their end has come.
+            let (imm, l0, now_ns) = if virtual_time {
+                drop(st);
+                let now_ns = self.poll_virtual()?;
+                st = self.lock();
+                Self::unavailable(&st)?;
+                let e = st
+                    .lanes
+                    .effective(now_ns, st.imm.len(), st.current.levels[0].len());
+                (e.imm, e.l0, now_ns)
+            } else {
+                (st.imm.len(), st.current.levels[0].len(), 0)
+            };
             let mem_full = st.mem.approximate_bytes() >= o.write_buffer_size;
-            let imm_full = st.imm.len() + 1 >= o.max_write_buffer_number;
+            let imm_full = imm + 1 >= o.max_write_buffer_number;
             if l0 >= o.level0_stop_writes_trigger || (mem_full && imm_full) {
                 if o.background == BackgroundMode::Inline {
                     drop(st);
@@ -763,6 +811,20 @@ impl DbInner {
                 if !stopped {
                     stopped = true;
                     st.stats.stall.stopped_writes += 1;
+                }
+                if virtual_time {
+                    // Wait, on the foreground's clock, for the first running job to end.
+                    let Some(end_ns) = st.lanes.next_end_ns(now_ns) else {
+                        return Err(Error::Unavailable(format!(
+                            "writes stopped (L0 {l0} files, {imm} immutable memtables) with no background job running"
+                        )));
+                    };
+                    drop(st);
+                    self.kernel.sleep_ns(end_ns - now_ns);
+                    let waited = self.kernel.now_ns().saturating_sub(now_ns);
+                    st = self.lock();
+                    st.stats.stall.stop_ns += waited;
+                    continue;
                 }
                 let t0 = self.kernel.now_ns();
                 self.cond.notify_all();
@@ -864,6 +926,7 @@ impl DbInner {
         st.versions.push(Arc::downgrade(&v));
         st.current = v;
         st.log_number = edit.log_number.expect("set above");
+        st.lanes.pick_stale = true;
         Ok(())
     }
 
@@ -938,6 +1001,126 @@ impl DbInner {
         let mut st = self.lock();
         st.bg_error.get_or_insert(e);
         self.cond.notify_all();
+    }
+
+    /// Starts, on their own clocks, the jobs the free background tasks can take now
+    /// ([`BackgroundMode::Virtual`]); returns the foreground's time, which they leave as it
+    /// was. A job's failure becomes the background error (as on a background thread) and is
+    /// returned.
+    fn poll_virtual(&self) -> Result<u64> {
+        let now_ns = self.kernel.now_ns();
+        let kernel = self.kernel.as_ref();
+        loop {
+            let mut started = false;
+            let flush = {
+                let st = self.lock();
+                Self::failed(&st)?;
+                st.lanes.is_free(Task::Flush, now_ns) && !st.imm.is_empty()
+            };
+            if flush {
+                let before = self.l0_numbers();
+                let (result, end_ns) =
+                    run_on_task(kernel, Task::Flush, now_ns, || self.flush_one());
+                if let Err(e) = result {
+                    self.record_bg_error(e.clone());
+                    return Err(e);
+                }
+                let outputs: Vec<u64> = self.l0_numbers().difference(&before).copied().collect();
+                let mut st = self.lock();
+                st.lanes.record(
+                    Task::Flush,
+                    InFlight {
+                        until_ns: end_ns,
+                        imm_flushed: 1,
+                        l0_added: outputs.len(),
+                        l0_removed: 0,
+                        outputs,
+                    },
+                );
+                st.lanes.pick_stale = true;
+                started = true;
+            }
+            let picked = {
+                let mut st = self.lock();
+                Self::failed(&st)?;
+                if st.compaction_running
+                    || !st.lanes.pick_stale
+                    || !st.lanes.is_free(Task::Compaction, now_ns)
+                {
+                    None
+                } else if let Some(p) = pick_compaction(&st.current, &self.options, &st.compacting)
+                {
+                    for f in p.all_inputs() {
+                        st.compacting.insert(f.number);
+                    }
+                    st.compaction_running = true;
+                    let start_ns = st
+                        .lanes
+                        .inputs_ready_ns(now_ns, p.all_inputs().map(|f| f.number));
+                    Some((p, start_ns))
+                } else {
+                    st.lanes.pick_stale = false;
+                    None
+                }
+            };
+            if let Some((picked, start_ns)) = picked {
+                let (result, end_ns) = run_on_task(kernel, Task::Compaction, start_ns, || {
+                    self.run_compaction(&picked)
+                });
+                if let Err(e) = result {
+                    self.record_bg_error(e.clone());
+                    return Err(e);
+                }
+                let mut st = self.lock();
+                st.lanes.record(
+                    Task::Compaction,
+                    InFlight {
+                        until_ns: end_ns,
+                        imm_flushed: 0,
+                        l0_added: 0,
+                        l0_removed: if picked.level == 0 {
+                            picked.inputs.len()
+                        } else {
+                            0
+                        },
+                        outputs: Vec::new(),
+                    },
+                );
+                st.lanes.pick_stale = true;
+                started = true;
+            }
+            if !started {
+                return Ok(now_ns);
+            }
+        }
+    }
+
+    /// Waits on the foreground's clock until no flush (`flush_only`) or no job at all is
+    /// pending or running ([`BackgroundMode::Virtual`]).
+    fn drain_virtual(&self, flush_only: bool) -> Result<()> {
+        loop {
+            let now_ns = self.poll_virtual()?;
+            let next_ns = {
+                let st = self.lock();
+                if flush_only {
+                    st.lanes.running(Task::Flush, now_ns).map(|j| j.until_ns)
+                } else {
+                    st.lanes.next_end_ns(now_ns)
+                }
+            };
+            let Some(next_ns) = next_ns else {
+                return Ok(());
+            };
+            self.kernel.sleep_ns(next_ns - now_ns);
+        }
+    }
+
+    /// The numbers of the current L0 files.
+    fn l0_numbers(&self) -> BTreeSet<u64> {
+        self.lock().current.levels[0]
+            .iter()
+            .map(|f| f.number)
+            .collect()
     }
 
     /// Runs flushes and compactions until none is needed (inline mode).
@@ -1208,6 +1391,20 @@ impl DbInner {
     /// Reads at `snapshot`, or at the latest sequence — taken in the same critical section as
     /// the memtables and version, so a flush cannot drop the version it should see.
     fn get(&self, user_key: &[u8], snapshot: Option<u64>) -> Result<Option<Vec<u8>>> {
+        let mut tables_searched = 0u64;
+        let result = self.lookup(user_key, snapshot, &mut tables_searched);
+        // The CPU part of a lookup, whatever it found: its memtables and the tables searched.
+        self.kernel
+            .cpu_work(CpuWork::new(CpuWorkKind::Get, tables_searched, 0));
+        result
+    }
+
+    fn lookup(
+        &self,
+        user_key: &[u8],
+        snapshot: Option<u64>,
+        tables_searched: &mut u64,
+    ) -> Result<Option<Vec<u8>>> {
         let (seq, mem, imm, version) = {
             let st = self.lock();
             (
@@ -1243,6 +1440,7 @@ impl DbInner {
             };
             for f in candidates {
                 let table = self.tables.get(f.number)?;
+                *tables_searched += 1;
                 if let Some((ikey, value)) = table.get(kernel, &lookup)? {
                     let p = key::parse_internal_key(&ikey).ok_or_else(|| {
                         Error::corruption(table.path(), 0, "table returned a malformed key")

@@ -11,6 +11,7 @@ pub mod key;
 pub mod sst;
 
 pub use error::{Error, Result};
+pub mod background;
 pub mod bench;
 pub mod compaction;
 pub mod crc;

@@ -60,8 +60,13 @@ pub enum BackgroundMode {
     /// two background jobs. Used with the real kernel.
     Threads,
     /// Inline in the writing thread, at deterministic points (after a write makes work
-    /// pending). Used by the simulator and by deterministic tests.
+    /// pending): the writer pays for every job. For deterministic tests.
     Inline,
+    /// In the calling thread but each on its background task's own clock
+    /// ([`resystance_traces::Kernel::switch_task`]), interleaved deterministically with
+    /// foreground calls: on a kernel with virtual time (the simulator) jobs run beside the
+    /// writes and stalls show as they would with threads (see `src/background.rs`).
+    Virtual,
 }
 
 /// Engine options. [`Options::default`] gives RocksDB's defaults.

@@ -159,16 +159,16 @@ pub struct BenchArgs {
     #[arg(long = "seed", default_value_t = 0)]
     pub seed: u64,
 
-    /// How compactions move their bytes; a comma list runs the benchmarks once per mode
+    /// How compactions move their bytes; a comma list runs the benchmarks once per mode, side by side
     #[arg(
         long = "compaction_mode",
         value_delimiter = ',',
-        default_value = "baseline"
+        default_value = "baseline,uring,resystance"
     )]
     pub compaction_mode: Vec<CompactionMode>,
 
     /// Which kernel runs the engine
-    #[arg(long = "backend", value_enum, default_value_t = Backend::Real)]
+    #[arg(long = "backend", value_enum, default_value_t = Backend::Sim)]
     pub backend: Backend,
 
     /// Also write every result, the flags and host facts as JSON to this file

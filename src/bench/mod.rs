@@ -21,27 +21,29 @@ use std::path::Path;
 use std::sync::Arc;
 
 use resystance_real_kernel::RealKernel;
+use resystance_sim::{SimConfig, SimKernel};
 use resystance_traces::Kernel;
 
 pub use cli::{Backend, BenchArgs, Benchmark, Cli, Command};
 pub use error::BenchError;
 pub use results::BenchReport;
 
-/// Why `--backend=sim` cannot run yet.
-pub const SIM_UNAVAILABLE: &str =
-    "the simulated kernel arrives with the sim issue (#5); use --backend=real";
-
-/// The kernel `backend` names.
-pub fn kernel_for(backend: Backend) -> Result<Arc<dyn Kernel>, BenchError> {
-    match backend {
+/// The kernel the flags name: the host's, or a simulated machine seeded by `--seed`.
+pub fn kernel_for(args: &BenchArgs) -> Result<Arc<dyn Kernel>, BenchError> {
+    match args.backend {
         Backend::Real => Ok(Arc::new(RealKernel::new())),
-        Backend::Sim => Err(BenchError::Unavailable(SIM_UNAVAILABLE.to_string())),
+        Backend::Sim => {
+            let mut cfg = SimConfig::new(args.effective_seed());
+            // Millions of calls: keep the digest, not the events.
+            cfg.keep_events = false;
+            Ok(Arc::new(SimKernel::with_config(cfg)))
+        }
     }
 }
 
 /// Runs `resystance bench`: text to standard output, then the JSON report if `--json`.
 pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
-    let kernel = kernel_for(args.backend)?;
+    let kernel = kernel_for(args)?;
     // A mistyped report path should fail now, not after a long run.
     if let Some(dir) = args.json.as_deref().and_then(Path::parent) {
         if !dir.as_os_str().is_empty() && !dir.is_dir() {
@@ -86,9 +88,16 @@ pub fn run_with(
             .map_err(|e| BenchError::engine(format!("compaction_mode={mode}"), e))?;
     }
     let mut runs = Vec::with_capacity(args.compaction_mode.len());
-    for &mode in &args.compaction_mode {
+    for (i, &mode) in args.compaction_mode.iter().enumerate() {
+        // Each mode gets a machine of its own on the simulator (the same seed: the same
+        // device, the same jitter), so the modes are compared from the same start.
+        let kernel = if i > 0 && args.backend == Backend::Sim {
+            kernel_for(args)?
+        } else {
+            kernel.clone()
+        };
         write!(out, "{}", header(args, &host, kernel.name(), mode)).map_err(BenchError::stdout)?;
-        runs.push(runner::Runner::new(kernel.clone(), args, &db_path, out).run_mode(mode)?);
+        runs.push(runner::Runner::new(kernel, args, &db_path, out).run_mode(mode)?);
     }
     write!(out, "{}", format::comparison_table(&runs)).map_err(BenchError::stdout)?;
     Ok(BenchReport {

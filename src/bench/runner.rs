@@ -56,11 +56,11 @@ pub fn options_for(args: &BenchArgs, mode: CompactionMode) -> Result<Options, Be
         max_bytes_for_level_base: args.max_bytes_for_level_base,
         compaction_mode: mode,
         create_if_missing: true,
-        // Background threads on the real kernel; the simulator interleaves jobs with writes on
-        // its virtual clock instead.
+        // Background threads on the real kernel; on the simulator each job runs on its own
+        // task's virtual clock, interleaved deterministically with the writes.
         background: match args.backend {
             Backend::Real => BackgroundMode::Threads,
-            Backend::Sim => BackgroundMode::Inline,
+            Backend::Sim => BackgroundMode::Virtual,
         },
         ..Options::default()
     };

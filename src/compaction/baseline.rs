@@ -3,9 +3,8 @@
 //! windows, output region and records the eBPF program uses — and outputs go through a 1 MiB
 //! buffered writer and are synced.
 
-use resystance_programs::driver::TwinMachine;
-
 use crate::compaction::job::{CompactionExecutor, CompactionJob, JobEnv, JobOutput};
+use crate::compaction::machines::UserTwin;
 use crate::compaction::program_io::run_job;
 use crate::error::Result;
 use crate::options::CompactionMode;
@@ -23,7 +22,7 @@ impl CompactionExecutor for BaselineExecutor {
     }
 
     fn run(&self, job: &CompactionJob, env: &JobEnv<'_>) -> Result<JobOutput> {
-        let mut twin = TwinMachine::new(job.runs.len());
+        let mut twin = UserTwin::new(job.runs.len(), std::sync::Arc::clone(&env.kernel));
         run_job(&mut twin, job, env, BLOCKS_PER_READ)
     }
 }

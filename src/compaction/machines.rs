@@ -302,3 +302,63 @@ impl Machine for KernelMachine {
         Ok(rc)
     }
 }
+
+/// The twin running in user space (the `baseline` and `uring` executors): the compaction
+/// program's Rust twin that reports the work of each run to the kernel
+/// ([`resystance_traces::CpuWorkKind::Merge`]: input entries and input block bytes), so a
+/// kernel with virtual time charges the merge's CPU time where Linux would simply spend it.
+pub struct UserTwin {
+    twin: resystance_programs::driver::TwinMachine,
+    kernel: Arc<dyn Kernel>,
+}
+
+impl std::fmt::Debug for UserTwin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserTwin")
+            .field("twin", &self.twin)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UserTwin {
+    /// A twin for jobs of up to `runs` runs, reporting to `kernel`.
+    pub fn new(runs: usize, kernel: Arc<dyn Kernel>) -> Self {
+        UserTwin {
+            twin: resystance_programs::driver::TwinMachine::new(runs),
+            kernel,
+        }
+    }
+}
+
+impl Machine for UserTwin {
+    fn job_mut(&mut self) -> &mut Job {
+        self.twin.job_mut()
+    }
+
+    fn window(&mut self, run: usize) -> Window<'_> {
+        self.twin.window(run)
+    }
+
+    fn output(&self) -> &[u8] {
+        self.twin.output()
+    }
+
+    fn records(&self) -> &[Record] {
+        self.twin.records()
+    }
+
+    fn run(&mut self) -> Result<u32, BoxError> {
+        let before = {
+            let j = self.twin.job_mut();
+            (j.entries_in, j.bytes_in)
+        };
+        let status = self.twin.run()?;
+        let j = self.twin.job_mut();
+        self.kernel.cpu_work(resystance_traces::CpuWork::new(
+            resystance_traces::CpuWorkKind::Merge,
+            j.entries_in.saturating_sub(before.0),
+            j.bytes_in.saturating_sub(before.1),
+        ));
+        Ok(status)
+    }
+}

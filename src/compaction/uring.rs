@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use resystance_programs::abi::{WINDOW_BLOCKS_MAX, WINDOW_BYTES, WINDOW_VALUE_BYTES};
-use resystance_programs::driver::{BlockSource, BoxError, TwinMachine, Window, WindowFill};
+use resystance_programs::driver::{BlockSource, BoxError, Window, WindowFill};
 use resystance_traces::{Cqe, Kernel, MemId, RingId, Sqe, SqeFile, SqeOp, UringParams};
 
 use crate::compaction::job::{CompactionExecutor, CompactionJob, JobEnv, JobOutput};
@@ -227,7 +227,8 @@ impl CompactionExecutor for UringExecutor {
     }
 
     fn run(&self, job: &CompactionJob, env: &JobEnv<'_>) -> Result<JobOutput> {
-        let mut twin = TwinMachine::new(job.runs.len());
+        let mut twin =
+            crate::compaction::machines::UserTwin::new(job.runs.len(), Arc::clone(&env.kernel));
         let mut source = UringSource::open(job, env, Target::Staging)?;
         run_job_with(&mut twin, job, env, &mut source)
     }
