@@ -398,7 +398,10 @@ impl FileSystem {
                 .min(RW_BYTES_MAX)
                 .min(to_usize(file.len() - offset))
         };
-        buf[..n].copy_from_slice(&file.data[to_usize(offset)..to_usize(offset) + n]);
+        if n > 0 {
+            // Past the end there is nothing to copy (and `offset` may lie beyond the data).
+            buf[..n].copy_from_slice(&file.data[to_usize(offset)..to_usize(offset) + n]);
+        }
         let mut cost = ReadCost {
             bytes: n,
             direct: of.direct,
