@@ -260,6 +260,51 @@ fn write_and_read_eio_fire_at_their_rate_and_change_nothing() {
 }
 
 #[test]
+fn uring_reads_and_writes_complete_with_eio_and_change_nothing() {
+    let k = kernel(10, FaultProfile::default());
+    k.prepare_dir(&db()).unwrap();
+    let path = db().join("f");
+    let data = pattern(8192, 10);
+    durable_file(&k, &path, &data);
+    let keep = OpenFlags {
+        truncate: false,
+        ..RW
+    };
+    let fd = k.open(&path, keep).unwrap();
+    let mem = k.mem_alloc(8192).unwrap();
+    k.mem_write(mem, 0, &[0xEE; 8192]).unwrap();
+    k.set_faults(FaultProfile {
+        read_eio_ppm: 1_000_000,
+        write_eio_ppm: 1_000_000,
+        ..FaultProfile::default()
+    });
+    let res = run_sqes(
+        &k,
+        &[
+            rw_sqe(true, fd, mem, 0, 4096, 4096),
+            rw_sqe(true, fd, mem, 0, 4096, 8192),
+            rw_sqe(false, fd, mem, 4096, 4096, 0),
+        ],
+        false,
+    );
+    assert_eq!(res, [-5, -5, -5]);
+    let counts = k.fault_counts();
+    assert_eq!(
+        (counts.write_eio, counts.read_eio, counts.total()),
+        (2, 1, 3)
+    );
+    let mut got = vec![0u8; 8192];
+    k.mem_read(mem, 0, &mut got).unwrap();
+    assert_eq!(got, [0xEE; 8192], "nothing landed");
+    k.set_faults(FaultProfile::default());
+    assert_eq!(
+        read_file(&k, &path),
+        data,
+        "nothing written, the size unchanged"
+    );
+}
+
+#[test]
 fn a_failed_fsync_leaves_the_data_not_durable() {
     let mut lost = 0;
     for seed in 0..20 {
