@@ -362,7 +362,7 @@ impl SimKernel {
     }
 
     /// Injects `profile`'s faults from now on (e.g. none, to verify after a faulty run);
-    /// recorded as a harness event. Panics on a rate above 100% ([`FaultProfile::validate`]).
+    /// recorded as a harness event. Panics on a profile [`FaultProfile::validate`] refuses.
     pub fn set_faults(&self, profile: FaultProfile) {
         let mut st = self.lock();
         let d = digest(profile.to_ron().as_bytes());
