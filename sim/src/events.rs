@@ -55,6 +55,11 @@ pub enum Op {
     Restart,
     /// The harness created a directory outside the boundary ([`crate::SimKernel::prepare_dir`]).
     PrepareDir,
+    /// An injected fault, recorded just before the event of the call it hit: `args` are
+    /// `[FaultKind::code, inode, offset, detail]` (sim/README.md, "Faults").
+    Fault,
+    /// The harness changed the fault profile ([`crate::SimKernel::set_faults`]).
+    SetFaults,
 }
 
 /// [`SimEvent::result`] of a call this kernel does not provide ([`KernelError::Unsupported`]).

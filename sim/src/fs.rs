@@ -14,7 +14,7 @@
 //! contents of only those sectors overwritten since its last sync.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Component, Path};
+use std::path::{Component, Path, PathBuf};
 
 use rand::RngCore;
 use rand_chacha::ChaCha8Rng;
@@ -73,6 +73,14 @@ impl PageSet {
         let was = self.words[w] & (1 << bit) != 0;
         self.words[w] |= 1 << bit;
         !was
+    }
+
+    fn contains(&self, page: u64) -> bool {
+        let (w, bit) = (
+            usize::try_from(page / 64).expect("page index fits"),
+            page % 64,
+        );
+        self.words.get(w).is_some_and(|word| word & (1 << bit) != 0)
     }
 
     fn remove(&mut self, page: u64) {
@@ -228,6 +236,11 @@ impl FileRef {
     pub fn direct(&self) -> bool {
         self.0.direct
     }
+
+    /// The inode it refers to.
+    pub fn ino(&self) -> u64 {
+        self.0.ino
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -369,36 +382,20 @@ impl FileSystem {
         Ok(())
     }
 
-    /// `pread64(2)` into `buf`.
-    pub fn pread(&mut self, fd: Fd, buf: &mut [u8], offset: u64) -> Result<ReadCost, Errno> {
-        let of = self.open_file(fd)?;
-        self.pread_ref(FileRef(of), buf, offset)
-    }
-
-    /// [`FileSystem::pread`] through an open file description.
+    /// `pread64(2)` into `buf` through an open file description ([`FileSystem::file_ref`]).
     pub fn pread_ref(
         &mut self,
         file: FileRef,
         buf: &mut [u8],
         offset: u64,
     ) -> Result<ReadCost, Errno> {
+        let n = self.read_len(file, buf.len(), offset)?;
         let FileRef(of) = file;
-        if !of.read {
-            return Err(Errno::EBADF);
-        }
-        if matches!(self.nodes[&of.ino], Node::Dir(_)) {
-            return Err(EISDIR);
-        }
-        check_offset(offset, buf.len(), of.direct)?;
         let file = self.file_mut(of.ino);
-        let n = if offset >= file.len() {
-            0
-        } else {
-            buf.len()
-                .min(RW_BYTES_MAX)
-                .min(to_usize(file.len() - offset))
-        };
-        buf[..n].copy_from_slice(&file.data[to_usize(offset)..to_usize(offset) + n]);
+        if n > 0 {
+            // Past the end there is nothing to copy (and `offset` may lie beyond the data).
+            buf[..n].copy_from_slice(&file.data[to_usize(offset)..to_usize(offset) + n]);
+        }
         let mut cost = ReadCost {
             bytes: n,
             direct: of.direct,
@@ -416,31 +413,33 @@ impl FileSystem {
         Ok(cost)
     }
 
-    /// `pwrite64(2)` of `data`.
-    pub fn pwrite(&mut self, fd: Fd, data: &[u8], offset: u64) -> Result<WriteCost, Errno> {
-        let of = self.open_file(fd)?;
-        self.pwrite_ref(FileRef(of), data, offset)
+    /// The bytes a `pread` of `len` at `offset` would read, or the errno it would fail with
+    /// (checks only; nothing changes).
+    pub fn read_len(&self, file: FileRef, len: usize, offset: u64) -> Result<usize, Errno> {
+        let FileRef(of) = file;
+        if !of.read {
+            return Err(Errno::EBADF);
+        }
+        let Node::File(f) = &self.nodes[&of.ino] else {
+            return Err(EISDIR);
+        };
+        check_offset(offset, len, of.direct)?;
+        Ok(if offset >= f.len() {
+            0
+        } else {
+            len.min(RW_BYTES_MAX).min(to_usize(f.len() - offset))
+        })
     }
 
-    /// [`FileSystem::pwrite`] through an open file description.
+    /// `pwrite64(2)` of `data` through an open file description.
     pub fn pwrite_ref(
         &mut self,
         file: FileRef,
         data: &[u8],
         offset: u64,
     ) -> Result<WriteCost, Errno> {
+        let n = self.write_len(file, data.len(), offset)?;
         let FileRef(of) = file;
-        if !of.write {
-            return Err(Errno::EBADF);
-        }
-        check_offset(offset, data.len(), of.direct)?;
-        if !data.is_empty() && offset >= FILE_BYTES_MAX {
-            return Err(EFBIG);
-        }
-        let n = data
-            .len()
-            .min(RW_BYTES_MAX)
-            .min(to_usize(FILE_BYTES_MAX.saturating_sub(offset)));
         let mut cost = WriteCost {
             bytes: n,
             direct: of.direct,
@@ -470,13 +469,24 @@ impl FileSystem {
         Ok(cost)
     }
 
-    /// `fsync(2)` or `fdatasync(2)`: the same in this model (see sim/README.md).
-    pub fn sync(&mut self, fd: Fd) -> Result<SyncCost, Errno> {
-        let of = self.open_file(fd)?;
-        Ok(self.sync_ref(FileRef(of)))
+    /// The bytes a `pwrite` of `len` at `offset` would write, or the errno it would fail
+    /// with (checks only; nothing changes).
+    pub fn write_len(&self, file: FileRef, len: usize, offset: u64) -> Result<usize, Errno> {
+        let FileRef(of) = file;
+        if !of.write {
+            return Err(Errno::EBADF);
+        }
+        check_offset(offset, len, of.direct)?;
+        if len > 0 && offset >= FILE_BYTES_MAX {
+            return Err(EFBIG);
+        }
+        Ok(len
+            .min(RW_BYTES_MAX)
+            .min(to_usize(FILE_BYTES_MAX.saturating_sub(offset))))
     }
 
-    /// [`FileSystem::sync`] through an open file description.
+    /// `fsync(2)` or `fdatasync(2)` through an open file description: the same in this
+    /// model (see sim/README.md).
     pub fn sync_ref(&mut self, file: FileRef) -> SyncCost {
         let FileRef(of) = file;
         let cost = match self.nodes.get_mut(&of.ino).expect("open inode exists") {
@@ -645,6 +655,83 @@ impl FileSystem {
                 f.crash(rng);
             }
         }
+    }
+
+    /// The parts of `[offset, offset + len)` whose pages are not in the page cache, as byte
+    /// ranges in order: what a buffered read of it would take from the device.
+    pub fn uncached_ranges(&self, file: FileRef, offset: u64, len: usize) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        let Some(Node::File(f)) = self.nodes.get(&file.0.ino) else {
+            return out;
+        };
+        if len == 0 {
+            return out;
+        }
+        let end = offset + len as u64;
+        for page in pages(offset, len) {
+            if f.cached.contains(page) {
+                continue;
+            }
+            let lo = (page * PAGE_BYTES).max(offset);
+            let hi = ((page + 1) * PAGE_BYTES).min(end);
+            match out.last_mut() {
+                Some(last) if last.1 == lo => last.1 = hi,
+                _ => out.push((lo, hi)),
+            }
+        }
+        out
+    }
+
+    /// Flips bit `bit` of byte `offset` of file `ino` where it is stored (a decayed sector):
+    /// every later read sees it, and it is durable exactly as far as that byte is.
+    pub fn flip_bit(&mut self, ino: u64, offset: u64, bit: u8) {
+        let f = self.file_mut(ino);
+        let byte = f
+            .data
+            .get_mut(to_usize(offset))
+            .expect("a flipped byte was just read from the file");
+        *byte ^= 1 << (bit % 8);
+    }
+
+    /// Bytes of every file alive (current sizes): what the device holds.
+    pub fn total_file_bytes(&self) -> u64 {
+        self.nodes
+            .values()
+            .map(|n| match n {
+                Node::File(f) => f.len(),
+                Node::Dir(_) => 0,
+            })
+            .sum()
+    }
+
+    /// The current size of `file`'s inode (0 for a directory).
+    pub fn len_of(&self, file: FileRef) -> u64 {
+        match self.nodes.get(&file.0.ino) {
+            Some(Node::File(f)) => f.len(),
+            _ => 0,
+        }
+    }
+
+    /// The current names of inode `ino` from the root, sorted (empty when it has none left).
+    pub fn paths_of(&self, ino: u64) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        let mut stack = vec![(ROOT, PathBuf::from("/"))];
+        while let Some((dir, path)) = stack.pop() {
+            let Some(Node::Dir(d)) = self.nodes.get(&dir) else {
+                continue;
+            };
+            for (name, &child) in &d.entries {
+                let child_path = path.join(name);
+                if child == ino {
+                    out.push(child_path.clone());
+                }
+                if matches!(self.nodes.get(&child), Some(Node::Dir(_))) {
+                    stack.push((child, child_path));
+                }
+            }
+        }
+        out.sort();
+        out
     }
 
     /// Number of inodes alive (files and directories, the root included).

@@ -16,6 +16,7 @@ use crate::bpf::{map_errno, vm_spec, Bpf, BpfObject, VirtualTime};
 use crate::clock::Clock;
 use crate::cost::{CpuModel, DeviceModel, PAGE_BYTES};
 use crate::events::{digest, result_code, EventLog, Op, SimEvent};
+use crate::faults::{BitFlip, FaultCounts, FaultProfile, Faults};
 use crate::fs::{FileSystem, ReadCost, SyncCost, WriteCost};
 use crate::mem::Regions;
 use crate::uring::{
@@ -26,6 +27,9 @@ use crate::uring::{
 const STREAM_JITTER: u64 = 0;
 /// The ChaCha stream of crash decisions (kept apart so timing never shifts them).
 const STREAM_CRASH: u64 = 1;
+/// The ChaCha stream of fault decisions (kept apart so a run without faults draws nothing
+/// new, and faults never shift jitter or crashes).
+const STREAM_FAULTS: u64 = 2;
 
 /// Where the simulated machine's directories start: durable before the process runs.
 const BOOT_DIRS: &[&str] = &["/tmp"];
@@ -56,6 +60,9 @@ pub struct SimConfig {
     pub crash_at_syscall: Option<u64>,
     /// Keep every event in memory ([`SimKernel::events`]); the digest runs either way.
     pub keep_events: bool,
+    /// Injected faults (the default: none); [`SimKernel::with_config`] panics on a profile
+    /// [`FaultProfile::validate`] refuses.
+    pub faults: FaultProfile,
 }
 
 impl SimConfig {
@@ -69,6 +76,7 @@ impl SimConfig {
             unsynced_dir_survives_ppm: 500_000,
             crash_at_syscall: None,
             keep_events: true,
+            faults: FaultProfile::default(),
         }
     }
 }
@@ -78,6 +86,7 @@ struct State {
     cfg: SimConfig,
     clock: Clock,
     crash_rng: ChaCha8Rng,
+    faults: Faults,
     fs: FileSystem,
     mem: Regions,
     /// Open io_uring instances by id (ids are not reused).
@@ -110,6 +119,15 @@ impl State {
             .record(t, Op::Crash, [self.counts.total(), 0, 0, 0], 0);
     }
 
+    /// Appends a call's event, after the faults it suffered (each one event).
+    fn record(&mut self, op: Op, args: [u64; 4], code: i64) {
+        let t = self.clock.now_ns();
+        for fault in self.faults.take_events() {
+            self.log.record(t, Op::Fault, fault, 0);
+        }
+        self.log.record(t, op, args, code);
+    }
+
     /// One system call inside a call that may make several: the crash point, the count and
     /// the kernel entry's cost. `EIO` when the planned crash fires here.
     fn enter(&mut self, kind: SyscallKind) -> Result<(), Errno> {
@@ -131,6 +149,7 @@ impl State {
             clock,
             cfg,
             queue,
+            faults,
             ..
         } = self;
         let mut m = Machine {
@@ -140,6 +159,7 @@ impl State {
             cpu: &cfg.cpu,
             dev: &cfg.device,
             queue,
+            faults,
         };
         ring.submit(&mut m, start_ns)
     }
@@ -251,6 +271,7 @@ impl SimKernel {
             state: Mutex::new(State {
                 clock: Clock::new(cfg.jitter_ppm, rng(STREAM_JITTER)),
                 crash_rng: rng(STREAM_CRASH),
+                faults: Faults::new(cfg.faults.clone(), rng(STREAM_FAULTS)),
                 fs,
                 mem: Regions::new(Bpf::new(cfg.seed, Arc::new(VirtualTime::default()))),
                 rings: BTreeMap::new(),
@@ -346,6 +367,31 @@ impl SimKernel {
         self.lock().fs.inode_count()
     }
 
+    /// Injects `profile`'s faults from now on (e.g. none, to verify after a faulty run);
+    /// recorded as a harness event. Panics on a profile [`FaultProfile::validate`] refuses.
+    pub fn set_faults(&self, profile: FaultProfile) {
+        let mut st = self.lock();
+        let d = digest(profile.to_ron().as_bytes());
+        st.faults.set_profile(profile.clone());
+        st.cfg.faults = profile;
+        st.record(Op::SetFaults, [d, 0, 0, 0], 0);
+    }
+
+    /// How many faults of each class were injected so far.
+    pub fn fault_counts(&self) -> FaultCounts {
+        self.lock().faults.counts()
+    }
+
+    /// Every bit flipped on the media so far, in order: a CRC mismatch there is injected.
+    pub fn bit_flips(&self) -> Vec<BitFlip> {
+        self.lock().faults.flips().to_vec()
+    }
+
+    /// The current names of inode `ino` (of a [`BitFlip`]), sorted; empty when it has none.
+    pub fn paths_of_inode(&self, ino: u64) -> Vec<PathBuf> {
+        self.lock().fs.paths_of(ino)
+    }
+
     /// The configuration this kernel runs with.
     pub fn config(&self) -> SimConfig {
         self.lock().cfg.clone()
@@ -384,9 +430,8 @@ impl SimKernel {
             result.map(|(v, _)| v)
         };
         let result = result.map_err(|errno| KernelError::Errno { call: kind, errno });
-        let t = st.clock.now_ns();
         let code = result_code(&result, ok_code);
-        st.log.record(t, op, args, code);
+        st.record(op, args, code);
         result
     }
 
@@ -436,9 +481,8 @@ impl SimKernel {
             f(&mut st, &mut args)
         };
         let result = result.map_err(|errno| KernelError::Errno { call: kind, errno });
-        let t = st.clock.now_ns();
         let code = result_code(&result, ok_code);
-        st.log.record(t, op, args, code);
+        st.record(op, args, code);
         result
     }
 
@@ -585,6 +629,16 @@ fn write_cost(cpu: &CpuModel, dev: &DeviceModel, c: WriteCost) -> u64 {
     cpu.syscall_ns + c.pages * cpu.page_cache_ns_per_page + cpu.copy_ns(c.bytes as u64)
 }
 
+/// `fsync` and `fdatasync` (the same in this model): the sync under the fault profile and its
+/// cost.
+fn sync_fd(st: &mut State, fd: Fd) -> CallResult<()> {
+    let file = st.fs.file_ref(fd)?;
+    let c = st.faults.sync(&mut st.fs, file)?;
+    // A sync always reaches the device: at least its cache flush.
+    let cost = sync_cost(&st.cfg.cpu, &st.cfg.device, c) + st.faults.spike_ns(true);
+    Ok(((), cost))
+}
+
 fn sync_cost(cpu: &CpuModel, dev: &DeviceModel, c: SyncCost) -> u64 {
     let data = if c.write_back_bytes > 0 {
         dev.write_ns(c.write_back_bytes)
@@ -647,9 +701,12 @@ impl Kernel for SimKernel {
             [fd_arg(fd), offset, buf.len() as u64, 0],
             |n: &usize| *n as u64,
             |st, args| {
-                let c = st.fs.pread(fd, buf, offset)?;
+                let file = st.fs.file_ref(fd)?;
+                let c = st.faults.read(&mut st.fs, file, buf, offset)?;
                 args[3] = digest(&buf[..c.bytes]);
-                Ok((c.bytes, read_cost(&st.cfg.cpu, &st.cfg.device, c)))
+                let device = c.missed_pages > 0 || (c.direct && c.bytes > 0);
+                let cost = read_cost(&st.cfg.cpu, &st.cfg.device, c) + st.faults.spike_ns(device);
+                Ok((c.bytes, cost))
             },
         )
     }
@@ -661,8 +718,11 @@ impl Kernel for SimKernel {
             [fd_arg(fd), offset, buf.len() as u64, digest(buf)],
             |n: &usize| *n as u64,
             |st, _| {
-                let c = st.fs.pwrite(fd, buf, offset)?;
-                Ok((c.bytes, write_cost(&st.cfg.cpu, &st.cfg.device, c)))
+                let file = st.fs.file_ref(fd)?;
+                let c = st.faults.write(&mut st.fs, file, buf, offset)?;
+                let device = c.direct && c.bytes > 0;
+                let cost = write_cost(&st.cfg.cpu, &st.cfg.device, c) + st.faults.spike_ns(device);
+                Ok((c.bytes, cost))
             },
         )
     }
@@ -673,10 +733,7 @@ impl Kernel for SimKernel {
             Op::Fsync,
             [fd_arg(fd), 0, 0, 0],
             |()| 0,
-            |st, _| {
-                let c = st.fs.sync(fd)?;
-                Ok(((), sync_cost(&st.cfg.cpu, &st.cfg.device, c)))
-            },
+            |st, _| sync_fd(st, fd),
         )
     }
 
@@ -686,10 +743,7 @@ impl Kernel for SimKernel {
             Op::Fdatasync,
             [fd_arg(fd), 0, 0, 0],
             |()| 0,
-            |st, _| {
-                let c = st.fs.sync(fd)?;
-                Ok(((), sync_cost(&st.cfg.cpu, &st.cfg.device, c)))
-            },
+            |st, _| sync_fd(st, fd),
         )
     }
 

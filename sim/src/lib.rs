@@ -8,13 +8,15 @@
 //! digest is the same for the same seed, and an io_uring model (rings, links, fixed files and
 //! buffers, SQPOLL, completions timed by a device queue), and BPF: maps, mmaps that alias map
 //! values, program loads and test runs on `resystance-vm`'s `BpfSubsystem`, timed by a cost
-//! model. `sim/README.md`
+//! model, and fault injection (EIO, short transfers, ENOSPC, latency spikes, media bit flips) at
+//! configurable rates from its own seeded stream. `sim/README.md`
 //! states the rules and where every number comes from.
 
 mod bpf;
 mod clock;
 mod cost;
 mod events;
+mod faults;
 mod fs;
 mod kernel;
 mod mem;
@@ -24,6 +26,7 @@ pub use bpf::BPF_INSNS_PER_RUN_MAX;
 pub use clock::PPM;
 pub use cost::{CpuModel, DeviceModel, WorkCost, PAGE_BYTES};
 pub use events::{Op, SimEvent, RESULT_UNSUPPORTED};
+pub use faults::{BitFlip, FaultCounts, FaultKind, FaultProfile};
 pub use fs::{FDS_MAX, FD_FIRST, FILE_BYTES_MAX, NAME_BYTES_MAX, SECTOR_BYTES};
 pub use kernel::{SimConfig, SimKernel};
 pub use mem::MEM_BYTES_MAX;

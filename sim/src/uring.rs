@@ -21,6 +21,7 @@ use resystance_traces::{Errno, Fd, MemId, Sqe, SqeFile, SqeMemory, SqeOp, UringP
 
 use crate::clock::Clock;
 use crate::cost::{CpuModel, DeviceModel, PAGE_BYTES};
+use crate::faults::Faults;
 use crate::fs::{FileRef, FileSystem, SECTOR_BYTES};
 use crate::mem::Regions;
 
@@ -90,6 +91,8 @@ pub struct Machine<'a> {
     pub dev: &'a DeviceModel,
     /// The device queue.
     pub queue: &'a mut DeviceQueue,
+    /// The fault injector.
+    pub faults: &'a mut Faults,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -351,6 +354,8 @@ impl Ring {
                     ),
                     Device::Barrier(ns) => m.queue.barrier(m.clock, ready, ns),
                 };
+                // A spike delays this request's completion; the device serves the others.
+                let done = done + m.faults.spike_ns(!matches!(device, Device::None));
                 (res, done)
             };
             let failed = res < 0 || short(&q.sqe.op, res);
@@ -393,7 +398,7 @@ impl Ring {
         let (file, region, offset, len, write) = match *op {
             SqeOp::Nop => return Ok((0, 0, Device::None)),
             SqeOp::Fsync { file, .. } => {
-                let c = m.fs.sync_ref(self.file(file, m.fs)?);
+                let c = m.faults.sync(m.fs, self.file(file, m.fs)?)?;
                 let data = if c.write_back_bytes > 0 {
                     m.dev.write_ns(c.write_back_bytes)
                 } else {
@@ -428,7 +433,7 @@ impl Ring {
         let len = len as usize;
         if write {
             let data = m.mem.slice(mem, mem_offset, len)?;
-            let c = m.fs.pwrite_ref(file, data, offset)?;
+            let c = m.faults.write(m.fs, file, data, offset)?;
             let res = i32::try_from(c.bytes).expect("at most RW_BYTES_MAX");
             if c.direct {
                 let device = if c.bytes > 0 {
@@ -442,7 +447,7 @@ impl Ring {
             Ok((res, cpu, Device::None))
         } else {
             let buf = m.mem.slice_mut(mem, mem_offset, len)?;
-            let c = m.fs.pread_ref(file, buf, offset)?;
+            let c = m.faults.read(m.fs, file, buf, offset)?;
             let res = i32::try_from(c.bytes).expect("at most RW_BYTES_MAX");
             if c.direct {
                 let device = if c.bytes > 0 {

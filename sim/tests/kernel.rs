@@ -567,3 +567,16 @@ fn the_same_seed_gives_the_same_events_bit_for_bit() {
         "time never runs backwards"
     );
 }
+
+#[test]
+fn a_read_at_or_past_the_end_returns_nothing() {
+    let k = SimKernel::new(9);
+    let fd = k.open(Path::new("/tmp/short"), RW).unwrap();
+    k.pwrite(fd, b"abc", 0).unwrap();
+    let mut buf = [7u8; 8];
+    assert_eq!(k.pread(fd, &mut buf, 3).unwrap(), 0, "at the end");
+    assert_eq!(k.pread(fd, &mut buf, 4096).unwrap(), 0, "past the end");
+    assert_eq!(buf, [7; 8], "nothing delivered");
+    assert_eq!(k.pread(fd, &mut buf, 1).unwrap(), 2);
+    assert_eq!(&buf[..2], b"bc");
+}
