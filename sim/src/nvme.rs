@@ -573,7 +573,7 @@ mod tests {
         let mut t = Timeline::default();
         assert_eq!(t.take(100, 10), 110);
         assert_eq!(t.take(200, 10), 210);
-        // A 50 ns job at 90 does not fit before 100 nor between 110 and 200... it does.
+        // 50 ns from 90 does not fit before 100; it fits in the gap from 110 to 200.
         assert_eq!(t.fit(90, 50), 110);
         assert_eq!(t.fit(90, 100), 210, "too long for the gap");
         assert_eq!(t.take(110, 90), 200);
