@@ -143,68 +143,6 @@ impl Default for CpuModel {
     }
 }
 
-/// The storage device behind the files: one request at a time (queue depth 1; queues and
-/// internal parallelism arrive with the NVMe model of issue #5).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct DeviceModel {
-    /// Fixed cost of one read request, before its transfer.
-    pub read_latency_ns: u64,
-    /// Fixed cost of one write request, before its transfer.
-    pub write_latency_ns: u64,
-    /// Transfer rate, both directions.
-    pub bytes_per_sec: u64,
-    /// Flushing the device's volatile write cache (the cost of a sync with nothing to write).
-    pub flush_ns: u64,
-    /// What each queued request occupies the device for beyond its transfer, when requests
-    /// overlap (io_uring batches): the device serves one transfer plus this at a time, while
-    /// each request's latency runs in parallel. Sets the throughput at depth.
-    pub queued_request_ns: u64,
-}
-
-impl DeviceModel {
-    /// The virtio disk of this machine kind: DESIGN.md §4's fio numbers (4 KiB O_DIRECT random
-    /// read at QD1 = 40 µs, 1 MiB sequential ≈ 640 MB/s) and the write and flush costs
-    /// measured for this crate (sim/README.md: 4 KiB O_DIRECT write at QD1 ≈ 50 µs,
-    /// `fdatasync` with nothing dirty ≈ 39 µs). Latencies exclude the 6.4 µs transfer of
-    /// 4 KiB at 640 MB/s, so a 4 KiB request totals the measured time.
-    pub const fn this_host() -> DeviceModel {
-        DeviceModel {
-            read_latency_ns: 33_600,
-            write_latency_ns: 43_600,
-            bytes_per_sec: 640_000_000,
-            flush_ns: 39_000,
-            // DESIGN.md §4: 96 K IOPS at QD32 = 10,417 ns per 4 KiB read, minus its 6,400 ns
-            // transfer.
-            queued_request_ns: 4_017,
-        }
-    }
-
-    /// One read request of `bytes`.
-    pub fn read_ns(&self, bytes: u64) -> u64 {
-        self.read_latency_ns + self.transfer_ns(bytes)
-    }
-
-    /// One write request of `bytes`.
-    pub fn write_ns(&self, bytes: u64) -> u64 {
-        self.write_latency_ns + self.transfer_ns(bytes)
-    }
-
-    /// Moving `bytes` at the device's rate.
-    pub fn transfer_ns(&self, bytes: u64) -> u64 {
-        assert!(
-            self.bytes_per_sec > 0,
-            "a device model needs a transfer rate"
-        );
-        mul_div(bytes, 1_000_000_000, self.bytes_per_sec)
-    }
-}
-
-impl Default for DeviceModel {
-    fn default() -> Self {
-        DeviceModel::this_host()
-    }
-}
-
 /// `a * b / c` without intermediate overflow, saturating at `u64::MAX`.
 fn mul_div(a: u64, b: u64, c: u64) -> u64 {
     let q = u128::from(a) * u128::from(b) / u128::from(c);
@@ -222,23 +160,6 @@ mod tests {
         assert_eq!(
             pread_4k, 1_000,
             "DESIGN.md §4: pread 4 KiB from page cache ≈ 1.0 µs"
-        );
-        let dev = DeviceModel::this_host();
-        assert_eq!(
-            dev.read_ns(4096),
-            40_000,
-            "DESIGN.md §4: 4 KiB QD1 read 40 µs"
-        );
-        assert_eq!(
-            dev.write_ns(4096),
-            50_000,
-            "measured: 4 KiB QD1 O_DIRECT write ≈ 50 µs"
-        );
-        let mib_ns = dev.read_ns(1 << 20);
-        let mb_per_s = (1u64 << 20) * 1_000 / mib_ns;
-        assert!(
-            (600..=640).contains(&mb_per_s),
-            "1 MiB reads ≈ 640 MB/s, got {mb_per_s}"
         );
     }
 }

@@ -14,14 +14,13 @@ use resystance_traces::{
 
 use crate::bpf::{map_errno, vm_spec, Bpf, BpfObject, VirtualTime};
 use crate::clock::Clock;
-use crate::cost::{CpuModel, DeviceModel, PAGE_BYTES};
+use crate::cost::{CpuModel, PAGE_BYTES};
 use crate::events::{digest, result_code, EventLog, Op, SimEvent};
 use crate::faults::{BitFlip, FaultCounts, FaultProfile, Faults};
 use crate::fs::{FileSystem, ReadCost, SyncCost, WriteCost};
 use crate::mem::Regions;
-use crate::uring::{
-    DeviceQueue, Machine, Ring, RING_MMAPS, SQPOLL_SPIN_NS_MAX, SQPOLL_STALL_NS_MAX,
-};
+use crate::nvme::{sync_file, Nvme, NvmeModel, SUBMITTER_SYNC};
+use crate::uring::{Machine, Ring, RING_MMAPS, SQPOLL_SPIN_NS_MAX, SQPOLL_STALL_NS_MAX};
 
 /// The ChaCha stream of the clock's jitter.
 const STREAM_JITTER: u64 = 0;
@@ -48,8 +47,8 @@ pub struct SimConfig {
     pub seed: u64,
     /// CPU-side costs.
     pub cpu: CpuModel,
-    /// The storage device.
-    pub device: DeviceModel,
+    /// The storage device (see [`NvmeModel::preset`]).
+    pub device: NvmeModel,
     /// Every charged cost varies uniformly by up to ± this many parts per million.
     pub jitter_ppm: u32,
     /// At a crash, the chance (parts per million) that a directory's unsynced changes were
@@ -71,7 +70,7 @@ impl SimConfig {
         SimConfig {
             seed,
             cpu: CpuModel::this_host(),
-            device: DeviceModel::this_host(),
+            device: NvmeModel::this_host(),
             jitter_ppm: 50_000,
             unsynced_dir_survives_ppm: 500_000,
             crash_at_syscall: None,
@@ -92,8 +91,8 @@ struct State {
     /// Open io_uring instances by id (ids are not reused).
     rings: BTreeMap<u32, Ring>,
     next_ring: u32,
-    /// The device queue io_uring requests overlap in.
-    queue: DeviceQueue,
+    /// The device every request goes to, synchronous and io_uring alike.
+    nvme: Nvme,
     log: EventLog,
     counts: SyscallCounts,
     /// Crashed and not yet restarted: the process is dead, every call fails with `EIO`.
@@ -110,7 +109,9 @@ impl State {
         self.fs.crash(&mut self.crash_rng, ppm);
         self.mem.clear();
         self.rings.clear();
-        self.queue = DeviceQueue::default();
+        // Power loss: the device restarts idle (what its cache held is the file system's
+        // crash rule's business).
+        self.nvme = Nvme::new(self.cfg.device.clone());
         self.down = true;
         self.crashes += 1;
         self.cfg.crash_at_syscall = None;
@@ -148,7 +149,7 @@ impl State {
             mem,
             clock,
             cfg,
-            queue,
+            nvme,
             faults,
             ..
         } = self;
@@ -157,8 +158,7 @@ impl State {
             mem,
             clock,
             cpu: &cfg.cpu,
-            dev: &cfg.device,
-            queue,
+            nvme,
             faults,
         };
         ring.submit(&mut m, start_ns)
@@ -255,7 +255,8 @@ impl SimKernel {
         SimKernel::with_config(SimConfig::new(seed))
     }
 
-    /// A kernel configured by `cfg`: a booted machine with durable `/` and `/tmp`.
+    /// A kernel configured by `cfg`: a booted machine with durable `/` and `/tmp`. Panics if
+    /// `cfg.device` fails [`NvmeModel::validate`].
     pub fn with_config(cfg: SimConfig) -> SimKernel {
         let rng = |stream| {
             let mut r = ChaCha8Rng::seed_from_u64(cfg.seed);
@@ -276,7 +277,7 @@ impl SimKernel {
                 mem: Regions::new(Bpf::new(cfg.seed, Arc::new(VirtualTime::default()))),
                 rings: BTreeMap::new(),
                 next_ring: 0,
-                queue: DeviceQueue::default(),
+                nvme: Nvme::new(cfg.device.clone()),
                 log: EventLog::new(cfg.keep_events),
                 counts: SyscallCounts::default(),
                 down: false,
@@ -600,57 +601,85 @@ fn fd_arg(fd: Fd) -> u64 {
     u64::from(fd.0 as u32)
 }
 
-fn read_cost(cpu: &CpuModel, dev: &DeviceModel, c: ReadCost) -> u64 {
-    if c.direct {
-        return cpu.syscall_ns
-            + if c.bytes > 0 {
-                dev.read_ns(c.bytes as u64)
-            } else {
-                0
-            };
-    }
-    let miss = if c.missed_pages > 0 {
-        dev.read_ns(c.missed_pages * PAGE_BYTES)
-    } else {
+/// The CPU side of a buffered read or write: page-cache lookups and the copy.
+fn page_cache_ns(cpu: &CpuModel, pages: u64, bytes: usize) -> u64 {
+    pages * cpu.page_cache_ns_per_page + cpu.copy_ns(bytes as u64)
+}
+
+impl State {
+    // Synchronous calls charge their CPU work, then issue their device request as a QD1
+    // request of the sync submitter and wait for it; they return 0 for `syscall` to charge
+    // (a zero charge draws no jitter).
+
+    fn sync_read(&mut self, c: ReadCost, offset: u64) -> u64 {
+        let cpu = &self.cfg.cpu;
+        let (cpu_ns, device) = if c.direct {
+            (
+                cpu.syscall_ns,
+                (c.bytes > 0).then_some((offset, c.bytes as u64)),
+            )
+        } else {
+            // The misses are read as one request from the read's first page.
+            let misses = (c.missed_pages > 0).then_some((
+                offset / PAGE_BYTES * PAGE_BYTES,
+                c.missed_pages * PAGE_BYTES,
+            ));
+            (
+                cpu.syscall_ns + page_cache_ns(cpu, c.pages, c.bytes),
+                misses,
+            )
+        };
+        self.clock.charge(cpu_ns);
+        if let Some((at, bytes)) = device {
+            let now = self.clock.now_ns();
+            let done = self
+                .nvme
+                .read(&mut self.clock, now, SUBMITTER_SYNC, at, bytes);
+            self.clock.advance_to(done);
+            let spike = self.faults.spike_ns(true);
+            self.clock.advance(spike);
+        }
         0
-    };
-    cpu.syscall_ns + c.pages * cpu.page_cache_ns_per_page + cpu.copy_ns(c.bytes as u64) + miss
-}
-
-fn write_cost(cpu: &CpuModel, dev: &DeviceModel, c: WriteCost) -> u64 {
-    if c.direct {
-        return cpu.syscall_ns
-            + if c.bytes > 0 {
-                dev.write_ns(c.bytes as u64)
-            } else {
-                0
-            };
     }
-    cpu.syscall_ns + c.pages * cpu.page_cache_ns_per_page + cpu.copy_ns(c.bytes as u64)
+
+    fn sync_write(&mut self, c: WriteCost, offset: u64) -> u64 {
+        let cpu = &self.cfg.cpu;
+        if !c.direct {
+            self.clock
+                .charge(cpu.syscall_ns + page_cache_ns(cpu, c.pages, c.bytes));
+            return 0;
+        }
+        self.clock.charge(cpu.syscall_ns);
+        if c.bytes > 0 {
+            let now = self.clock.now_ns();
+            let done =
+                self.nvme
+                    .write(&mut self.clock, now, SUBMITTER_SYNC, offset, c.bytes as u64);
+            self.clock.advance_to(done);
+            let spike = self.faults.spike_ns(true);
+            self.clock.advance(spike);
+        }
+        0
+    }
+
+    fn file_sync(&mut self, c: SyncCost) -> u64 {
+        self.clock.charge(self.cfg.cpu.syscall_ns);
+        let now = self.clock.now_ns();
+        let done = sync_file(&mut self.nvme, &mut self.clock, now, SUBMITTER_SYNC, c);
+        self.clock.advance_to(done);
+        // A sync always reaches the device: at least its cache flush.
+        let spike = self.faults.spike_ns(true);
+        self.clock.advance(spike);
+        0
+    }
 }
 
-/// `fsync` and `fdatasync` (the same in this model): the sync under the fault profile and its
-/// cost.
+/// `fsync` and `fdatasync` (the same in this model): the sync under the fault profile, then
+/// its device work.
 fn sync_fd(st: &mut State, fd: Fd) -> CallResult<()> {
     let file = st.fs.file_ref(fd)?;
     let c = st.faults.sync(&mut st.fs, file)?;
-    // A sync always reaches the device: at least its cache flush.
-    let cost = sync_cost(&st.cfg.cpu, &st.cfg.device, c) + st.faults.spike_ns(true);
-    Ok(((), cost))
-}
-
-fn sync_cost(cpu: &CpuModel, dev: &DeviceModel, c: SyncCost) -> u64 {
-    let data = if c.write_back_bytes > 0 {
-        dev.write_ns(c.write_back_bytes)
-    } else {
-        0
-    };
-    let journal = if c.metadata {
-        dev.write_ns(PAGE_BYTES)
-    } else {
-        0
-    };
-    cpu.syscall_ns + data + journal + dev.flush_ns
+    Ok(((), st.file_sync(c)))
 }
 
 impl Kernel for SimKernel {
@@ -704,9 +733,7 @@ impl Kernel for SimKernel {
                 let file = st.fs.file_ref(fd)?;
                 let c = st.faults.read(&mut st.fs, file, buf, offset)?;
                 args[3] = digest(&buf[..c.bytes]);
-                let device = c.missed_pages > 0 || (c.direct && c.bytes > 0);
-                let cost = read_cost(&st.cfg.cpu, &st.cfg.device, c) + st.faults.spike_ns(device);
-                Ok((c.bytes, cost))
+                Ok((c.bytes, st.sync_read(c, offset)))
             },
         )
     }
@@ -720,9 +747,7 @@ impl Kernel for SimKernel {
             |st, _| {
                 let file = st.fs.file_ref(fd)?;
                 let c = st.faults.write(&mut st.fs, file, buf, offset)?;
-                let device = c.direct && c.bytes > 0;
-                let cost = write_cost(&st.cfg.cpu, &st.cfg.device, c) + st.faults.spike_ns(device);
-                Ok((c.bytes, cost))
+                Ok((c.bytes, st.sync_write(c, offset)))
             },
         )
     }
@@ -869,9 +894,10 @@ impl Kernel for SimKernel {
                 for _ in 0..RING_MMAPS {
                     st.enter(SyscallKind::Mmap)?;
                 }
-                let ring = Ring::new(params, st.clock.now_ns())?;
                 let id = st.next_ring;
                 st.next_ring = id.checked_add(1).ok_or(Errno::ENOMEM)?;
+                // Each ring is its own submitter after the synchronous calls' (0).
+                let ring = Ring::new(params, st.clock.now_ns(), id + 1)?;
                 st.rings.insert(id, ring);
                 Ok(RingId(id))
             },

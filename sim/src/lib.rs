@@ -6,7 +6,8 @@
 //! what was not durable, memory regions, a virtual clock charged by a cost model calibrated on
 //! this machine kind, syscall accounting like the real kernel's, and an event log whose xxh3
 //! digest is the same for the same seed, and an io_uring model (rings, links, fixed files and
-//! buffers, SQPOLL, completions timed by a device queue), and BPF: maps, mmaps that alias map
+//! buffers, SQPOLL, completions timed by the NVMe model), an NVMe device model (queue pairs,
+//! dies on channels, a write cache; presets as RON files), and BPF: maps, mmaps that alias map
 //! values, program loads and test runs on `resystance-vm`'s `BpfSubsystem`, timed by a cost
 //! model, and fault injection (EIO, short transfers, ENOSPC, latency spikes, media bit flips) at
 //! configurable rates from its own seeded stream. `sim/README.md`
@@ -20,16 +21,18 @@ mod faults;
 mod fs;
 mod kernel;
 mod mem;
+mod nvme;
 mod uring;
 
 pub use bpf::BPF_INSNS_PER_RUN_MAX;
 pub use clock::PPM;
-pub use cost::{CpuModel, DeviceModel, WorkCost, PAGE_BYTES};
+pub use cost::{CpuModel, WorkCost, PAGE_BYTES};
 pub use events::{Op, SimEvent, RESULT_UNSUPPORTED};
 pub use faults::{BitFlip, FaultCounts, FaultKind, FaultProfile};
 pub use fs::{FDS_MAX, FD_FIRST, FILE_BYTES_MAX, NAME_BYTES_MAX, SECTOR_BYTES};
 pub use kernel::{SimConfig, SimKernel};
 pub use mem::MEM_BYTES_MAX;
+pub use nvme::{NvmeModel, DIES_MAX, QUEUE_DEPTH_MAX, QUEUE_PAIRS_MAX, RESERVATIONS_MAX};
 pub use uring::{
     CQ_ENTRIES_MAX, ECANCELED, RING_MMAPS, SQPOLL_SPIN_NS_MAX, SQPOLL_STALL_NS_MAX, SQ_ENTRIES_MAX,
 };

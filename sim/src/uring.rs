@@ -11,8 +11,8 @@
 //!   `res`). A failed or short SQE with `link` cancels the rest of its chain (`-ECANCELED`);
 //!   a linked SQE starts when its predecessor completes.
 //! * Each SQE gets a completion time: inline CPU work (page-cache lookups and copies) runs in
-//!   order in the submitter (or the SQPOLL thread); device requests overlap through
-//!   [`DeviceQueue`]. CQEs are posted in completion-time order (ties: submission order) and
+//!   order in the submitter (or the SQPOLL thread); device requests go to the NVMe model
+//!   ([`Nvme`]) as the ring's own submitter. CQEs are posted in completion-time order (ties: submission order) and
 //!   a reap sees only those whose time has come.
 
 use std::collections::{BTreeMap, VecDeque};
@@ -20,10 +20,11 @@ use std::collections::{BTreeMap, VecDeque};
 use resystance_traces::{Errno, Fd, MemId, Sqe, SqeFile, SqeMemory, SqeOp, UringParams};
 
 use crate::clock::Clock;
-use crate::cost::{CpuModel, DeviceModel, PAGE_BYTES};
+use crate::cost::{CpuModel, PAGE_BYTES};
 use crate::faults::Faults;
-use crate::fs::{FileRef, FileSystem, SECTOR_BYTES};
+use crate::fs::{FileRef, FileSystem, SyncCost, SECTOR_BYTES};
 use crate::mem::Regions;
+use crate::nvme::{sync_file, Nvme};
 
 /// Largest submission ring (real-kernel's limit; Linux's own is 32768).
 pub const SQ_ENTRIES_MAX: u32 = 4096;
@@ -44,39 +45,6 @@ pub const EFAULT: Errno = Errno(14);
 const _: () = assert!(SQPOLL_STALL_NS_MAX <= SQPOLL_SPIN_NS_MAX);
 const _: () = assert!(CQ_ENTRIES_MAX >= SQ_ENTRIES_MAX);
 
-/// The device's queue as io_uring sees it: requests overlap their latencies, and the device
-/// serves one transfer (plus [`DeviceModel::queued_request_ns`]) at a time.
-#[derive(Debug, Default)]
-pub struct DeviceQueue {
-    /// When the device can start the next transfer.
-    free_at_ns: u64,
-}
-
-impl DeviceQueue {
-    /// A read or write request issued at `issue_ns`; returns its completion time.
-    fn request(
-        &mut self,
-        clock: &mut Clock,
-        issue_ns: u64,
-        latency_ns: u64,
-        transfer_ns: u64,
-        queued_ns: u64,
-    ) -> u64 {
-        let latency = clock.jittered(latency_ns);
-        let transfer = clock.jittered(transfer_ns);
-        let start = issue_ns.max(self.free_at_ns);
-        self.free_at_ns = start + transfer + queued_ns;
-        (issue_ns + latency + transfer).max(self.free_at_ns)
-    }
-
-    /// A request that needs the device to itself (a sync's write-back, journal and flush).
-    fn barrier(&mut self, clock: &mut Clock, issue_ns: u64, busy_ns: u64) -> u64 {
-        let start = issue_ns.max(self.free_at_ns);
-        self.free_at_ns = start + clock.jittered(busy_ns);
-        self.free_at_ns
-    }
-}
-
 /// What SQE execution touches: the machine outside the ring.
 pub struct Machine<'a> {
     /// Files.
@@ -87,10 +55,8 @@ pub struct Machine<'a> {
     pub clock: &'a mut Clock,
     /// CPU costs.
     pub cpu: &'a CpuModel,
-    /// Device costs.
-    pub dev: &'a DeviceModel,
-    /// The device queue.
-    pub queue: &'a mut DeviceQueue,
+    /// The device.
+    pub nvme: &'a mut Nvme,
     /// The fault injector.
     pub faults: &'a mut Faults,
 }
@@ -120,6 +86,8 @@ pub struct Ring {
     pub cq_entries: u32,
     sqpoll: bool,
     idle_ns: u64,
+    /// Which submitter the device sees (picks its queue pair).
+    submitter: u32,
     /// The SQPOLL thread sleeps from this time on unless it gets work.
     poller_awake_until_ns: u64,
     buffers: Vec<MemId>,
@@ -156,8 +124,8 @@ pub struct Submission {
 }
 
 impl Ring {
-    /// A ring set up at `now_ns`.
-    pub fn new(params: &UringParams, now_ns: u64) -> Result<Ring, Errno> {
+    /// A ring set up at `now_ns` whose requests reach the device as `submitter`.
+    pub fn new(params: &UringParams, now_ns: u64, submitter: u32) -> Result<Ring, Errno> {
         let (sq_entries, cq_entries) = ring_sizes(params)?;
         let idle_ns = u64::from(params.sq_thread_idle_ms) * 1_000_000;
         Ok(Ring {
@@ -165,6 +133,7 @@ impl Ring {
             cq_entries,
             sqpoll: params.sqpoll,
             idle_ns,
+            submitter,
             // The thread starts awake.
             poller_awake_until_ns: now_ns + idle_ns,
             buffers: Vec::new(),
@@ -338,21 +307,13 @@ impl Ring {
                 let ready = issue + cpu;
                 let done = match device {
                     Device::None => ready,
-                    Device::Read(bytes) => m.queue.request(
-                        m.clock,
-                        ready,
-                        m.dev.read_latency_ns,
-                        m.dev.transfer_ns(bytes),
-                        m.dev.queued_request_ns,
-                    ),
-                    Device::Write(bytes) => m.queue.request(
-                        m.clock,
-                        ready,
-                        m.dev.write_latency_ns,
-                        m.dev.transfer_ns(bytes),
-                        m.dev.queued_request_ns,
-                    ),
-                    Device::Barrier(ns) => m.queue.barrier(m.clock, ready, ns),
+                    Device::Read { offset, bytes } => {
+                        m.nvme.read(m.clock, ready, self.submitter, offset, bytes)
+                    }
+                    Device::Write { offset, bytes } => {
+                        m.nvme.write(m.clock, ready, self.submitter, offset, bytes)
+                    }
+                    Device::Sync(c) => sync_file(m.nvme, m.clock, ready, self.submitter, c),
                 };
                 // A spike delays this request's completion; the device serves the others.
                 let done = done + m.faults.spike_ns(!matches!(device, Device::None));
@@ -399,17 +360,7 @@ impl Ring {
             SqeOp::Nop => return Ok((0, 0, Device::None)),
             SqeOp::Fsync { file, .. } => {
                 let c = m.faults.sync(m.fs, self.file(file, m.fs)?)?;
-                let data = if c.write_back_bytes > 0 {
-                    m.dev.write_ns(c.write_back_bytes)
-                } else {
-                    0
-                };
-                let journal = if c.metadata {
-                    m.dev.write_ns(PAGE_BYTES)
-                } else {
-                    0
-                };
-                return Ok((0, 0, Device::Barrier(data + journal + m.dev.flush_ns)));
+                return Ok((0, 0, Device::Sync(c)));
             }
             SqeOp::Read {
                 file, len, offset, ..
@@ -437,7 +388,10 @@ impl Ring {
             let res = i32::try_from(c.bytes).expect("at most RW_BYTES_MAX");
             if c.direct {
                 let device = if c.bytes > 0 {
-                    Device::Write(c.bytes as u64)
+                    Device::Write {
+                        offset,
+                        bytes: c.bytes as u64,
+                    }
                 } else {
                     Device::None
                 };
@@ -451,15 +405,22 @@ impl Ring {
             let res = i32::try_from(c.bytes).expect("at most RW_BYTES_MAX");
             if c.direct {
                 let device = if c.bytes > 0 {
-                    Device::Read(c.bytes as u64)
+                    Device::Read {
+                        offset,
+                        bytes: c.bytes as u64,
+                    }
                 } else {
                     Device::None
                 };
                 return Ok((res, 0, device));
             }
             let cpu = c.pages * m.cpu.page_cache_ns_per_page + m.cpu.copy_ns(c.bytes as u64);
+            // The misses are read as one request from the read's first page.
             let device = if c.missed_pages > 0 {
-                Device::Read(c.missed_pages * PAGE_BYTES)
+                Device::Read {
+                    offset: offset / PAGE_BYTES * PAGE_BYTES,
+                    bytes: c.missed_pages * PAGE_BYTES,
+                }
             } else {
                 Device::None
             };
@@ -518,10 +479,16 @@ impl Ring {
 #[derive(Clone, Copy, Debug)]
 enum Device {
     None,
-    Read(u64),
-    Write(u64),
-    /// Device-exclusive work of this many nanoseconds (a sync).
-    Barrier(u64),
+    Read {
+        offset: u64,
+        bytes: u64,
+    },
+    Write {
+        offset: u64,
+        bytes: u64,
+    },
+    /// A file sync: write-back, journal, flush.
+    Sync(SyncCost),
 }
 
 /// A read or write that moved fewer bytes than asked (breaks a link, as on Linux).
