@@ -32,6 +32,8 @@ fn fillseq_then_readrandom_finds_every_key() {
     let json = dir.path().join("report.json");
     let out = resystance(&[
         "bench",
+        "--backend=real",
+        "--compaction_mode=baseline",
         "--benchmarks=fillseq,readrandom",
         "--num=20000",
         &flag("db", &db),
@@ -79,6 +81,8 @@ fn use_existing_db_skips_fills_and_reads_what_is_there() {
     let db = dir.path().join("db");
     let first = resystance(&[
         "bench",
+        "--backend=real",
+        "--compaction_mode=baseline",
         "--benchmarks=fillseq",
         "--num=5000",
         "--write_buffer_size=65536",
@@ -87,6 +91,8 @@ fn use_existing_db_skips_fills_and_reads_what_is_there() {
     assert!(first.status.success(), "{}", text(&first.stderr));
     let second = resystance(&[
         "bench",
+        "--backend=real",
+        "--compaction_mode=baseline",
         "--benchmarks=fillseq,readrandom",
         "--num=5000",
         "--write_buffer_size=65536",
@@ -100,14 +106,60 @@ fn use_existing_db_skips_fills_and_reads_what_is_there() {
 }
 
 #[test]
-fn sim_backend_is_refused_with_one_line() {
-    let out = resystance(&["bench", "--backend=sim", "--num=10"]);
+fn the_default_runs_the_three_modes_on_the_simulator_repeatably() {
+    let args = [
+        "bench",
+        "--benchmarks=fillrandom,readrandom",
+        "--num=30000",
+        "--write_buffer_size=65536",
+        "--target_file_size_base=65536",
+        "--max_bytes_for_level_base=262144",
+    ];
+    let first = resystance(&args);
+    let stdout = text(&first.stdout);
+    assert!(first.status.success(), "{}", text(&first.stderr));
+    assert!(stdout.contains("(backend sim)"), "{stdout}");
+    for mode in ["baseline", "uring", "resystance"] {
+        assert!(
+            stdout.contains(&format!("Compaction: {mode}\n")),
+            "no {mode} run in:\n{stdout}"
+        );
+    }
+    let table = stdout
+        .split("Comparison, fillrandom")
+        .nth(1)
+        .expect("a comparison table");
+    let rows: Vec<&str> = table.lines().skip(2).take(3).collect();
+    for (row, mode) in rows.iter().zip(["baseline", "uring", "resystance"]) {
+        assert!(row.starts_with(mode), "{row:?} in:\n{table}");
+    }
+    // Compactions ran, and io_uring made far fewer system calls than a pread per block.
+    assert!(!stdout.contains("Compaction: 0 jobs"), "{stdout}");
+    // Virtual time: the same flags give the same report, figure for figure.
+    let second = resystance(&args);
+    assert_eq!(text(&second.stdout), stdout, "a second run differs");
+    say!("sim bench, fillrandom side by side:\n{}", rows.join("\n"));
+}
+
+#[test]
+fn nvme_presets_and_files_are_checked() {
+    let out = resystance(&["bench", "--nvme=ssd9000", "--num=10"]);
     assert_eq!(out.status.code(), Some(2));
-    assert_eq!(
-        text(&out.stderr),
-        "error: the simulated kernel arrives with the sim issue (#5); use --backend=real\n"
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("this-host") && stderr.contains("nvme-gen4"),
+        "{stderr}"
     );
-    assert!(out.stdout.is_empty());
+    let out = resystance(&["bench", "--backend=real", "--nvme=nvme-gen4", "--num=10"]);
+    assert_eq!(out.status.code(), Some(2));
+    let fast = resystance(&[
+        "bench",
+        "--nvme=nvme-gen4",
+        "--compaction_mode=baseline",
+        "--benchmarks=fillrandom",
+        "--num=2000",
+    ]);
+    assert!(fast.status.success(), "{}", text(&fast.stderr));
 }
 
 #[test]
@@ -115,6 +167,7 @@ fn the_three_compaction_modes_run_side_by_side_or_are_refused_before_anything_ru
     let dir = tempfile::tempdir().unwrap();
     let out = resystance(&[
         "bench",
+        "--backend=real",
         "--compaction_mode=baseline,uring,resystance",
         "--benchmarks=fillrandom",
         "--num=20000",

@@ -31,7 +31,7 @@ type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
 const DB_DIR: &str = "/tmp/db";
 
-fn options(sync_wal: bool) -> Options {
+fn options(sync_wal: bool, background: BackgroundMode) -> Options {
     let mut o = Options {
         write_buffer_size: 4096,
         target_file_size_base: 4096,
@@ -39,7 +39,7 @@ fn options(sync_wal: bool) -> Options {
         level0_file_num_compaction_trigger: 2,
         level0_slowdown_writes_trigger: 4,
         level0_stop_writes_trigger: 6,
-        background: BackgroundMode::Inline,
+        background,
         sync_wal,
         ..Options::default()
     };
@@ -51,10 +51,14 @@ fn options(sync_wal: bool) -> Options {
 /// (index 0: empty) followed, if a write failed, by the state that write would have made (a
 /// write that fails may still have reached the log: it may or may not survive), and whether
 /// the whole workload went through.
-fn workload(kernel: &Arc<SimKernel>, sync_wal: bool) -> (Vec<Model>, Option<Model>, bool) {
+fn workload(
+    kernel: &Arc<SimKernel>,
+    sync_wal: bool,
+    background: BackgroundMode,
+) -> (Vec<Model>, Option<Model>, bool) {
     let mut states = vec![Model::new()];
     let k: Arc<dyn Kernel> = Arc::clone(kernel) as Arc<dyn Kernel>;
-    let Ok(db) = Db::open(k, Path::new(DB_DIR), options(sync_wal)) else {
+    let Ok(db) = Db::open(k, Path::new(DB_DIR), options(sync_wal, background)) else {
         return (states, None, false);
     };
     for i in 0..200u32 {
@@ -80,9 +84,10 @@ fn workload(kernel: &Arc<SimKernel>, sync_wal: bool) -> (Vec<Model>, Option<Mode
     (states, None, finished)
 }
 
-fn recovered(kernel: &Arc<SimKernel>, sync_wal: bool) -> Model {
+fn recovered(kernel: &Arc<SimKernel>, sync_wal: bool, background: BackgroundMode) -> Model {
     let k: Arc<dyn Kernel> = Arc::clone(kernel) as Arc<dyn Kernel>;
-    let db = Db::open(k, Path::new(DB_DIR), options(sync_wal)).expect("reopen after power loss");
+    let db = Db::open(k, Path::new(DB_DIR), options(sync_wal, background))
+        .expect("reopen after power loss");
     let got = db
         .iter(None, None)
         .collect::<resystance::Result<Model>>()
@@ -101,32 +106,40 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn run_digest(seed: u64) -> (u64, u64) {
+fn run_digest(seed: u64, background: BackgroundMode) -> (u64, u64) {
     let kernel = Arc::new(SimKernel::new(seed));
-    let (states, _, finished) = workload(&kernel, false);
+    let (states, _, finished) = workload(&kernel, false, background);
     assert!(finished, "the workload completes on a healthy sim");
-    assert_eq!(recovered(&kernel, false), *states.last().unwrap());
+    assert_eq!(
+        recovered(&kernel, false, background),
+        *states.last().unwrap()
+    );
     (kernel.event_digest(), kernel.event_count())
 }
 
 #[test]
 fn the_same_seed_gives_the_same_run_bit_for_bit() {
-    let (a, events) = run_digest(7);
-    let (b, _) = run_digest(7);
-    let (c, _) = run_digest(8);
-    assert_eq!(a, b, "same seed, different event sequence");
-    assert_ne!(a, c, "another seed should change the modeled timings");
-    say!(
-        "sim determinism: {events} events, digest {a:#018x} twice for seed 7, {c:#018x} for seed 8"
-    );
+    for background in [BackgroundMode::Inline, BackgroundMode::Virtual] {
+        let (a, events) = run_digest(7, background);
+        let (b, _) = run_digest(7, background);
+        let (c, _) = run_digest(8, background);
+        assert_eq!(a, b, "{background:?}: same seed, different event sequence");
+        assert_ne!(
+            a, c,
+            "{background:?}: another seed should change the modeled timings"
+        );
+        say!(
+            "sim determinism ({background:?} jobs): {events} events, digest {a:#018x} twice for seed 7, {c:#018x} for seed 8"
+        );
+    }
 }
 
-fn power_loss_campaign(sync_wal: bool) -> (u64, u64) {
+fn power_loss_campaign(sync_wal: bool, background: BackgroundMode) -> (u64, u64) {
     let seeds = env_u64("SIM_CRASH_SEEDS", 3);
     let stride = env_u64("SIM_CRASH_STRIDE", 1).max(1);
     let total = {
         let kernel = Arc::new(SimKernel::new(0));
-        let (_, _, finished) = workload(&kernel, sync_wal);
+        let (_, _, finished) = workload(&kernel, sync_wal, background);
         assert!(finished);
         kernel.syscall_counts().total()
     };
@@ -142,14 +155,14 @@ fn power_loss_campaign(sync_wal: bool) -> (u64, u64) {
             let kernel = Arc::new(SimKernel::with_config(cfg));
             // The last calls (closing files at shutdown) may fail unseen: the workload can
             // look finished, but the machine went down at call `n` all the same.
-            let (states, in_flight, _) = workload(&kernel, sync_wal);
+            let (states, in_flight, _) = workload(&kernel, sync_wal, background);
             assert!(
                 kernel.is_down(),
                 "seed {seed}: the planned crash at {n} happened"
             );
             kernel.restart();
             kernel.set_crash_at_syscall(None);
-            let got = recovered(&kernel, sync_wal);
+            let got = recovered(&kernel, sync_wal, background);
             let acked = states.last().expect("a state");
             let is_in_flight = in_flight.as_ref() == Some(&got);
             if sync_wal {
@@ -171,13 +184,19 @@ fn power_loss_campaign(sync_wal: bool) -> (u64, u64) {
 
 #[test]
 fn power_loss_with_synced_wal_keeps_every_acknowledged_write() {
-    let (checked, total) = power_loss_campaign(true);
+    let (checked, total) = power_loss_campaign(true, BackgroundMode::Inline);
     say!("sim power loss (sync_wal): {checked} crash points over {total} calls, every acknowledged write recovered");
 }
 
 #[test]
+fn power_loss_with_jobs_on_virtual_time_keeps_every_acknowledged_write() {
+    let (checked, total) = power_loss_campaign(true, BackgroundMode::Virtual);
+    say!("sim power loss (sync_wal, jobs on their own clocks): {checked} crash points over {total} calls, every acknowledged write recovered");
+}
+
+#[test]
 fn power_loss_without_wal_sync_recovers_a_prefix_of_the_acknowledged_writes() {
-    let (checked, total) = power_loss_campaign(false);
+    let (checked, total) = power_loss_campaign(false, BackgroundMode::Inline);
     say!("sim power loss (no WAL sync): {checked} crash points over {total} calls, each recovered a prefix of the writes");
 }
 
@@ -187,7 +206,7 @@ fn compaction_run(
     dir: &Path,
     mode: resystance::CompactionMode,
 ) -> (BTreeMap<String, Vec<u8>>, resystance_traces::SyscallCounts) {
-    let mut o = options(false);
+    let mut o = options(false, BackgroundMode::Inline);
     o.compaction_mode = mode;
     let db = Db::open(Arc::clone(kernel), dir, o).expect("open");
     for i in 0..3000u32 {

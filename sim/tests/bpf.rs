@@ -190,7 +190,10 @@ fn programs_run_on_the_vm_over_the_mapped_values_and_cost_the_model() {
     assert_eq!(run.retval, 41);
     // 0.7 µs + 6 instructions (lddw counts once) at the model's picoseconds each.
     let cpu = k.config().cpu;
-    assert_eq!(run.duration_ns, cpu.bpf_test_run_ns + 6 * cpu.bpf_insn_ps / 1_000);
+    assert_eq!(
+        run.duration_ns,
+        cpu.bpf_test_run_ns + 6 * cpu.bpf_insn_ps / 1_000
+    );
     assert_eq!(cpu.test_run_ns(6), run.duration_ns);
     assert_eq!(k.now_ns() - t, run.duration_ns, "the clock moved by it");
     let mut v = [0u8; 8];

@@ -171,6 +171,10 @@ pub struct BenchArgs {
     #[arg(long = "backend", value_enum, default_value_t = Backend::Sim)]
     pub backend: Backend,
 
+    /// The simulated NVMe device (--backend=sim): a preset name (this-host, nvme-gen4) or a RON file
+    #[arg(long = "nvme", value_name = "PRESET|FILE", default_value = "this-host")]
+    pub nvme: String,
+
     /// Also write every result, the flags and host facts as JSON to this file
     #[arg(long = "json", value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -236,8 +240,17 @@ mod tests {
         assert_eq!(b.max_write_buffer_number, 2);
         assert!(!b.use_existing_db);
         assert_eq!(b.effective_seed(), DEFAULT_SEED);
-        assert_eq!(b.compaction_mode, vec![CompactionMode::Baseline]);
-        assert_eq!(b.backend, Backend::Real);
+        // Not db_bench's: ours run the simulator with the three modes side by side.
+        assert_eq!(
+            b.compaction_mode,
+            vec![
+                CompactionMode::Baseline,
+                CompactionMode::Uring,
+                CompactionMode::Resystance
+            ]
+        );
+        assert_eq!(b.backend, Backend::Sim);
+        assert_eq!(b.nvme, "this-host");
         assert_eq!((b.db, b.json), (None, None));
     }
 
@@ -349,7 +362,11 @@ mod tests {
             "--max_bytes_for_level_base",
             "[default: 268435456]",
             "--compaction_mode",
-            "[default: baseline]",
+            "[default: baseline,uring,resystance]",
+            "--backend",
+            "[default: sim]",
+            "--nvme",
+            "[default: this-host]",
             "[default: --num]",
         ] {
             assert!(help.contains(want), "help lacks {want:?}:\n{help}");

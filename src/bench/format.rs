@@ -172,7 +172,14 @@ pub fn comparison_table(runs: &[ModeRun]) -> String {
     if runs.len() < 2 {
         return String::new();
     }
-    let ratio = |x: f64, base: f64| if base > 0.0 { x / base } else { f64::NAN };
+    // No ratio against nothing (a benchmark that ran no compaction): a dash.
+    let ratio = |x: f64, base: f64, digits: usize| {
+        if base > 0.0 {
+            format!("{:.digits$}", x / base)
+        } else {
+            "-".to_string()
+        }
+    };
     let mut out = String::new();
     for (i, base) in first.benchmarks.iter().enumerate() {
         let rows: Vec<&BenchmarkResult> = runs
@@ -218,19 +225,23 @@ pub fn comparison_table(runs: &[ModeRun]) -> String {
             let stall = &b.db_stats.stall;
             let _ = writeln!(
                 out,
-                "{:<11} {:>12.0} {:>6.2} {:>8.2} {:>8.2} {:>9.2} {:>6.2} {:>11.3} {:>8.3} {:>6.2} {:>10} {:>8.3} {:>8.3}",
+                "{:<11} {:>12.0} {:>6} {:>8.2} {:>8.2} {:>9.2} {:>6} {:>11.3} {:>8.3} {:>6} {:>10} {:>8} {:>8.3}",
                 run.compaction_mode.to_string(),
                 b.ops_per_sec,
-                ratio(b.ops_per_sec, base.ops_per_sec),
+                ratio(b.ops_per_sec, base.ops_per_sec, 2),
                 b.latency.p50_us,
                 b.latency.p99_us,
                 b.latency.p999_us,
-                ratio(b.latency.p99_us, base.latency.p99_us),
+                ratio(b.latency.p99_us, base.latency.p99_us, 2),
                 secs(c.time_ns),
                 per_mb(c),
-                ratio(secs(c.time_ns), secs(base_c.time_ns)),
+                ratio(secs(c.time_ns), secs(base_c.time_ns), 2),
                 c.syscalls.total(),
-                ratio(c.syscalls.total() as f64, base_c.syscalls.total() as f64),
+                ratio(
+                    c.syscalls.total() as f64,
+                    base_c.syscalls.total() as f64,
+                    3
+                ),
                 secs(stall.stop_ns + stall.delay_ns),
             );
         }

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use resystance_real_kernel::RealKernel;
-use resystance_sim::{SimConfig, SimKernel};
+use resystance_sim::{NvmeModel, SimConfig, SimKernel};
 use resystance_traces::Kernel;
 
 pub use cli::{Backend, BenchArgs, Benchmark, Cli, Command};
@@ -34,6 +34,7 @@ pub fn kernel_for(args: &BenchArgs) -> Result<Arc<dyn Kernel>, BenchError> {
         Backend::Real => Ok(Arc::new(RealKernel::new())),
         Backend::Sim => {
             let mut cfg = SimConfig::new(args.effective_seed());
+            cfg.device = nvme_model(&args.nvme)?;
             // Millions of calls: keep the digest, not the events.
             cfg.keep_events = false;
             Ok(Arc::new(SimKernel::with_config(cfg)))
@@ -41,8 +42,30 @@ pub fn kernel_for(args: &BenchArgs) -> Result<Arc<dyn Kernel>, BenchError> {
     }
 }
 
+/// The NVMe model `--nvme` names: a preset, or else a RON file.
+pub fn nvme_model(name: &str) -> Result<NvmeModel, BenchError> {
+    if NvmeModel::PRESETS.contains(&name) {
+        return NvmeModel::preset(name).map_err(BenchError::InvalidFlags);
+    }
+    let path = Path::new(name);
+    if !path.exists() {
+        return Err(BenchError::InvalidFlags(format!(
+            "--nvme={name}: neither a preset ({}) nor a file",
+            NvmeModel::PRESETS.join(", ")
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| BenchError::InvalidFlags(format!("--nvme={name}: {e}")))?;
+    NvmeModel::from_ron(&text).map_err(|e| BenchError::InvalidFlags(format!("--nvme={name}: {e}")))
+}
+
 /// Runs `resystance bench`: text to standard output, then the JSON report if `--json`.
 pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
+    if args.backend == Backend::Real && args.nvme != "this-host" {
+        return Err(BenchError::InvalidFlags(
+            "--nvme models the simulator's device; the real kernel runs on the host's".into(),
+        ));
+    }
     let kernel = kernel_for(args)?;
     // A mistyped report path should fail now, not after a long run.
     if let Some(dir) = args.json.as_deref().and_then(Path::parent) {
