@@ -20,12 +20,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 use resystance::compaction::machines::{KernelMachine, VmMachine};
-use resystance::key::{compare_internal, internal_key, ValueType};
-use resystance::sst::block::BlockBuilder;
-use resystance::sst::format::block_trailer;
 use resystance_programs::abi::JobParams;
 use resystance_programs::driver::{
     drive, DriveSummary, Machine, MemorySink, MemorySource, TwinMachine,
@@ -33,66 +28,20 @@ use resystance_programs::driver::{
 use resystance_real_kernel::RealKernel;
 use resystance_traces::Kernel;
 
+#[path = "support/merge_workload.rs"]
+mod merge_workload;
+
 const RUNS: usize = 4;
-const ENTRIES_PER_RUN: usize = 24_000;
-const KEY_SPACE: u64 = 80_000;
-const VALUE_BYTES: usize = 100;
-const BLOCK_SIZE_BYTES: usize = 4096;
 
 fn workload() -> (Vec<Vec<Vec<u8>>>, JobParams, u64) {
-    let mut rng = ChaCha8Rng::seed_from_u64(0xc0_4ba7);
-    let mut seq = 1u64;
-    let mut runs = Vec::new();
-    let mut bytes = 0u64;
-    for _ in 0..RUNS {
-        let mut entries: Vec<(Vec<u8>, Vec<u8>)> = (0..ENTRIES_PER_RUN)
-            .map(|_| {
-                let key = format!("{:016}", rng.gen_range(0..KEY_SPACE));
-                seq += 1;
-                let deletion = rng.gen_ratio(1, 16);
-                let t = if deletion {
-                    ValueType::Deletion
-                } else {
-                    ValueType::Value
-                };
-                let value: Vec<u8> = if deletion {
-                    Vec::new()
-                } else {
-                    (0..VALUE_BYTES).map(|_| rng.gen()).collect()
-                };
-                (internal_key(key.as_bytes(), seq, t), value)
-            })
-            .collect();
-        entries.sort_by(|a, b| compare_internal(&a.0, &b.0));
-        let mut blocks = Vec::new();
-        let mut b = BlockBuilder::new(16);
-        let mut flush = |b: &mut BlockBuilder, blocks: &mut Vec<Vec<u8>>| {
-            let contents = b.finish().to_vec();
-            let mut block = contents.clone();
-            block.extend_from_slice(&block_trailer(&contents));
-            bytes += block.len() as u64;
-            blocks.push(block);
-            b.reset();
-        };
-        for (k, v) in &entries {
-            if !b.is_empty() && b.size_estimate() >= BLOCK_SIZE_BYTES {
-                flush(&mut b, &mut blocks);
-            }
-            b.add(k, v);
-        }
-        flush(&mut b, &mut blocks);
-        runs.push(blocks);
+    merge_workload::MergeWorkload {
+        seed: 0xc0_4ba7,
+        runs: RUNS,
+        entries_per_run: 24_000,
+        key_space: 80_000,
+        value_bytes: 100,
     }
-    let params = JobParams {
-        num_runs: RUNS as u32,
-        block_size: BLOCK_SIZE_BYTES as u32,
-        restart_interval: 16,
-        target_file_size: 64 << 20,
-        bottommost: true,
-        snapshots: Vec::new(),
-        entries_per_call: 1 << 20,
-    };
-    (runs, params, bytes)
+    .build()
 }
 
 fn compact(

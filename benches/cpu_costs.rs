@@ -23,15 +23,15 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use resystance::compaction::machines::{KernelMachine, VmMachine};
 use resystance::db::Db;
-use resystance::key::{compare_internal, internal_key, ValueType};
 use resystance::options::{BackgroundMode, Options};
-use resystance::sst::block::BlockBuilder;
-use resystance::sst::format::block_trailer;
 use resystance_programs::abi::JobParams;
 use resystance_programs::driver::{drive, Machine, MemorySink, MemorySource, TwinMachine};
 use resystance_real_kernel::RealKernel;
 use resystance_sim::{CpuModel, SimConfig, SimKernel, PAGE_BYTES};
 use resystance_traces::{Kernel, SyscallCounts, SyscallKind};
+
+#[path = "support/merge_workload.rs"]
+mod merge_workload;
 
 const KEY_BYTES: usize = 16;
 const SMALL_VALUE_BYTES: usize = 100;
@@ -154,51 +154,16 @@ fn flush_ns(value_bytes: usize, entries: u64) -> f64 {
     wall_ns / entries as f64
 }
 
-/// Four overlapping sorted runs of 4 KiB blocks, one in 16 entries a deletion.
-fn merge_workload(value_bytes: usize, entries_per_run: usize) -> (Vec<Vec<Vec<u8>>>, JobParams) {
-    let mut rng = ChaCha8Rng::seed_from_u64(4);
-    let mut seq = 1u64;
-    let runs = (0..4)
-        .map(|_| {
-            let mut entries: Vec<(Vec<u8>, Vec<u8>)> = (0..entries_per_run)
-                .map(|_| {
-                    seq += 1;
-                    let k = key(rng.gen_range(0..(entries_per_run as u64 * 3)));
-                    if rng.gen_ratio(1, 16) {
-                        (internal_key(&k, seq, ValueType::Deletion), Vec::new())
-                    } else {
-                        let v = (0..value_bytes).map(|_| rng.gen()).collect();
-                        (internal_key(&k, seq, ValueType::Value), v)
-                    }
-                })
-                .collect();
-            entries.sort_by(|a, b| compare_internal(&a.0, &b.0));
-            let mut blocks = Vec::new();
-            let mut b = BlockBuilder::new(16);
-            for (k, v) in &entries {
-                if !b.is_empty() && b.size_estimate() >= 4_096 {
-                    let mut block = b.finish().to_vec();
-                    block.extend_from_slice(&block_trailer(&block));
-                    blocks.push(block);
-                    b.reset();
-                }
-                b.add(k, v);
-            }
-            let mut block = b.finish().to_vec();
-            block.extend_from_slice(&block_trailer(&block));
-            blocks.push(block);
-            blocks
-        })
-        .collect();
-    let params = JobParams {
-        num_runs: 4,
-        block_size: 4_096,
-        restart_interval: 16,
-        target_file_size: 64 << 20,
-        bottommost: true,
-        snapshots: Vec::new(),
-        entries_per_call: 1 << 20,
-    };
+/// Four overlapping sorted runs of `entries_per_run` entries with `value_bytes` values.
+fn merge_input(value_bytes: usize, entries_per_run: usize) -> (Vec<Vec<Vec<u8>>>, JobParams) {
+    let (runs, params, _) = merge_workload::MergeWorkload {
+        seed: 4,
+        runs: 4,
+        entries_per_run,
+        key_space: entries_per_run as u64 * 3,
+        value_bytes,
+    }
+    .build();
     (runs, params)
 }
 
@@ -268,7 +233,7 @@ fn main() {
 
     let mut ms = Vec::new();
     for value_bytes in [SMALL_VALUE_BYTES, LARGE_VALUE_BYTES] {
-        let (runs, params) = merge_workload(value_bytes, 2_400_000 / (value_bytes + 40));
+        let (runs, params) = merge_input(value_bytes, 2_400_000 / (value_bytes + 40));
         let samples: Vec<(f64, u64, u64)> = (0..n)
             .map(|_| merge(&mut TwinMachine::new(4), &runs, &params))
             .collect();
@@ -293,7 +258,7 @@ fn main() {
         return;
     }
     let kernel: Arc<dyn Kernel> = Arc::new(kernel);
-    let (runs, params) = merge_workload(SMALL_VALUE_BYTES, 24_000);
+    let (runs, params) = merge_input(SMALL_VALUE_BYTES, 24_000);
     let mut vm = VmMachine::new().expect("vm loads the program");
     merge(&mut vm, &runs, &params);
     let insns = vm.insns_executed;
