@@ -387,15 +387,7 @@ impl Ring {
             let c = m.faults.write(m.fs, file, data, offset)?;
             let res = i32::try_from(c.bytes).expect("at most RW_BYTES_MAX");
             if c.direct {
-                let device = if c.bytes > 0 {
-                    Device::Write {
-                        offset,
-                        bytes: c.bytes as u64,
-                    }
-                } else {
-                    Device::None
-                };
-                return Ok((res, 0, device));
+                return Ok((res, 0, Device::direct(true, offset, c.bytes)));
             }
             let cpu = c.pages * m.cpu.page_cache_ns_per_page + m.cpu.copy_ns(c.bytes as u64);
             Ok((res, cpu, Device::None))
@@ -404,15 +396,7 @@ impl Ring {
             let c = m.faults.read(m.fs, file, buf, offset)?;
             let res = i32::try_from(c.bytes).expect("at most RW_BYTES_MAX");
             if c.direct {
-                let device = if c.bytes > 0 {
-                    Device::Read {
-                        offset,
-                        bytes: c.bytes as u64,
-                    }
-                } else {
-                    Device::None
-                };
-                return Ok((res, 0, device));
+                return Ok((res, 0, Device::direct(false, offset, c.bytes)));
             }
             let cpu = c.pages * m.cpu.page_cache_ns_per_page + m.cpu.copy_ns(c.bytes as u64);
             // The misses are read as one request from the read's first page.
@@ -489,6 +473,19 @@ enum Device {
     },
     /// A file sync: write-back, journal, flush.
     Sync(SyncCost),
+}
+
+impl Device {
+    /// An `O_DIRECT` transfer of `bytes` at `offset`: the device moves them all (none, if
+    /// nothing moved).
+    fn direct(write: bool, offset: u64, bytes: usize) -> Device {
+        let bytes = bytes as u64;
+        match (bytes, write) {
+            (0, _) => Device::None,
+            (_, true) => Device::Write { offset, bytes },
+            (_, false) => Device::Read { offset, bytes },
+        }
+    }
 }
 
 /// A read or write that moved fewer bytes than asked (breaks a link, as on Linux).
