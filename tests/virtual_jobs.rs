@@ -166,3 +166,34 @@ fn a_writer_waits_for_a_flush_slower_than_its_writes() {
         virt.slowest_put_ns as f64 / 1e6
     );
 }
+
+#[test]
+fn background_jobs_compete_with_the_writer_for_the_cores() {
+    let on = |cores: u32| {
+        let mut cfg = quiet(3);
+        cfg.cpu.cores = cores;
+        run(BackgroundMode::Virtual, cfg)
+    };
+    let (one, two, plenty) = (on(1), on(2), on(3));
+    assert_eq!(one.contents, plenty.contents);
+    // With a core per task nothing waits for a CPU; with one core the writer shares it with
+    // every job, and the jobs with the writer.
+    assert!(
+        one.writes_ns > plenty.writes_ns,
+        "1 core: {one:?}\n3 cores: {plenty:?}"
+    );
+    assert!(one.flush_ns + one.compaction_ns > plenty.flush_ns + plenty.compaction_ns);
+    assert!(
+        two.writes_ns <= one.writes_ns,
+        "2 cores crowd less than 1: {two:?} vs {one:?}"
+    );
+    say!(
+        "writer time for {PUTS} puts: {:.2} ms on 1 core, {:.2} on 2, {:.2} on 3; jobs {:.2} / {:.2} / {:.2} ms",
+        one.writes_ns as f64 / 1e6,
+        two.writes_ns as f64 / 1e6,
+        plenty.writes_ns as f64 / 1e6,
+        (one.flush_ns + one.compaction_ns) as f64 / 1e6,
+        (two.flush_ns + two.compaction_ns) as f64 / 1e6,
+        (plenty.flush_ns + plenty.compaction_ns) as f64 / 1e6
+    );
+}

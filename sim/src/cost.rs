@@ -70,6 +70,9 @@ pub struct CpuModel {
     /// The fixed cost of one `BPF_PROG_TEST_RUN`, kernel entry included (DESIGN.md §4:
     /// ≈ 0.7 µs for a trivial program).
     pub bpf_test_run_ns: u64,
+    /// CPUs the engine's tasks (foreground, flush, compaction) share: this machine kind has
+    /// 2 (DESIGN.md §4), so all three running at once get 2/3 of a core each.
+    pub cores: u32,
     /// The engine's user-space work ([`CpuWorkKind`]), charged when it reports it.
     pub write: WorkCost,
     /// See [`CpuModel::write`].
@@ -91,6 +94,7 @@ impl CpuModel {
             // Measured by `cargo bench --bench cpu_costs` (sim/README.md has the run).
             bpf_insn_ps: BPF_INSN_PS,
             bpf_test_run_ns: 700,
+            cores: 2,
             write: WorkCost {
                 ns_per_op: 0,
                 ns_per_entry: WRITE_NS_PER_ENTRY,

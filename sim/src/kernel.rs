@@ -270,7 +270,7 @@ impl SimKernel {
         }
         SimKernel {
             state: Mutex::new(State {
-                clock: Clock::new(cfg.jitter_ppm, rng(STREAM_JITTER)),
+                clock: Clock::new(cfg.jitter_ppm, rng(STREAM_JITTER)).with_cores(cfg.cpu.cores),
                 crash_rng: rng(STREAM_CRASH),
                 faults: Faults::new(cfg.faults.clone(), rng(STREAM_FAULTS)),
                 fs,
