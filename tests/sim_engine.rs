@@ -248,6 +248,13 @@ fn compaction_on_the_sim_matches_the_real_kernel_call_for_call() {
         Ok(()) => modes.push(CompactionMode::Uring),
         Err(e) => say!("SKIP the uring mode of the sim-vs-real comparison: {e}"),
     }
+    match (real.bpf_unavailable(), modes.len()) {
+        (None, 2) => modes.push(CompactionMode::Resystance),
+        (Some(why), _) => say!("SKIP the resystance mode of the sim-vs-real comparison: {why}"),
+        (None, _) => {
+            say!("SKIP the resystance mode of the sim-vs-real comparison: it needs io_uring too");
+        }
+    }
     for mode in modes {
         let sim: Arc<dyn Kernel> = Arc::new(SimKernel::new(1));
         let (sim_tables, sim_counts) = compaction_run(&sim, Path::new(DB_DIR), mode);
