@@ -59,6 +59,10 @@ fn fillseq_then_readrandom_finds_every_key() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     assert_eq!(report["flags"]["num"], 20000);
+    assert!(
+        report.get("sim").is_none(),
+        "no sim section for the real kernel"
+    );
     assert_eq!(report["host"]["db_path"], db.display().to_string());
     let run = &report["runs"][0];
     assert_eq!(run["compaction_mode"], "baseline");
@@ -152,14 +156,24 @@ fn nvme_presets_and_files_are_checked() {
     );
     let out = resystance(&["bench", "--backend=real", "--nvme=nvme-gen4", "--num=10"]);
     assert_eq!(out.status.code(), Some(2));
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
     let fast = resystance(&[
         "bench",
         "--nvme=nvme-gen4",
         "--compaction_mode=baseline",
         "--benchmarks=fillrandom",
         "--num=2000",
+        &flag("json", &json),
     ]);
     assert!(fast.status.success(), "{}", text(&fast.stderr));
+    assert!(text(&fast.stdout).contains("Kernel:     simulated, NVMe nvme-gen4 (backend sim)"));
+    // The report says what the figures were computed from.
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["sim"]["nvme_preset"], "nvme-gen4");
+    assert_eq!(report["sim"]["cpu"]["cores"], 2);
+    assert!(report["sim"]["nvme"]["queue_depth_max"].as_u64().unwrap() > 0);
 }
 
 #[test]

@@ -29,7 +29,7 @@ const BPF_INSN_PS: u64 = 87;
 
 /// The cost of one kind of user-space work: a fixed part per operation plus parts per entry
 /// and per byte.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct WorkCost {
     /// Per operation reported.
     pub ns_per_op: u64,
@@ -49,7 +49,7 @@ impl WorkCost {
 }
 
 /// CPU-side costs of crossing the boundary and moving bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct CpuModel {
     /// System-call entry and exit (DESIGN.md §4: a trivial syscall ≈ 0.28 µs).
     pub syscall_ns: u64,

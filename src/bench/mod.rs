@@ -120,7 +120,7 @@ pub fn run_with(
         } else {
             kernel.clone()
         };
-        write!(out, "{}", header(args, &host, kernel.name(), mode)).map_err(BenchError::stdout)?;
+        write!(out, "{}", header(args, &host, mode)).map_err(BenchError::stdout)?;
         runs.push(runner::Runner::new(kernel, args, &db_path, out).run_mode(mode)?);
     }
     write!(out, "{}", format::comparison_table(&runs)).map_err(BenchError::stdout)?;
@@ -132,6 +132,14 @@ pub fn run_with(
         reads: args.effective_reads(),
         flags: args.clone(),
         host,
+        sim: match args.backend {
+            Backend::Real => None,
+            Backend::Sim => Some(results::SimFacts {
+                nvme_preset: args.nvme.clone(),
+                nvme: nvme_model(&args.nvme)?,
+                cpu: SimConfig::new(args.effective_seed()).cpu,
+            }),
+        },
         runs,
     })
 }
@@ -140,15 +148,26 @@ pub fn run_with(
 fn header(
     args: &BenchArgs,
     host: &host::HostFacts,
-    backend: &str,
     mode: crate::options::CompactionMode,
 ) -> String {
+    let (cpu, kernel) = match args.backend {
+        Backend::Real => (
+            format!("{} * {}", host.cpus, host.cpu_model),
+            format!("{} (backend real)", host.kernel_release),
+        ),
+        Backend::Sim => (
+            format!(
+                "{} simulated cores (costs measured on {} * {})",
+                SimConfig::new(0).cpu.cores,
+                host.cpus,
+                host.cpu_model
+            ),
+            format!("simulated, NVMe {} (backend sim)", args.nvme),
+        ),
+    };
     format!(
-        "resystance: version {}\nCPU:        {} * {}\nKernel:     {} (backend {backend})\nKeys:       {} bytes each\nValues:     {} bytes each\nEntries:    {}\nSeed:       {}\nCompaction: {mode}\n------------------------------------------------\n",
+        "resystance: version {}\nCPU:        {cpu}\nKernel:     {kernel}\nKeys:       {} bytes each\nValues:     {} bytes each\nEntries:    {}\nSeed:       {}\nCompaction: {mode}\n------------------------------------------------\n",
         env!("CARGO_PKG_VERSION"),
-        host.cpus,
-        host.cpu_model,
-        host.kernel_release,
         args.key_size,
         args.value_size,
         args.num,

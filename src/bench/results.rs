@@ -32,8 +32,23 @@ pub struct BenchReport {
     pub flags: BenchArgs,
     /// The machine.
     pub host: HostFacts,
+    /// The simulated machine's models (`--backend=sim` only), so a reader can tell what the
+    /// figures were computed from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sim: Option<SimFacts>,
     /// One entry per `--compaction_mode`, in flag order.
     pub runs: Vec<ModeRun>,
+}
+
+/// What the simulated kernel modelled.
+#[derive(Debug, Serialize)]
+pub struct SimFacts {
+    /// `--nvme` as given.
+    pub nvme_preset: String,
+    /// The NVMe model it named.
+    pub nvme: resystance_sim::NvmeModel,
+    /// The CPU model (system calls, page cache, BPF, the engine's work, cores).
+    pub cpu: resystance_sim::CpuModel,
 }
 
 /// The benchmark list run once under one compaction mode.
