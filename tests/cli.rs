@@ -164,9 +164,12 @@ fn nvme_presets_and_files_are_checked() {
         "--compaction_mode=baseline",
         "--benchmarks=fillrandom",
         "--num=2000",
+        // Any path: the directories above it are part of the simulated disk.
+        "--db=/srv/bench/db",
         &flag("json", &json),
     ]);
     assert!(fast.status.success(), "{}", text(&fast.stderr));
+    assert!(text(&fast.stdout).contains("DB path: [/srv/bench/db]"));
     assert!(text(&fast.stdout).contains("Kernel:     simulated, NVMe nvme-gen4 (backend sim)"));
     // The report says what the figures were computed from.
     let report: serde_json::Value =

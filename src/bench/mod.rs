@@ -37,7 +37,22 @@ pub fn kernel_for(args: &BenchArgs) -> Result<Arc<dyn Kernel>, BenchError> {
             cfg.device = nvme_model(&args.nvme)?;
             // Millions of calls: keep the digest, not the events.
             cfg.keep_events = false;
-            Ok(Arc::new(SimKernel::with_config(cfg)))
+            let sim = SimKernel::with_config(cfg);
+            // The simulated machine boots with `/` and `/tmp`; the directory `--db` goes in
+            // is part of its disk, as it would be of a real one (the database's own
+            // directory is still created by the engine).
+            if let Some(parent) = args.db.as_deref().and_then(Path::parent) {
+                if !parent.as_os_str().is_empty() {
+                    sim.prepare_dir(parent).map_err(|e| {
+                        BenchError::InvalidFlags(format!(
+                            "--db={}: the simulated disk cannot hold {}: {e}",
+                            args.db.as_deref().unwrap_or(parent).display(),
+                            parent.display()
+                        ))
+                    })?;
+                }
+            }
+            Ok(Arc::new(sim))
         }
     }
 }
