@@ -1,18 +1,17 @@
-//! io_uring on the simulated kernel, mirroring real-kernel's io_uring tests where meaningful:
-//! reads into regions and registered buffers, WRITE_FIXED + linked FSYNC across a crash,
-//! O_DIRECT alignment in the CQE, link cancellation, a full ring, SQPOLL accounting, pinned
-//! memory, overlap on the virtual clock, and determinism.
+//! io_uring on the simulated kernel, what only the simulator can show: ring sizes, WRITE_FIXED
+//! with a linked FSYNC across a crash, lost unsynced writes, SQPOLL on the virtual clock, overlap
+//! of device requests, determinism and crash points. The semantics both kernels share run on
+//! both from `tests/uring_both_kernels.rs` in the root package.
 
 use std::path::{Path, PathBuf};
 
-use resystance_sim::{SimConfig, SimKernel, ECANCELED};
+use resystance_sim::{SimConfig, SimKernel};
 use resystance_traces::{
     Cqe, Errno, Fd, Kernel, MemId, OpenFlags, RingId, Sqe, SqeFile, SqeOp, SyscallCounts,
     SyscallKind, UringParams,
 };
 
 const PAGE: usize = 4096;
-const EFAULT: Errno = Errno(14);
 
 fn exact(seed: u64) -> SimKernel {
     let mut cfg = SimConfig::new(seed);
@@ -121,59 +120,6 @@ fn setup_rounds_sizes_like_linux_and_refuses_out_of_range() {
     assert_eq!(k.syscall_counts(), before, "refused before the system call");
     let ring = ok(4096, None).unwrap();
     k.uring_close(ring).unwrap();
-}
-
-#[test]
-fn read_lands_in_anonymous_memory_with_one_enter() {
-    let k = exact(1);
-    let p = path("input");
-    let data = pattern(3 * PAGE, 7);
-    write_file(&k, &p, &data);
-    let fd = k.open(&p, OpenFlags::READ).unwrap();
-    let mem = k.mem_alloc(2 * PAGE).unwrap();
-
-    let before = k.syscall_counts();
-    let ring = k.uring_setup(&UringParams::default()).unwrap();
-    let setup = k.syscall_counts().since(&before);
-    assert_eq!(setup.get(SyscallKind::IoUringSetup), 1);
-    assert_eq!(setup.get(SyscallKind::Mmap), 2);
-
-    let before = k.syscall_counts();
-    k.uring_queue(ring, &sqe(read_op(fd, mem, 100, 4000, 5000), 42))
-        .unwrap();
-    k.uring_queue(ring, &sqe(read_op(fd, mem, 5000, 2000, 11_000), 43))
-        .unwrap();
-    assert_eq!(k.syscall_counts(), before, "queueing is a memory write");
-    let sub = k.uring_submit_and_wait(ring, 2).unwrap();
-    assert_eq!((sub.submitted, sub.enter_calls), (2, 1));
-    assert_eq!(delta(&k, &before, SyscallKind::IoUringEnter), 1);
-    let mut cqes = Vec::new();
-    assert_eq!(k.uring_reap(ring, &mut cqes, 8).unwrap(), 2);
-    cqes.sort_by_key(|c| c.user_data);
-    assert_eq!(cqes[0].res, 4000);
-    assert_eq!(cqes[1].res, 3 * PAGE as i32 - 11_000, "a short read at EOF");
-    assert_eq!(k.syscall_counts().since(&before).total(), 1);
-    let mut got = vec![0u8; 4000];
-    k.mem_read(mem, 100, &mut got).unwrap();
-    assert_eq!(got, data[5000..9000]);
-    let mut got = vec![0u8; 1288];
-    k.mem_read(mem, 5000, &mut got).unwrap();
-    assert_eq!(got, data[11_000..]);
-
-    let before = k.syscall_counts();
-    let sub = k.uring_submit_and_wait(ring, 0).unwrap();
-    assert_eq!(
-        (sub.submitted, sub.enter_calls),
-        (0, 0),
-        "nothing to do costs nothing"
-    );
-    k.uring_close(ring).unwrap();
-    let close = k.syscall_counts().since(&before);
-    assert_eq!(close.get(SyscallKind::Munmap), 2);
-    assert_eq!(close.get(SyscallKind::Close), 1);
-    assert_eq!(close.total(), 3);
-    k.mem_free(mem).unwrap();
-    k.close(fd).unwrap();
 }
 
 #[test]
@@ -301,219 +247,6 @@ fn unsynced_uring_writes_can_be_lost_in_a_crash() {
         k.file_size(fd).unwrap() < PAGE as u64
     });
     assert!(lost, "some seed loses the unsynced write");
-}
-
-#[test]
-fn o_direct_needs_alignment_and_says_einval_in_the_cqe() {
-    let k = exact(1);
-    let p = path("direct");
-    let data = pattern(16 * PAGE, 11);
-    write_file(&k, &p, &data);
-    let direct = OpenFlags {
-        direct: true,
-        ..OpenFlags::READ
-    };
-    let fd = k.open(&p, direct).unwrap();
-    let mem = k.mem_alloc(8 * PAGE).unwrap();
-    let ring = k.uring_setup(&UringParams::default()).unwrap();
-    k.uring_register_buffers(ring, &[mem]).unwrap();
-    let cases: [(u64, usize, u32, u64); 4] = [
-        (1, PAGE, 2 * PAGE as u32, 4 * PAGE as u64), // aligned
-        (2, 0, PAGE as u32, 100),                    // misaligned file offset
-        (3, 0, 100, 0),                              // misaligned length
-        (4, 1, PAGE as u32, 0),                      // misaligned buffer
-    ];
-    for &(user_data, mem_offset, len, offset) in &cases {
-        k.uring_queue(
-            ring,
-            &sqe(read_op(fd, mem, mem_offset, len, offset), user_data),
-        )
-        .unwrap();
-    }
-    let op = SqeOp::ReadFixed {
-        file: SqeFile::Fd(fd),
-        buf_index: 0,
-        buf_offset: 4 * PAGE,
-        len: 4 * PAGE as u32,
-        offset: 0,
-    };
-    k.uring_queue(ring, &sqe(op, 5)).unwrap();
-    let res: Vec<i32> = complete(&k, ring, 5).iter().map(|c| c.res).collect();
-    let einval = -Errno::EINVAL.0;
-    assert_eq!(
-        res,
-        vec![2 * PAGE as i32, einval, einval, einval, 4 * PAGE as i32]
-    );
-    let mut got = vec![0u8; 2 * PAGE];
-    k.mem_read(mem, PAGE, &mut got).unwrap();
-    assert_eq!(got, data[4 * PAGE..6 * PAGE]);
-    let mut got = vec![0u8; 4 * PAGE];
-    k.mem_read(mem, 4 * PAGE, &mut got).unwrap();
-    assert_eq!(got, data[..4 * PAGE]);
-    k.uring_close(ring).unwrap();
-    k.mem_free(mem).unwrap();
-}
-
-#[test]
-fn a_failing_or_short_link_cancels_the_rest_of_its_chain() {
-    let k = exact(1);
-    let p = path("linked");
-    let fd = k
-        .open(
-            &p,
-            OpenFlags {
-                read: true,
-                ..OpenFlags::CREATE_NEW
-            },
-        )
-        .unwrap();
-    let src = k.mem_alloc(PAGE).unwrap();
-    let dst = k.mem_alloc(PAGE).unwrap();
-    k.mem_write(src, 0, b"written before it is read").unwrap();
-    let ring = k.uring_setup(&UringParams::default()).unwrap();
-    let write = SqeOp::Write {
-        file: SqeFile::Fd(fd),
-        mem: src,
-        mem_offset: 0,
-        len: 25,
-        offset: 0,
-    };
-    k.uring_queue(ring, &linked(write, 1)).unwrap();
-    k.uring_queue(ring, &sqe(read_op(fd, dst, 0, 25, 0), 2))
-        .unwrap();
-    k.uring_queue(ring, &linked(read_op(Fd(1_000_000), dst, 100, 8, 0), 3))
-        .unwrap();
-    k.uring_queue(ring, &linked(SqeOp::Nop, 4)).unwrap();
-    k.uring_queue(ring, &sqe(SqeOp::Nop, 5)).unwrap();
-    k.uring_queue(ring, &sqe(SqeOp::Nop, 6)).unwrap();
-    // A short read (past EOF) breaks its link too.
-    k.uring_queue(ring, &linked(read_op(fd, dst, 200, 100, 0), 7))
-        .unwrap();
-    k.uring_queue(ring, &sqe(SqeOp::Nop, 8)).unwrap();
-    let res: Vec<i32> = complete(&k, ring, 8).iter().map(|c| c.res).collect();
-    let ebadf = -Errno::EBADF.0;
-    assert_eq!(
-        res,
-        vec![25, 25, ebadf, -ECANCELED, -ECANCELED, 0, 25, -ECANCELED]
-    );
-    let mut got = [0u8; 25];
-    k.mem_read(dst, 0, &mut got).unwrap();
-    assert_eq!(&got, b"written before it is read");
-    k.uring_close(ring).unwrap();
-}
-
-#[test]
-fn a_full_ring_refuses_in_user_space() {
-    let k = exact(1);
-    let ring = k
-        .uring_setup(&UringParams {
-            sq_entries: 4,
-            cq_entries: Some(8),
-            ..UringParams::default()
-        })
-        .unwrap();
-    let before = k.syscall_counts();
-    for i in 0..4 {
-        k.uring_queue(ring, &sqe(SqeOp::Nop, i)).unwrap();
-    }
-    assert_eq!(
-        errno(k.uring_queue(ring, &sqe(SqeOp::Nop, 4))),
-        Errno::EBUSY
-    );
-    assert_eq!(k.syscall_counts(), before, "refused without a system call");
-    let sub = k.uring_submit_and_wait(ring, 0).unwrap();
-    assert_eq!((sub.submitted, sub.enter_calls), (4, 1));
-    for i in 4..8 {
-        k.uring_queue(ring, &sqe(SqeOp::Nop, i)).unwrap();
-    }
-    assert_eq!(k.uring_submit_and_wait(ring, 0).unwrap().submitted, 4);
-    assert_eq!(
-        errno(k.uring_queue(ring, &sqe(SqeOp::Nop, 8))),
-        Errno::EBUSY
-    );
-    assert_eq!(errno(k.uring_submit_and_wait(ring, 9)), Errno::EINVAL);
-    let cqes = complete(&k, ring, 8);
-    assert_eq!(
-        cqes.iter().map(|c| c.user_data).collect::<Vec<_>>(),
-        (0..8).collect::<Vec<_>>()
-    );
-    assert!(cqes.iter().all(|c| c.res == 0));
-    k.uring_queue(ring, &sqe(SqeOp::Nop, 9)).unwrap();
-    k.uring_close(ring).unwrap();
-}
-
-#[test]
-fn sqes_are_checked_against_their_regions_when_queued() {
-    let k = exact(1);
-    let mem = k.mem_alloc(PAGE).unwrap();
-    let ring = k.uring_setup(&UringParams::default()).unwrap();
-    let fd = Fd(0);
-    let refused = |op: SqeOp| errno(k.uring_queue(ring, &sqe(op, 0)));
-    assert_eq!(refused(read_op(fd, mem, 1, PAGE as u32, 0)), EFAULT);
-    assert_eq!(refused(read_op(fd, mem, usize::MAX, 2, 0)), EFAULT);
-    assert_eq!(
-        refused(read_op(fd, MemId(u32::MAX), 0, 1, 0)),
-        Errno::EINVAL
-    );
-    assert_eq!(refused(read_op(fd, mem, 0, 1, u64::MAX)), Errno::EINVAL);
-    let fixed = |buf_index, buf_offset, len| SqeOp::ReadFixed {
-        file: SqeFile::Fd(fd),
-        buf_index,
-        buf_offset,
-        len,
-        offset: 0,
-    };
-    assert_eq!(refused(fixed(0, 0, 1)), EFAULT, "nothing registered");
-    k.uring_register_buffers(ring, &[mem]).unwrap();
-    assert_eq!(refused(fixed(1, 0, 1)), EFAULT, "index past the buffers");
-    assert_eq!(refused(fixed(0, PAGE - 1, 2)), EFAULT, "past the buffer");
-    let fsync = SqeOp::Fsync {
-        file: SqeFile::Fixed(0),
-        datasync: true,
-    };
-    assert_eq!(refused(fsync), Errno::EBADF, "no files registered");
-    let mut cqes = Vec::new();
-    assert_eq!(k.uring_reap(ring, &mut cqes, 16).unwrap(), 0);
-    k.uring_close(ring).unwrap();
-    assert_eq!(
-        errno(k.uring_queue(ring, &sqe(SqeOp::Nop, 0))),
-        Errno::EBADF
-    );
-    k.mem_free(mem).unwrap();
-}
-
-#[test]
-fn memory_with_io_in_flight_cannot_be_freed() {
-    let k = exact(1);
-    let p = path("f");
-    write_file(&k, &p, &pattern(PAGE, 1));
-    let fd = k.open(&p, OpenFlags::READ).unwrap();
-    let mem = k.mem_alloc(PAGE).unwrap();
-    let ring = k.uring_setup(&UringParams::default()).unwrap();
-    k.uring_queue(ring, &sqe(read_op(fd, mem, 0, PAGE as u32, 0), 1))
-        .unwrap();
-    assert_eq!(errno(k.mem_free(mem)), Errno::EBUSY, "queued");
-    k.uring_submit_and_wait(ring, 1).unwrap();
-    assert_eq!(
-        errno(k.mem_free(mem)),
-        Errno::EBUSY,
-        "completed, not reaped"
-    );
-    let mut cqes = Vec::new();
-    k.uring_reap(ring, &mut cqes, 1).unwrap();
-    assert_eq!(cqes[0].res, PAGE as i32);
-    let mem2 = k.mem_alloc(PAGE).unwrap();
-    k.mem_free(mem).unwrap();
-    for i in 0..8 {
-        k.uring_queue(ring, &sqe(read_op(fd, mem2, 0, PAGE as u32, 0), i))
-            .unwrap();
-    }
-    k.uring_submit_and_wait(ring, 0).unwrap();
-    k.uring_queue(ring, &sqe(read_op(fd, mem2, 0, PAGE as u32, 0), 8))
-        .unwrap();
-    assert_eq!(errno(k.mem_free(mem2)), Errno::EBUSY);
-    k.uring_close(ring).unwrap();
-    k.mem_free(mem2).unwrap();
 }
 
 /// `(submitted, enter_calls)` of one call, checked against the counted system calls.
