@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex};
 
 use resystance_programs::abi::{WINDOW_BLOCKS_MAX, WINDOW_BYTES, WINDOW_VALUE_BYTES};
 use resystance_programs::driver::{BlockSource, BoxError, Window, WindowFill};
-use resystance_traces::{Cqe, Kernel, MemId, RingId, Sqe, SqeFile, SqeOp, UringParams};
+use resystance_traces::{
+    Cqe, Errno, Kernel, KernelError, MemId, RingId, Sqe, SqeFile, SqeOp, SyscallKind, UringParams,
+};
 
 use crate::compaction::job::{CompactionExecutor, CompactionJob, JobEnv, JobOutput};
 use crate::compaction::machines::KernelMachine;
@@ -25,6 +27,10 @@ use crate::options::CompactionMode;
 
 /// Submission-queue entries of a compaction's ring: reads of one window in flight at once.
 pub const QUEUE_DEPTH: u32 = 64;
+
+/// Rounds of SQEs a window's spans may take when reads come back short: far more than any
+/// kernel needs, so only a file that keeps shrinking meets it.
+const SHORT_READ_ROUNDS_MAX: usize = 64;
 
 fn uring_err(what: &str) -> impl FnOnce(resystance_traces::KernelError) -> Error + '_ {
     move |e| Error::Program(format!("io_uring {what}: {e}"))
@@ -141,51 +147,91 @@ impl BlockSource for UringSource {
         let (spans, fill) = self.inputs.plan(run, WINDOW_BLOCKS_MAX, block_len)?;
         let mut total = 0usize;
         for chunk in spans.chunks(QUEUE_DEPTH as usize) {
-            for (i, span) in chunk.iter().enumerate() {
-                let number = *self
-                    .files
-                    .get(&span.number)
-                    .ok_or("a span's table is not among the registered inputs")?;
-                let sqe = Sqe {
-                    op: SqeOp::ReadFixed {
-                        file: SqeFile::Fixed(number),
-                        buf_index: 0,
-                        buf_offset: base + span.window_at,
-                        len: u32::try_from(span.len).expect("a span fits a window"),
-                        offset: span.offset,
-                    },
-                    user_data: i as u64,
-                    link: false,
-                };
-                self.kernel
-                    .uring_queue(ring, &sqe)
-                    .map_err(uring_err("queue"))?;
-            }
-            let n = u32::try_from(chunk.len()).expect("at most QUEUE_DEPTH");
-            self.kernel
-                .uring_submit_and_wait(ring, n)
-                .map_err(uring_err("submit"))?;
-            self.cqes.clear();
-            while self.cqes.len() < chunk.len() {
-                let want = chunk.len() - self.cqes.len();
-                let got = self
-                    .kernel
-                    .uring_reap(ring, &mut self.cqes, want)
-                    .map_err(uring_err("reap"))?;
-                if got == 0 {
-                    self.kernel
-                        .uring_submit_and_wait(ring, u32::try_from(want).expect("small"))
-                        .map_err(uring_err("wait"))?;
+            // Bytes of each span read so far: a short read goes on where it stopped (Linux may
+            // return less than asked), in another round of SQEs.
+            let mut done = vec![0usize; chunk.len()];
+            for round in 0.. {
+                let todo: Vec<usize> = (0..chunk.len())
+                    .filter(|&i| done[i] < chunk[i].len)
+                    .collect();
+                if todo.is_empty() {
+                    break;
                 }
-            }
-            for cqe in &self.cqes {
-                let span = &chunk[usize::try_from(cqe.user_data).expect("index")];
-                if usize::try_from(cqe.res).ok() != Some(span.len) {
+                if round == SHORT_READ_ROUNDS_MAX {
+                    let span = &chunk[todo[0]];
                     return Err(Box::new(Error::corruption(
                         span.table.path(),
                         span.offset,
-                        format!("io_uring read of {} bytes returned {}", span.len, cqe.res),
+                        format!(
+                            "io_uring reads of {} bytes still short after {round} rounds",
+                            span.len
+                        ),
                     )));
+                }
+                for &i in &todo {
+                    let span = &chunk[i];
+                    let number = *self
+                        .files
+                        .get(&span.number)
+                        .ok_or("a span's table is not among the registered inputs")?;
+                    let sqe = Sqe {
+                        op: SqeOp::ReadFixed {
+                            file: SqeFile::Fixed(number),
+                            buf_index: 0,
+                            buf_offset: base + span.window_at + done[i],
+                            len: u32::try_from(span.len - done[i]).expect("a span fits a window"),
+                            offset: span.offset + done[i] as u64,
+                        },
+                        user_data: i as u64,
+                        link: false,
+                    };
+                    self.kernel
+                        .uring_queue(ring, &sqe)
+                        .map_err(uring_err("queue"))?;
+                }
+                let n = u32::try_from(todo.len()).expect("at most QUEUE_DEPTH");
+                self.kernel
+                    .uring_submit_and_wait(ring, n)
+                    .map_err(uring_err("submit"))?;
+                self.cqes.clear();
+                while self.cqes.len() < todo.len() {
+                    let want = todo.len() - self.cqes.len();
+                    let got = self
+                        .kernel
+                        .uring_reap(ring, &mut self.cqes, want)
+                        .map_err(uring_err("reap"))?;
+                    if got == 0 {
+                        self.kernel
+                            .uring_submit_and_wait(ring, u32::try_from(want).expect("small"))
+                            .map_err(uring_err("wait"))?;
+                    }
+                }
+                for cqe in &self.cqes {
+                    let i = usize::try_from(cqe.user_data).expect("index");
+                    let span = &chunk[i];
+                    match usize::try_from(cqe.res) {
+                        Err(_) => {
+                            return Err(Box::new(Error::Kernel {
+                                op: "reading input blocks through io_uring",
+                                path: span.table.path().to_path_buf(),
+                                source: KernelError::Errno {
+                                    call: SyscallKind::IoUringEnter,
+                                    errno: Errno(-cqe.res),
+                                },
+                            }))
+                        }
+                        Ok(0) => {
+                            return Err(Box::new(Error::corruption(
+                                span.table.path(),
+                                span.offset + done[i] as u64,
+                                format!(
+                                    "the table ends inside a block: {} of its {} bytes read",
+                                    done[i], span.len
+                                ),
+                            )))
+                        }
+                        Ok(n) => done[i] += n,
+                    }
                 }
             }
             total = total.max(chunk.iter().map(|s| s.window_at + s.len).max().unwrap_or(0));
