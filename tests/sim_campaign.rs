@@ -33,18 +33,18 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn heavy() -> Option<Faults> {
-    Some(Faults {
+fn heavy() -> Faults {
+    Faults {
         name: "heavy".into(),
         profile: fault_profile("heavy").expect("the heavy preset"),
-    })
+    }
 }
 
 #[test]
 fn a_campaign_with_heavy_faults_and_power_losses_runs_green() {
     let seeds = env_u64("SIM_CAMPAIGN_SEEDS", SEEDS_DEFAULT);
     let cfg = CampaignConfig {
-        faults: heavy(),
+        faults: Some(heavy()),
         crash: true,
         ..CampaignConfig::new(0..seeds)
     };
@@ -98,7 +98,7 @@ fn a_lost_write_is_caught_at_the_first_sabotaged_seed() {
 #[test]
 fn the_same_seed_gives_the_same_outcome() {
     let cfg = CampaignConfig {
-        faults: heavy(),
+        faults: Some(heavy()),
         crash: true,
         three_mode_every: 2,
         ..CampaignConfig::new(0..1)

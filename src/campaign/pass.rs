@@ -442,11 +442,12 @@ impl Pass {
         self.kernel.crashes() > self.harness_crashes
     }
 
-    /// Whether an engine error can be explained: the machine lost power, or a fault that can
-    /// fail a call (anything but a latency spike) was injected.
+    /// Whether an engine error can be explained: the machine lost power, or faults are still
+    /// on and one that can fail a call (anything but a latency spike) was injected. After the
+    /// first recovery only media bit flips remain, and those must show as corruption.
     fn error_explained(&self) -> bool {
         let f = self.kernel.fault_counts();
-        self.kernel.is_down() || f.total() > f.latency_spike
+        self.kernel.is_down() || (self.faults_on && f.total() > f.latency_spike)
     }
 
     fn run(&mut self) -> Result<(), Stop> {
@@ -754,7 +755,15 @@ impl Pass {
                 self.db.take().expect("an open database").close()?;
                 let db = Db::open(self.kernel(), Path::new(DB_DIR), self.options.clone())?;
                 self.db = Some(db);
-                Ok(())
+                let got = self
+                    .db()
+                    .iter(None, None)
+                    .collect::<crate::Result<Vec<_>>>()?;
+                self.check_scan(
+                    &got,
+                    &range_of(&self.model, None, None),
+                    "scan after reopen",
+                )
             }
         }
     }
