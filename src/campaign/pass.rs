@@ -355,6 +355,14 @@ fn read_tables(kernel: &Arc<SimKernel>) -> Result<BTreeMap<String, Vec<u8>>, Str
     Ok(tables)
 }
 
+/// Where a flip happened, for messages.
+fn f_path(flip: &resystance_sim::BitFlip) -> String {
+    flip.path.as_ref().map_or_else(
+        || format!("inode {}", flip.ino),
+        |p| p.display().to_string(),
+    )
+}
+
 fn value_digest(v: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(v)
 }
@@ -490,10 +498,8 @@ impl Pass {
             Failed::Wrong(m) => return Err(Stop::Failure(format!("{what}: {m}"))),
             Failed::Engine { error, in_flight } => (error, in_flight),
         };
-        if let Error::Corruption { .. } = error {
-            if !self.kernel.bit_flips().is_empty() {
-                return Err(Stop::Corruption(format!("{what}: {error}")));
-            }
+        if let Some(flip) = self.flip_explaining(&error) {
+            return Err(Stop::Corruption(format!("{what}: {error} ({flip})")));
         }
         if !self.error_explained() {
             return Err(Stop::Failure(format!(
@@ -601,12 +607,44 @@ impl Pass {
     /// An error during recovery, with faults off: only bit flips already on the media can
     /// explain it, and only as a corruption.
     fn unexplained(&self, what: &str, e: &Error) -> Stop {
-        let flips = self.kernel.bit_flips();
-        if matches!(e, Error::Corruption { .. }) && !flips.is_empty() {
-            Stop::Corruption(format!("{what}: {e} ({} bits flipped)", flips.len()))
-        } else {
-            Stop::Failure(format!("{what} failed: {e}"))
+        match self.flip_explaining(e) {
+            Some(flip) => Stop::Corruption(format!("{what}: {e} ({flip})")),
+            None => Stop::Failure(format!("{what} failed: {e}")),
         }
+    }
+
+    /// A bit flipped on the media that explains `e`, in words: `e` must be a corruption,
+    /// and a flip must have hit the file it names, or the database's metadata (CURRENT, a
+    /// MANIFEST, a WAL), whose damage shows elsewhere (a table it lists missing...).
+    fn flip_explaining(&self, e: &Error) -> Option<String> {
+        let Error::Corruption { path, .. } = e else {
+            return None;
+        };
+        let flips = self.kernel.bit_flips();
+        let flip = flips.iter().find(|f| {
+            let names: Vec<std::path::PathBuf> = f
+                .path
+                .iter()
+                .cloned()
+                .chain(self.kernel.paths_of_inode(f.ino))
+                .collect();
+            names.iter().any(|n| {
+                let name = n
+                    .file_name()
+                    .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
+                n == path
+                    || name == "CURRENT"
+                    || name.starts_with("MANIFEST-")
+                    || name.ends_with(".log")
+            })
+        })?;
+        let at = f_path(flip);
+        Some(format!(
+            "bit {} flipped at byte {} of {at}; {} flips in all",
+            flip.bit,
+            flip.offset,
+            flips.len()
+        ))
     }
 
     /// Scans the reopened database: it must hold the model, or the state of the write in
