@@ -550,7 +550,7 @@ impl Pass {
 
     /// Power loss (unless the machine is already down), restart with faults off, reopen, and
     /// check the recovered state against the model (or the write in flight).
-    fn recover(&mut self, mut in_flight: Option<Model>, after: &str) -> Result<(), Stop> {
+    fn recover(&mut self, in_flight: Option<Model>, after: &str) -> Result<(), Stop> {
         for _ in 0..RECOVERY_ATTEMPTS_MAX {
             if !self.kernel.is_down() {
                 // Any crash cancels the planned one (sim/README.md: it fires once): re-arm
@@ -590,9 +590,8 @@ impl Pass {
             match self.check_recovered(in_flight.as_ref(), &what) {
                 Ok(()) => return Ok(()),
                 Err(Ok(_)) if self.kernel.is_down() => {
-                    // The planned crash hit the recovery: the write in flight is still
-                    // whatever the recovery found (it is now the model or not there).
-                    in_flight = None;
+                    // The planned crash hit the recovery. The write in flight may still come
+                    // back either way (this recovery may or may not have made it durable).
                     continue;
                 }
                 Err(Ok(e)) => return Err(self.unexplained(&format!("{what}: scan"), &e)),
