@@ -175,8 +175,8 @@ impl Workload {
         key.into_bytes()
     }
 
-    /// A fresh value (empty ones aside): its number first, so two writes never store the
-    /// same bytes.
+    /// A value of 0 to [`VALUE_LEN_MAX_BYTES`] bytes: its number first (as far as it fits),
+    /// so longer values are never written twice.
     fn value(&mut self) -> Vec<u8> {
         let len = match self.rng.gen_range(0..100) {
             0..5 => return Vec::new(),
