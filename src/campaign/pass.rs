@@ -506,7 +506,7 @@ impl Pass {
                 "{what} failed with no fault injected: {error}"
             )));
         }
-        self.recover(in_flight, what)
+        self.recover(in_flight.as_ref(), what)
     }
 
     /// The end of the workload: a clean close, then a reopen that must see the model, then a
@@ -550,7 +550,7 @@ impl Pass {
 
     /// Power loss (unless the machine is already down), restart with faults off, reopen, and
     /// check the recovered state against the model (or the write in flight).
-    fn recover(&mut self, in_flight: Option<Model>, after: &str) -> Result<(), Stop> {
+    fn recover(&mut self, in_flight: Option<&Model>, after: &str) -> Result<(), Stop> {
         for _ in 0..RECOVERY_ATTEMPTS_MAX {
             if !self.kernel.is_down() {
                 // Any crash cancels the planned one (sim/README.md: it fires once): re-arm
@@ -587,7 +587,7 @@ impl Pass {
                 Err(e) => return Err(self.unexplained(&format!("{what}: open"), &e)),
             };
             self.db = Some(db);
-            match self.check_recovered(in_flight.as_ref(), &what) {
+            match self.check_recovered(in_flight, &what) {
                 Ok(()) => return Ok(()),
                 Err(Ok(_)) if self.kernel.is_down() => {
                     // The planned crash hit the recovery. The write in flight may still come
