@@ -37,6 +37,9 @@ const _: () = assert!(VALUE_LEN_MAX_BYTES <= VALUE_BYTES_MAX);
 /// The acknowledged state: every key whose last acknowledged update is a put, and its value.
 pub type Model = BTreeMap<Vec<u8>, Vec<u8>>;
 
+/// One write's updates in order: a value for a put, `None` for a delete.
+type Updates = Vec<(Vec<u8>, Option<Vec<u8>>)>;
+
 /// Engine options small enough that a few hundred operations flush and compact through
 /// several levels (as `tests/sim_engine.rs`), with every write synced.
 pub fn campaign_options(mode: CompactionMode, background: BackgroundMode) -> Options {
@@ -280,6 +283,10 @@ struct Pass {
     /// Every (key, value) ever given to the engine, as digests: after point-in-time recovery
     /// of a damaged log, what survives must still be something that was written.
     written: HashSet<(Vec<u8>, u64)>,
+    /// The state when the database last opened, and every write acknowledged since: the WAL
+    /// records a recovery replays (each open starts a new WAL).
+    at_open: Model,
+    since_open: Vec<Updates>,
     recoveries: u64,
     /// Power losses the harness made itself (after failed calls), as opposed to the plan.
     harness_crashes: u64,
@@ -301,6 +308,8 @@ pub fn run_pass(plan: &PassPlan, keep_tables: bool) -> PassResult {
         model: Model::new(),
         snapshots: Vec::new(),
         written: HashSet::new(),
+        at_open: Model::new(),
+        since_open: Vec::new(),
         recoveries: 0,
         harness_crashes: 0,
         faults_on: plan.faults != FaultProfile::default(),
@@ -464,7 +473,10 @@ impl Pass {
             .prepare_dir(Path::new("/tmp"))
             .map_err(|e| Stop::Failure(format!("preparing /tmp: {e}")))?;
         match Db::open(self.kernel(), dir, self.options.clone()) {
-            Ok(db) => self.db = Some(db),
+            Ok(db) => {
+                self.db = Some(db);
+                self.opened();
+            }
             Err(e) => self.failed("open", Failed::from(e))?,
         }
         let mut workload = Workload::new(self.plan.seed);
@@ -473,8 +485,9 @@ impl Pass {
             let op = workload.next();
             if self.plan.lose_a_write && i == lose_at {
                 // The sabotage: acknowledged, never written.
-                self.model
-                    .insert(b"sabotage/lost-write".to_vec(), b"acknowledged".to_vec());
+                let (k, v) = (b"sabotage/lost-write".to_vec(), b"acknowledged".to_vec());
+                self.model.insert(k.clone(), v.clone());
+                self.since_open.push(vec![(k, Some(v))]);
             }
             let outcome = self.apply(&op);
             let what = format!("op {i} ({})", op.describe());
@@ -537,7 +550,10 @@ impl Pass {
                 }
             }
             match self.check_recovered(None, "final reopen") {
-                Ok(()) => checked = true,
+                Ok(()) => {
+                    self.opened();
+                    checked = true;
+                }
                 Err(Ok(e)) => self.failed("final reopen: scan", Failed::from(e))?,
                 Err(Err(stop)) => return Err(stop),
             }
@@ -588,7 +604,10 @@ impl Pass {
             };
             self.db = Some(db);
             match self.check_recovered(in_flight, &what) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.opened();
+                    return Ok(());
+                }
                 Err(Ok(_)) if self.kernel.is_down() => {
                     // The planned crash hit the recovery. The write in flight may still come
                     // back either way (this recovery may or may not have made it durable).
@@ -669,31 +688,53 @@ impl Pass {
             }
         }
         // The engine replays a log up to its first damaged record (point-in-time recovery,
-        // src/db.rs): a bit flipped in a WAL or MANIFEST can silently take later records with
-        // it. Then the state can only be checked to hold nothing that was never written.
-        let log_flips: Vec<String> = self
-            .kernel
-            .bit_flips()
-            .iter()
-            .filter_map(|f| f.path.as_ref())
-            .map(|p| p.display().to_string())
-            .filter(|p| p.ends_with(".log") || p.contains("MANIFEST"))
-            .collect();
-        if !log_flips.is_empty() {
+        // src/db.rs): a bit flipped in a log can silently take the records after it along.
+        // Damage to a WAL only: the state must be the one after some prefix of the writes
+        // acknowledged since the last open (what the WALs held). Damage to the MANIFEST or
+        // CURRENT can lose more; then the state can only be checked to hold nothing that was
+        // never written.
+        let (mut wal_flips, mut meta_flips) = (Vec::new(), Vec::new());
+        for f in self.kernel.bit_flips() {
+            let Some(p) = f.path else { continue };
+            let name = p.display().to_string();
+            if name.ends_with(".log") {
+                wal_flips.push(name);
+            } else if name.contains("MANIFEST") || name.ends_with("CURRENT") {
+                meta_flips.push(name);
+            }
+        }
+        if !wal_flips.is_empty() && meta_flips.is_empty() {
+            return Err(Err(match self.prefix_since_open(&got) {
+                Some(kept) => Stop::Corruption(format!(
+                    "{what}: bits flipped in {} cost acknowledged writes to point-in-time \
+                     recovery: it kept {kept} of the {} since the last open",
+                    wal_flips.join(", "),
+                    self.since_open.len()
+                )),
+                None => Stop::Failure(format!(
+                    "{what}: after damage to {} the state is no prefix of the writes since the \
+                     last open: {}",
+                    wal_flips.join(", "),
+                    first_difference(&got, &self.model)
+                )),
+            }));
+        }
+        if !meta_flips.is_empty() {
+            let damaged = [wal_flips, meta_flips].concat().join(", ");
             if let Some((k, v)) = got
                 .iter()
                 .find(|(k, v)| !self.written.contains(&((*k).clone(), value_digest(v))))
             {
                 return Err(Err(Stop::Failure(format!(
-                    "{what}: after damage to {} the engine holds a value never written: key {}, {}",
-                    log_flips.join(", "),
+                    "{what}: after damage to {damaged} the engine holds a value never written: \
+                     key {}, {}",
                     show(k),
                     show_value(Some(v))
                 ))));
             }
             return Err(Err(Stop::Corruption(format!(
-                "{what}: bits flipped in {} lost acknowledged writes to point-in-time recovery ({})",
-                log_flips.join(", "),
+                "{what}: bits flipped in {damaged} lost acknowledged writes to point-in-time \
+                 recovery ({})",
                 first_difference(&got, &self.model)
             ))));
         }
@@ -701,6 +742,29 @@ impl Pass {
             "{what}: the recovered state is not the acknowledged one: {}",
             first_difference(&got, &self.model)
         ))))
+    }
+
+    /// The database (re)opened holding the model: later recoveries replay only what comes
+    /// after this.
+    fn opened(&mut self) {
+        self.at_open = self.model.clone();
+        self.since_open.clear();
+    }
+
+    /// How many writes acknowledged since the last open, applied in order to the state at
+    /// that open, give `got`, if any number does.
+    fn prefix_since_open(&self, got: &Model) -> Option<usize> {
+        let mut state = self.at_open.clone();
+        if state == *got {
+            return Some(0);
+        }
+        for (i, updates) in self.since_open.iter().enumerate() {
+            apply_batch(&mut state, updates);
+            if state == *got {
+                return Some(i + 1);
+            }
+        }
+        None
     }
 
     fn note_written(&mut self, key: &[u8], value: &[u8]) {
@@ -714,12 +778,16 @@ impl Pass {
                 let mut next = self.model.clone();
                 next.insert(k.clone(), v.clone());
                 self.note_written(k, v);
-                self.write(self.db().put(k, v), next)
+                self.write(
+                    self.db().put(k, v),
+                    next,
+                    vec![(k.clone(), Some(v.clone()))],
+                )
             }
             Op::Delete(k) => {
                 let mut next = self.model.clone();
                 next.remove(k);
-                self.write(self.db().delete(k), next)
+                self.write(self.db().delete(k), next, vec![(k.clone(), None)])
             }
             Op::Batch(updates) => {
                 let mut batch = WriteBatch::new();
@@ -734,7 +802,7 @@ impl Pass {
                 }
                 let mut next = self.model.clone();
                 apply_batch(&mut next, updates);
-                self.write(self.db().write(batch), next)
+                self.write(self.db().write(batch), next, updates.clone())
             }
             Op::Get(k) => {
                 let got = self.db().get(k)?;
@@ -800,16 +868,24 @@ impl Pass {
                     &got,
                     &range_of(&self.model, None, None),
                     "scan after reopen",
-                )
+                )?;
+                self.opened();
+                Ok(())
             }
         }
     }
 
     /// A write's result: acknowledged, the model moves on; failed, it is in flight.
-    fn write(&mut self, result: crate::Result<()>, next: Model) -> Result<(), Failed> {
+    fn write(
+        &mut self,
+        result: crate::Result<()>,
+        next: Model,
+        updates: Updates,
+    ) -> Result<(), Failed> {
         match result {
             Ok(()) => {
                 self.model = next;
+                self.since_open.push(updates);
                 Ok(())
             }
             Err(error) => Err(Failed::Engine {
