@@ -13,6 +13,7 @@ pub mod sst;
 pub use error::{Error, Result};
 pub mod background;
 pub mod bench;
+pub mod campaign;
 pub mod compaction;
 pub mod crc;
 pub mod db;

@@ -1,5 +1,6 @@
 //! The `resystance` command: `resystance bench` runs db_bench-style benchmarks on the engine;
 //! `resystance bpf` runs and disassembles eBPF programs on the vm or the kernel;
+//! `resystance sim` runs a seed campaign on the simulated kernel;
 //! `resystance doctor` says what this host lacks for the real-kernel modes.
 
 use std::process::ExitCode;
@@ -43,6 +44,7 @@ fn main() -> ExitCode {
                 ExitCode::from(e.exit_code())
             }
         },
+        Command::Sim(args) => ExitCode::from(resystance::campaign::cli::run(&args)),
         Command::Bpf(args) => {
             let kernel: Arc<dyn Kernel> = Arc::new(RealKernel::new());
             match resystance::bpf_cmd::run(&args, &kernel) {

@@ -304,7 +304,18 @@ pub fn recover(
         ));
     };
     let manifest_path = dir.join(name);
-    let data = read_whole(kernel, &manifest_path)?;
+    let data = match read_whole(kernel, &manifest_path) {
+        // CURRENT is only switched after its MANIFEST is durable, so a missing one means a
+        // damaged CURRENT (it has no checksum: one flipped bit names another number).
+        Err(Error::Kernel { source, .. }) if source.errno() == Some(Errno::ENOENT) => {
+            return Err(Error::corruption(
+                &current_path,
+                0,
+                format!("CURRENT names {name}, which does not exist"),
+            ));
+        }
+        other => other?,
+    };
     let contents = read_log(&data);
     // A torn last record is an edit that was never acknowledged (its fsync did not return):
     // recovery ends at the last complete one.

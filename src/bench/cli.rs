@@ -36,6 +36,9 @@ pub enum Command {
     Bench(BenchArgs),
     /// Run or disassemble an eBPF program on the vm or the Linux kernel.
     Bpf(crate::bpf_cmd::BpfArgs),
+    /// Run a seed campaign on the simulated kernel: random workloads checked against a model,
+    /// with faults and power losses, and the three compaction modes compared byte for byte.
+    Sim(crate::campaign::cli::SimArgs),
 }
 
 /// One db_bench benchmark we implement.
@@ -208,6 +211,7 @@ mod tests {
         Cli::try_parse_from(argv).map(|cli| match cli.command {
             Command::Bench(b) => b,
             Command::Bpf(_) => panic!("parsed as bpf"),
+            Command::Sim(_) => panic!("parsed as sim"),
         })
     }
 

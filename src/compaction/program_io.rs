@@ -116,11 +116,10 @@ pub fn run_job_with(
             Ok(engine) => *engine,
             Err(other) => Error::Program(format!("compaction {}: {other}", job.id)),
         },
-        DriveError::Program(p) => Error::corruption(
-            source.inputs().path_of(p.run),
-            0,
-            format!("compaction {}: {p}", job.id),
-        ),
+        DriveError::Program(p) => {
+            let (path, offset) = source.inputs().block_at(p.run, p.block);
+            Error::corruption(path, offset, format!("compaction {}: {p}", job.id))
+        }
         other => Error::Program(format!("compaction {}: {other}", job.id)),
     })?;
     let files = sink.files.finish()?;
@@ -155,6 +154,8 @@ struct RunBlocks {
     /// (file number, table, block handle)
     blocks: Vec<(u64, Arc<Table>, BlockHandle)>,
     next: usize,
+    /// The index in `blocks` of the run's current window's block 0.
+    window_start: usize,
 }
 
 impl std::fmt::Debug for InputRuns {
@@ -203,17 +204,32 @@ impl InputRuns {
                         .map(|&h| (f.number, Arc::clone(&table), h)),
                 );
             }
-            runs.push(RunBlocks { blocks, next: 0 });
+            runs.push(RunBlocks {
+                blocks,
+                next: 0,
+                window_start: 0,
+            });
         }
         Ok(InputRuns { runs })
     }
 
-    /// The file holding run `run`'s current block (for error messages).
-    pub fn path_of(&self, run: u32) -> PathBuf {
-        self.runs
-            .get(run as usize)
-            .and_then(|r| r.blocks.get(r.next.saturating_sub(1)))
-            .map_or_else(PathBuf::new, |(_, t, _)| t.path().to_path_buf())
+    /// The file and offset of block `block` of run `run`'s current window (for error
+    /// messages); the run's last block handed out when the index is outside the window.
+    pub fn block_at(&self, run: u32, block: u32) -> (PathBuf, u64) {
+        let Some(r) = self.runs.get(run as usize) else {
+            return (PathBuf::new(), 0);
+        };
+        // A window holds consecutive blocks of the run, possibly from several tables.
+        let at = r.window_start + block as usize;
+        let found = if at < r.next {
+            r.blocks.get(at)
+        } else {
+            r.blocks.get(r.next.saturating_sub(1))
+        };
+        found.map_or_else(
+            || (PathBuf::new(), 0),
+            |(_, t, h)| (t.path().to_path_buf(), h.offset),
+        )
     }
 
     /// Plans run `run`'s next window: at most `blocks_max` blocks in at most [`WINDOW_BYTES`],
@@ -227,6 +243,7 @@ impl InputRuns {
     ) -> Result<(Vec<Span>, WindowFill)> {
         let blocks_max = blocks_max.clamp(1, WINDOW_BLOCKS_MAX);
         let r = &mut self.runs[run];
+        r.window_start = r.next;
         let mut spans = Vec::new();
         let mut at = 0usize;
         let mut placed = 0usize;

@@ -23,6 +23,12 @@ pub const LEGACY_TABLE_MAGIC: u64 = 0xdb47_7524_8b80_fb57;
 pub const FORMAT_VERSION_WRITTEN: u32 = 2;
 /// The newest format_version this engine reads (6 mixes block offsets into checksums).
 pub const FORMAT_VERSION_READ_MAX: u32 = 5;
+/// The highest format_version taken for a real (newer) table rather than damage: RocksDB's
+/// versions are small consecutive numbers (6 arrived with RocksDB 8.6; 7 is left as headroom
+/// for the next). The footer of format_version ≤ 5 has no checksum, so a flipped bit in the
+/// version can only be told by plausibility: above this it is [`Error::Corruption`], as
+/// RocksDB reports every format_version it does not support.
+pub const FORMAT_VERSION_PLAUSIBLE_MAX: u32 = 7;
 /// Compression type byte of an uncompressed block (`kNoCompression`).
 pub const NO_COMPRESSION: u8 = 0;
 
@@ -248,7 +254,13 @@ impl Footer {
             ));
         }
         let format_version = decode_fixed32(&src[FOOTER_LEN - 12..]);
-        if format_version == 0 || format_version > FORMAT_VERSION_READ_MAX {
+        if format_version == 0 || format_version > FORMAT_VERSION_PLAUSIBLE_MAX {
+            return Err(bad(
+                FOOTER_LEN - 12,
+                format!("format_version {format_version} is no RocksDB format (damaged footer?)"),
+            ));
+        }
+        if format_version > FORMAT_VERSION_READ_MAX {
             return Err(Error::NotSupported(format!(
                 "{} offset {}: format_version {format_version} (this reader handles 1..={})",
                 path.display(),
@@ -377,6 +389,22 @@ mod tests {
         assert!(matches!(
             Footer::decode(p, 0, &v6),
             Err(Error::NotSupported(_))
+        ));
+        // A flipped bit in the version (the footer has no checksum): damage, not a newer file.
+        for bit in [4, 13, 31] {
+            let mut flipped = bytes;
+            let v = (2u32 ^ (1 << bit)).to_le_bytes();
+            flipped[41..45].copy_from_slice(&v);
+            assert!(matches!(
+                Footer::decode(p, 100, &flipped),
+                Err(Error::Corruption { offset: 141, .. })
+            ));
+        }
+        let mut zero = bytes;
+        zero[41] = 0;
+        assert!(matches!(
+            Footer::decode(p, 0, &zero),
+            Err(Error::Corruption { .. })
         ));
         let mut ck = bytes;
         ck[0] = 9;
