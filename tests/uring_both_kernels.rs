@@ -95,32 +95,6 @@ fn write_file(k: &dyn Kernel, path: &Path, data: &[u8]) {
     k.close(fd).unwrap();
 }
 
-fn read_op(fd: Fd, mem: MemId, mem_offset: usize, len: u32, offset: u64) -> SqeOp {
-    SqeOp::Read {
-        file: SqeFile::Fd(fd),
-        mem,
-        mem_offset,
-        len,
-        offset,
-    }
-}
-
-fn sqe(op: SqeOp, user_data: u64) -> Sqe {
-    Sqe {
-        op,
-        user_data,
-        link: false,
-    }
-}
-
-fn linked(op: SqeOp, user_data: u64) -> Sqe {
-    Sqe {
-        op,
-        user_data,
-        link: true,
-    }
-}
-
 /// Waits for `n` completions and returns them sorted by `user_data`.
 fn complete(k: &dyn Kernel, ring: RingId, n: u32) -> Vec<Cqe> {
     k.uring_submit_and_wait(ring, n).unwrap();
@@ -159,10 +133,13 @@ fn read_lands_in_anonymous_memory_with_one_enter(k: &dyn Kernel, dir: &Path) {
     );
 
     let before = k.syscall_counts();
-    k.uring_queue(ring, &sqe(read_op(fd, mem, 100, 4000, 5000), 42))
+    k.uring_queue(ring, &Sqe::new(SqeOp::read(fd, mem, 100, 4000, 5000), 42))
         .unwrap();
-    k.uring_queue(ring, &sqe(read_op(fd, mem, 5000, 2000, 11_000), 43))
-        .unwrap();
+    k.uring_queue(
+        ring,
+        &Sqe::new(SqeOp::read(fd, mem, 5000, 2000, 11_000), 43),
+    )
+    .unwrap();
     assert_eq!(k.syscall_counts(), before, "queueing is a memory write");
     let sub = k.uring_submit_and_wait(ring, 2).unwrap();
     assert_eq!((sub.submitted, sub.enter_calls), (2, 1));
@@ -222,7 +199,7 @@ fn o_direct_needs_alignment_and_says_einval_in_the_cqe(k: &dyn Kernel, dir: &Pat
     for &(user_data, mem_offset, len, offset) in &cases {
         k.uring_queue(
             ring,
-            &sqe(read_op(fd, mem, mem_offset, len, offset), user_data),
+            &Sqe::new(SqeOp::read(fd, mem, mem_offset, len, offset), user_data),
         )
         .unwrap();
     }
@@ -234,7 +211,7 @@ fn o_direct_needs_alignment_and_says_einval_in_the_cqe(k: &dyn Kernel, dir: &Pat
         len: 4 * PAGE as u32,
         offset: 0,
     };
-    k.uring_queue(ring, &sqe(op, 5)).unwrap();
+    k.uring_queue(ring, &Sqe::new(op, 5)).unwrap();
     let res: Vec<i32> = complete(k, ring, 5).iter().map(|c| c.res).collect();
     let einval = -Errno::EINVAL.0;
     assert_eq!(
@@ -276,16 +253,19 @@ fn a_failing_or_short_link_cancels_the_rest_of_its_chain(k: &dyn Kernel, dir: &P
         len: 25,
         offset: 0,
     };
-    k.uring_queue(ring, &linked(write, 1)).unwrap();
-    k.uring_queue(ring, &sqe(read_op(fd, dst, 0, 25, 0), 2))
+    k.uring_queue(ring, &Sqe::linked(write, 1)).unwrap();
+    k.uring_queue(ring, &Sqe::new(SqeOp::read(fd, dst, 0, 25, 0), 2))
         .unwrap();
     // Chain 2: a read from a closed fd fails, so the linked nops are cancelled.
-    k.uring_queue(ring, &linked(read_op(Fd(1_000_000), dst, 100, 8, 0), 3))
-        .unwrap();
-    k.uring_queue(ring, &linked(SqeOp::Nop, 4)).unwrap();
-    k.uring_queue(ring, &sqe(SqeOp::Nop, 5)).unwrap();
+    k.uring_queue(
+        ring,
+        &Sqe::linked(SqeOp::read(Fd(1_000_000), dst, 100, 8, 0), 3),
+    )
+    .unwrap();
+    k.uring_queue(ring, &Sqe::linked(SqeOp::Nop, 4)).unwrap();
+    k.uring_queue(ring, &Sqe::new(SqeOp::Nop, 5)).unwrap();
     // Not linked to anything: runs.
-    k.uring_queue(ring, &sqe(SqeOp::Nop, 6)).unwrap();
+    k.uring_queue(ring, &Sqe::new(SqeOp::Nop, 6)).unwrap();
     let res: Vec<i32> = complete(k, ring, 6).iter().map(|c| c.res).collect();
     let ebadf = -Errno::EBADF.0;
     assert_eq!(res, vec![25, 25, ebadf, -ECANCELED, -ECANCELED, 0]);
@@ -294,9 +274,9 @@ fn a_failing_or_short_link_cancels_the_rest_of_its_chain(k: &dyn Kernel, dir: &P
     assert_eq!(&got, b"written before it is read");
     // Chain 3, once the write is done (chains of one submission are not ordered among
     // themselves on Linux): a short read, past the end of the file, breaks its link too.
-    k.uring_queue(ring, &linked(read_op(fd, dst, 200, 100, 0), 7))
+    k.uring_queue(ring, &Sqe::linked(SqeOp::read(fd, dst, 200, 100, 0), 7))
         .unwrap();
-    k.uring_queue(ring, &sqe(SqeOp::Nop, 8)).unwrap();
+    k.uring_queue(ring, &Sqe::new(SqeOp::Nop, 8)).unwrap();
     let res: Vec<i32> = complete(k, ring, 2).iter().map(|c| c.res).collect();
     assert_eq!(res, vec![25, -ECANCELED]);
     k.uring_close(ring).unwrap();
@@ -315,10 +295,10 @@ fn a_full_ring_refuses_in_user_space(k: &dyn Kernel, _dir: &Path) {
         .unwrap();
     let before = k.syscall_counts();
     for i in 0..4 {
-        k.uring_queue(ring, &sqe(SqeOp::Nop, i)).unwrap();
+        k.uring_queue(ring, &Sqe::new(SqeOp::Nop, i)).unwrap();
     }
     assert_eq!(
-        errno(k.uring_queue(ring, &sqe(SqeOp::Nop, 4))),
+        errno(k.uring_queue(ring, &Sqe::new(SqeOp::Nop, 4))),
         Errno::EBUSY,
         "SQ full"
     );
@@ -327,11 +307,11 @@ fn a_full_ring_refuses_in_user_space(k: &dyn Kernel, _dir: &Path) {
     let sub = k.uring_submit_and_wait(ring, 0).unwrap();
     assert_eq!((sub.submitted, sub.enter_calls), (4, 1));
     for i in 4..8 {
-        k.uring_queue(ring, &sqe(SqeOp::Nop, i)).unwrap();
+        k.uring_queue(ring, &Sqe::new(SqeOp::Nop, i)).unwrap();
     }
     assert_eq!(k.uring_submit_and_wait(ring, 0).unwrap().submitted, 4);
     assert_eq!(
-        errno(k.uring_queue(ring, &sqe(SqeOp::Nop, 8))),
+        errno(k.uring_queue(ring, &Sqe::new(SqeOp::Nop, 8))),
         Errno::EBUSY,
         "8 in flight on an 8-entry CQ"
     );
@@ -346,7 +326,7 @@ fn a_full_ring_refuses_in_user_space(k: &dyn Kernel, _dir: &Path) {
         (0..8).collect::<Vec<_>>()
     );
     assert!(cqes.iter().all(|c| c.res == 0));
-    k.uring_queue(ring, &sqe(SqeOp::Nop, 9)).unwrap();
+    k.uring_queue(ring, &Sqe::new(SqeOp::Nop, 9)).unwrap();
     k.uring_close(ring).unwrap();
 }
 
@@ -354,14 +334,14 @@ fn sqes_are_checked_against_their_regions_when_queued(k: &dyn Kernel, _dir: &Pat
     let mem = k.mem_alloc(PAGE).unwrap();
     let ring = k.uring_setup(&UringParams::default()).unwrap();
     let fd = Fd(0);
-    let refused = |op: SqeOp| errno(k.uring_queue(ring, &sqe(op, 0)));
-    assert_eq!(refused(read_op(fd, mem, 1, PAGE as u32, 0)), EFAULT);
-    assert_eq!(refused(read_op(fd, mem, usize::MAX, 2, 0)), EFAULT);
+    let refused = |op: SqeOp| errno(k.uring_queue(ring, &Sqe::new(op, 0)));
+    assert_eq!(refused(SqeOp::read(fd, mem, 1, PAGE as u32, 0)), EFAULT);
+    assert_eq!(refused(SqeOp::read(fd, mem, usize::MAX, 2, 0)), EFAULT);
     assert_eq!(
-        refused(read_op(fd, MemId(u32::MAX), 0, 1, 0)),
+        refused(SqeOp::read(fd, MemId(u32::MAX), 0, 1, 0)),
         Errno::EINVAL
     );
-    assert_eq!(refused(read_op(fd, mem, 0, 1, u64::MAX)), Errno::EINVAL);
+    assert_eq!(refused(SqeOp::read(fd, mem, 0, 1, u64::MAX)), Errno::EINVAL);
     let fixed = |buf_index, buf_offset, len| SqeOp::ReadFixed {
         file: SqeFile::Fd(fd),
         buf_index,
@@ -386,7 +366,7 @@ fn sqes_are_checked_against_their_regions_when_queued(k: &dyn Kernel, _dir: &Pat
     );
     k.uring_close(ring).unwrap();
     assert_eq!(
-        errno(k.uring_queue(ring, &sqe(SqeOp::Nop, 0))),
+        errno(k.uring_queue(ring, &Sqe::new(SqeOp::Nop, 0))),
         Errno::EBADF,
         "a closed ring is forgotten"
     );
@@ -399,7 +379,7 @@ fn memory_with_io_in_flight_cannot_be_freed(k: &dyn Kernel, dir: &Path) {
     let fd = k.open(&path, OpenFlags::READ).unwrap();
     let mem = k.mem_alloc(PAGE).unwrap();
     let ring = k.uring_setup(&UringParams::default()).unwrap();
-    k.uring_queue(ring, &sqe(read_op(fd, mem, 0, PAGE as u32, 0), 1))
+    k.uring_queue(ring, &Sqe::new(SqeOp::read(fd, mem, 0, PAGE as u32, 0), 1))
         .unwrap();
     assert_eq!(errno(k.mem_free(mem)), Errno::EBUSY, "queued");
     k.uring_submit_and_wait(ring, 1).unwrap();
@@ -415,11 +395,11 @@ fn memory_with_io_in_flight_cannot_be_freed(k: &dyn Kernel, dir: &Path) {
     k.mem_free(mem).unwrap();
     // Closing a ring with I/O queued and in flight waits for it before the memory goes.
     for i in 0..8 {
-        k.uring_queue(ring, &sqe(read_op(fd, mem2, 0, PAGE as u32, 0), i))
+        k.uring_queue(ring, &Sqe::new(SqeOp::read(fd, mem2, 0, PAGE as u32, 0), i))
             .unwrap();
     }
     k.uring_submit_and_wait(ring, 0).unwrap();
-    k.uring_queue(ring, &sqe(read_op(fd, mem2, 0, PAGE as u32, 0), 8))
+    k.uring_queue(ring, &Sqe::new(SqeOp::read(fd, mem2, 0, PAGE as u32, 0), 8))
         .unwrap();
     assert_eq!(errno(k.mem_free(mem2)), Errno::EBUSY);
     k.uring_close(ring).unwrap();

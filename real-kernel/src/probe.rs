@@ -276,14 +276,7 @@ fn fixed_buffers_over_maps(k: &RealKernel) -> Result<String, String> {
                 offset: 0,
             };
             let done = k
-                .uring_queue(
-                    ring,
-                    &Sqe {
-                        op,
-                        user_data: 0,
-                        link: false,
-                    },
-                )
+                .uring_queue(ring, &Sqe::new(op, 0))
                 .and_then(|()| k.uring_submit_and_wait(ring, 1))
                 .and_then(|_| {
                     let mut cqes = Vec::new();

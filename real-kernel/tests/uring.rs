@@ -47,14 +47,6 @@ fn write_file(k: &RealKernel, path: &Path, data: &[u8]) {
     k.close(fd).unwrap();
 }
 
-fn sqe(op: SqeOp, user_data: u64) -> Sqe {
-    Sqe {
-        op,
-        user_data,
-        link: false,
-    }
-}
-
 /// Waits for `n` completions and returns them sorted by `user_data`.
 fn complete(k: &RealKernel, ring: RingId, n: u32) -> Vec<Cqe> {
     k.uring_submit_and_wait(ring, n).unwrap();
@@ -123,7 +115,7 @@ fn read_fixed_lands_in_bpf_map_memory_and_write_fixed_writes_it_out() {
             len: VALUE as u32,
             offset: file_offset,
         };
-        k.uring_queue(ring, &sqe(op, user_data)).unwrap();
+        k.uring_queue(ring, &Sqe::new(op, user_data)).unwrap();
     }
     let cqes = complete(&k, ring, 2);
     assert!(cqes.iter().all(|c| c.res == VALUE as i32), "{cqes:?}");
@@ -158,7 +150,7 @@ fn read_fixed_lands_in_bpf_map_memory_and_write_fixed_writes_it_out() {
         file: SqeFile::Fixed(1),
         datasync: false,
     };
-    k.uring_queue(ring, &sqe(fsync, 5)).unwrap();
+    k.uring_queue(ring, &Sqe::new(fsync, 5)).unwrap();
     let cqes = complete(&k, ring, 3);
     assert_eq!(
         cqes.iter().map(|c| c.res).collect::<Vec<_>>(),
@@ -216,7 +208,7 @@ fn run_batches(k: &RealKernel, ring: RingId, batches: usize, batch: u32) -> Vec<
                 len: PAGE as u32,
                 offset: u64::from(i) * PAGE as u64,
             };
-            k.uring_queue(ring, &sqe(op, (b * 1000) as u64 + u64::from(i)))
+            k.uring_queue(ring, &Sqe::new(op, (b * 1000) as u64 + u64::from(i)))
                 .unwrap();
         }
         assert_eq!(k.syscall_counts(), before, "queueing is a memory write");

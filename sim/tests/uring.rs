@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 
 use resystance_sim::{SimConfig, SimKernel};
 use resystance_traces::{
-    Cqe, Errno, Fd, Kernel, MemId, OpenFlags, RingId, Sqe, SqeFile, SqeOp, SyscallCounts,
-    SyscallKind, UringParams,
+    Cqe, Errno, Kernel, OpenFlags, RingId, Sqe, SqeFile, SqeOp, SyscallCounts, SyscallKind,
+    UringParams,
 };
 
 const PAGE: usize = 4096;
@@ -37,32 +37,6 @@ fn write_file(k: &SimKernel, path: &Path, data: &[u8]) {
     let dir = k.open(Path::new("/tmp"), OpenFlags::DIRECTORY).unwrap();
     k.fsync(dir).unwrap();
     k.close(dir).unwrap();
-}
-
-fn read_op(fd: Fd, mem: MemId, mem_offset: usize, len: u32, offset: u64) -> SqeOp {
-    SqeOp::Read {
-        file: SqeFile::Fd(fd),
-        mem,
-        mem_offset,
-        len,
-        offset,
-    }
-}
-
-fn sqe(op: SqeOp, user_data: u64) -> Sqe {
-    Sqe {
-        op,
-        user_data,
-        link: false,
-    }
-}
-
-fn linked(op: SqeOp, user_data: u64) -> Sqe {
-    Sqe {
-        op,
-        user_data,
-        link: true,
-    }
 }
 
 /// Waits for `n` completions and returns them sorted by `user_data`.
@@ -98,18 +72,18 @@ fn setup_rounds_sizes_like_linux_and_refuses_out_of_range() {
     // 5 -> 8 SQ entries, 16 CQ entries: 16 NOPs fit in flight, the 17th does not.
     let ring = ok(5, None).unwrap();
     for i in 0..8 {
-        k.uring_queue(ring, &sqe(SqeOp::Nop, i)).unwrap();
+        k.uring_queue(ring, &Sqe::new(SqeOp::Nop, i)).unwrap();
     }
     assert_eq!(
-        errno(k.uring_queue(ring, &sqe(SqeOp::Nop, 8))),
+        errno(k.uring_queue(ring, &Sqe::new(SqeOp::Nop, 8))),
         Errno::EBUSY
     );
     k.uring_submit_and_wait(ring, 0).unwrap();
     for i in 8..16 {
-        k.uring_queue(ring, &sqe(SqeOp::Nop, i)).unwrap();
+        k.uring_queue(ring, &Sqe::new(SqeOp::Nop, i)).unwrap();
     }
     assert_eq!(
-        errno(k.uring_queue(ring, &sqe(SqeOp::Nop, 16))),
+        errno(k.uring_queue(ring, &Sqe::new(SqeOp::Nop, 16))),
         Errno::EBUSY
     );
     k.uring_close(ring).unwrap();
@@ -155,7 +129,7 @@ fn read_fixed_and_write_fixed_with_a_linked_fsync_survive_a_crash() {
             len: VALUE as u32,
             offset: file_offset,
         };
-        k.uring_queue(ring, &sqe(op, user_data)).unwrap();
+        k.uring_queue(ring, &Sqe::new(op, user_data)).unwrap();
     }
     let cqes = complete(&k, ring, 2);
     assert!(cqes.iter().all(|c| c.res == VALUE as i32), "{cqes:?}");
@@ -175,13 +149,13 @@ fn read_fixed_and_write_fixed_with_a_linked_fsync_survive_a_crash() {
             len: VALUE as u32,
             offset: file_offset,
         };
-        k.uring_queue(ring, &linked(op, user_data)).unwrap();
+        k.uring_queue(ring, &Sqe::linked(op, user_data)).unwrap();
     }
     let fsync = SqeOp::Fsync {
         file: SqeFile::Fixed(1),
         datasync: false,
     };
-    k.uring_queue(ring, &sqe(fsync, 5)).unwrap();
+    k.uring_queue(ring, &Sqe::new(fsync, 5)).unwrap();
     let cqes = complete(&k, ring, 3);
     assert_eq!(
         cqes.iter().map(|c| c.res).collect::<Vec<_>>(),
@@ -190,7 +164,7 @@ fn read_fixed_and_write_fixed_with_a_linked_fsync_survive_a_crash() {
     // An unsynced write in flight at the crash: it may or may not survive; the synced ones do.
     k.uring_queue(
         ring,
-        &sqe(
+        &Sqe::new(
             SqeOp::WriteFixed {
                 file: SqeFile::Fixed(1),
                 buf_index: 0,
@@ -215,7 +189,7 @@ fn read_fixed_and_write_fixed_with_a_linked_fsync_survive_a_crash() {
         "written through registered memory and synced"
     );
     assert_eq!(
-        errno(k.uring_queue(ring, &sqe(SqeOp::Nop, 0))),
+        errno(k.uring_queue(ring, &Sqe::new(SqeOp::Nop, 0))),
         Errno::EBADF,
         "rings die"
     );
@@ -239,7 +213,7 @@ fn unsynced_uring_writes_can_be_lost_in_a_crash() {
             len: PAGE as u32,
             offset: 0,
         };
-        k.uring_queue(ring, &sqe(w, 1)).unwrap();
+        k.uring_queue(ring, &Sqe::new(w, 1)).unwrap();
         complete(&k, ring, 1);
         k.crash();
         k.restart();
@@ -274,7 +248,7 @@ fn run_batches(k: &SimKernel, ring: RingId, batches: usize, batch: u32) -> Vec<(
                 len: PAGE as u32,
                 offset: u64::from(i) * PAGE as u64,
             };
-            k.uring_queue(ring, &sqe(op, (b * 1000) as u64 + u64::from(i)))
+            k.uring_queue(ring, &Sqe::new(op, (b * 1000) as u64 + u64::from(i)))
                 .unwrap();
         }
         let (submitted, submit) = checked_submit(k, ring, 0);
@@ -346,7 +320,7 @@ fn device_reads_overlap_in_one_submission() {
     let mem = k.mem_alloc(N as usize * PAGE).unwrap();
     let ring = k.uring_setup(&UringParams::default()).unwrap();
     // One read at QD1: 280 ns enter + 40 µs device.
-    k.uring_queue(ring, &sqe(read_op(fd, mem, 0, PAGE as u32, 0), 0))
+    k.uring_queue(ring, &Sqe::new(SqeOp::read(fd, mem, 0, PAGE as u32, 0), 0))
         .unwrap();
     let t0 = k.now_ns();
     complete(&k, ring, 1);
@@ -354,14 +328,14 @@ fn device_reads_overlap_in_one_submission() {
     // 32 at once: the controller serves one command per 10,417 ns (96 K IOPS at depth,
     // DESIGN.md §4), not 32 × 40 µs; the last one then takes the rest of its 40 µs.
     for i in 0..N {
-        let op = read_op(
+        let op = SqeOp::read(
             fd,
             mem,
             i as usize * PAGE,
             PAGE as u32,
             u64::from(i) * PAGE as u64,
         );
-        k.uring_queue(ring, &sqe(op, u64::from(i))).unwrap();
+        k.uring_queue(ring, &Sqe::new(op, u64::from(i))).unwrap();
     }
     let t0 = k.now_ns();
     let cqes = complete(&k, ring, N);
@@ -378,7 +352,7 @@ fn device_reads_overlap_in_one_submission() {
     for i in 0..4 {
         k.uring_queue(
             ring,
-            &sqe(read_op(fd, mem, i * PAGE, PAGE as u32, 0), i as u64),
+            &Sqe::new(SqeOp::read(fd, mem, i * PAGE, PAGE as u32, 0), i as u64),
         )
         .unwrap();
     }
@@ -418,11 +392,11 @@ fn workload(k: &SimKernel) {
             len: PAGE as u32,
             offset: i * PAGE as u64,
         };
-        k.uring_queue(ring, &linked(op, i)).unwrap();
+        k.uring_queue(ring, &Sqe::linked(op, i)).unwrap();
     }
     k.uring_queue(
         ring,
-        &sqe(
+        &Sqe::new(
             SqeOp::Fsync {
                 file: SqeFile::Fixed(0),
                 datasync: true,
@@ -435,7 +409,7 @@ fn workload(k: &SimKernel) {
     for i in 0..8 {
         k.uring_queue(
             ring,
-            &sqe(read_op(fd, mem, i * PAGE, PAGE as u32, 0), i as u64),
+            &Sqe::new(SqeOp::read(fd, mem, i * PAGE, PAGE as u32, 0), i as u64),
         )
         .unwrap();
     }

@@ -174,17 +174,14 @@ impl BlockSource for UringSource {
                         .files
                         .get(&span.number)
                         .ok_or("a span's table is not among the registered inputs")?;
-                    let sqe = Sqe {
-                        op: SqeOp::ReadFixed {
-                            file: SqeFile::Fixed(number),
-                            buf_index: 0,
-                            buf_offset: base + span.window_at + done[i],
-                            len: u32::try_from(span.len - done[i]).expect("a span fits a window"),
-                            offset: span.offset + done[i] as u64,
-                        },
-                        user_data: i as u64,
-                        link: false,
+                    let read = SqeOp::ReadFixed {
+                        file: SqeFile::Fixed(number),
+                        buf_index: 0,
+                        buf_offset: base + span.window_at + done[i],
+                        len: u32::try_from(span.len - done[i]).expect("a span fits a window"),
+                        offset: span.offset + done[i] as u64,
                     };
+                    let sqe = Sqe::new(read, i as u64);
                     self.kernel
                         .uring_queue(ring, &sqe)
                         .map_err(uring_err("queue"))?;

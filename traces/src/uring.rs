@@ -131,6 +131,17 @@ pub enum SqeMemory {
 }
 
 impl SqeOp {
+    /// `READ` of `len` bytes at file `offset` of `fd` into `mem` at `mem_offset`.
+    pub fn read(fd: Fd, mem: MemId, mem_offset: usize, len: u32, offset: u64) -> SqeOp {
+        SqeOp::Read {
+            file: SqeFile::Fd(fd),
+            mem,
+            mem_offset,
+            len,
+            offset,
+        }
+    }
+
     /// The memory this operation transfers to or from (`None` for NOP and FSYNC): the one
     /// place kernels read it from, to check and pin it.
     pub fn memory(&self) -> Option<SqeMemory> {
@@ -181,6 +192,27 @@ pub struct Sqe {
     pub user_data: u64,
     /// `IOSQE_IO_LINK`: the next SQE starts only after this one succeeds.
     pub link: bool,
+}
+
+impl Sqe {
+    /// `op`, completing with `user_data`, not linked to the next SQE.
+    pub fn new(op: SqeOp, user_data: u64) -> Sqe {
+        Sqe {
+            op,
+            user_data,
+            link: false,
+        }
+    }
+
+    /// `op`, completing with `user_data`, linked to the next SQE (`IOSQE_IO_LINK`: that one
+    /// starts only after this one succeeds in full).
+    pub fn linked(op: SqeOp, user_data: u64) -> Sqe {
+        Sqe {
+            op,
+            user_data,
+            link: true,
+        }
+    }
 }
 
 /// One completion-queue entry.
