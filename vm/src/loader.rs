@@ -191,7 +191,12 @@ impl LoadedProgram {
         &self.name
     }
 
-    /// The validated, relocated program.
+    /// Chooses how runs execute (both tiers are observably identical).
+    pub fn set_tier(&mut self, tier: exec::Tier) {
+        self.vm.set_tier(tier);
+    }
+
+    /// The program as loaded (relocated).
     pub fn program(&self) -> &exec::Program {
         &self.program
     }

@@ -25,22 +25,59 @@ const EINVAL: i64 = 22;
 const E2BIG: i64 = 7;
 
 /// State saved by a BPF-to-BPF call and restored by the callee's `exit`.
+///
+/// `repr(C)` and 128 bytes: the native tier ([`super::native`]) reads and writes frames at
+/// fixed offsets, so both tiers share one frame stack and can hand a run to each other.
+#[repr(C, align(128))]
 #[derive(Debug, Clone, Copy, Default)]
-struct Frame {
-    return_pc: usize,
-    callee_saved: [u64; 4],
-    may_goto_left: u64,
-    /// Set when the frame is a `bpf_loop` callback invocation.
-    looping: Option<Loop>,
+pub(crate) struct Frame {
+    pub(crate) return_pc: u64,
+    pub(crate) callee_saved: [u64; 4],
+    pub(crate) may_goto_left: u64,
+    /// Non-zero when the frame is a `bpf_loop` callback invocation (then `lp` is valid).
+    pub(crate) looping: u64,
+    lp: Loop,
 }
 
 /// Progress of one `bpf_loop` call.
-#[derive(Debug, Clone, Copy)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Loop {
     index: u64,
     count: u64,
-    callback: usize,
+    callback: u64,
     ctx: u64,
+}
+
+/// A run's registers, position and call frames: everything besides memory and helpers.
+#[repr(C)]
+#[derive(Debug, Clone)]
+pub(crate) struct State {
+    pub(crate) regs: [u64; 11],
+    pub(crate) pc: u64,
+    pub(crate) insns_executed: u64,
+    /// Active frames, main included (so `frames[depth - 1]` is the current one).
+    pub(crate) depth: u64,
+    pub(crate) frames: [Frame; FRAMES_MAX],
+}
+
+impl State {
+    /// The state at a run's start: r1 = context, r2 = its length, r10 = frame 0's pointer.
+    pub(crate) fn start(ctx_len_bytes: u64) -> Self {
+        let mut regs = [0u64; 11];
+        regs[1] = CTX_BASE;
+        regs[2] = ctx_len_bytes;
+        regs[10] = frame_pointer(0);
+        let mut frames = [Frame::default(); FRAMES_MAX];
+        frames[0].may_goto_left = MAY_GOTO_LOOPS_MAX;
+        State {
+            regs,
+            pc: 0,
+            insns_executed: 0,
+            depth: 1,
+            frames,
+        }
+    }
 }
 
 /// Runs `ops` from instruction 0 until the main function exits.
@@ -50,17 +87,53 @@ pub(crate) fn run(
     helpers: &mut Helpers,
     limits: &Limits,
 ) -> Result<RunResult, RunError> {
-    let mut regs = [0u64; 11];
-    regs[1] = CTX_BASE;
-    regs[2] = memory.ctx_len_bytes();
-    regs[10] = frame_pointer(0);
-    let mut frames = [Frame::default(); FRAMES_MAX];
-    frames[0].may_goto_left = MAY_GOTO_LOOPS_MAX;
-    let mut depth = 1usize;
-    let mut pc = 0usize;
-    let mut insns_executed = 0u64;
+    let mut state = State::start(memory.ctx_len_bytes());
+    let result = exec::<false>(ops, &mut state, memory, helpers, limits)?;
+    Ok(result.expect("a run to the end stops only at the main exit"))
+}
+
+/// Executes the one instruction at `state.pc` (budget check included): `Some` when it was
+/// the main function's `exit`.
+pub(crate) fn step(
+    ops: &[Op],
+    state: &mut State,
+    memory: &mut Memory<'_, '_>,
+    helpers: &mut Helpers,
+    limits: &Limits,
+) -> Result<Option<RunResult>, RunError> {
+    exec::<true>(ops, state, memory, helpers, limits)
+}
+
+/// The interpreter loop; with `SINGLE` it returns after one instruction.
+#[inline(always)]
+fn exec<const SINGLE: bool>(
+    ops: &[Op],
+    state: &mut State,
+    memory: &mut Memory<'_, '_>,
+    helpers: &mut Helpers,
+    limits: &Limits,
+) -> Result<Option<RunResult>, RunError> {
+    let mut regs = state.regs;
+    let mut pc = usize::try_from(state.pc).expect("pc fits the program");
+    let mut insns_executed = state.insns_executed;
+    let mut depth = usize::try_from(state.depth).expect("depth <= FRAMES_MAX");
+    let frames = &mut state.frames;
+    // Writes the loop's locals back into `state` (every return path goes through it).
+    macro_rules! save {
+        () => {{
+            state.regs = regs;
+            state.pc = pc as u64;
+            state.insns_executed = insns_executed;
+            state.depth = depth as u64;
+        }};
+    }
+    let first_insn = insns_executed;
 
     loop {
+        if SINGLE && insns_executed != first_insn {
+            save!();
+            return Ok(None);
+        }
         if insns_executed >= limits.insns_max {
             return Err(RunError::InsnBudgetExhausted {
                 pc,
@@ -277,15 +350,16 @@ pub(crate) fn run(
                         });
                     }
                     frames[depth] = Frame {
-                        return_pc: pc + 1,
+                        return_pc: pc as u64 + 1,
                         callee_saved: [regs[6], regs[7], regs[8], regs[9]],
                         may_goto_left: MAY_GOTO_LOOPS_MAX,
-                        looping: Some(Loop {
+                        looping: 1,
+                        lp: Loop {
                             index: 0,
                             count,
-                            callback: target,
+                            callback: target as u64,
                             ctx,
-                        }),
+                        },
                     };
                     depth += 1;
                     memory.enter_frame();
@@ -312,10 +386,11 @@ pub(crate) fn run(
                     });
                 }
                 frames[depth] = Frame {
-                    return_pc: pc + 1,
+                    return_pc: pc as u64 + 1,
                     callee_saved: [regs[6], regs[7], regs[8], regs[9]],
                     may_goto_left: MAY_GOTO_LOOPS_MAX,
-                    looping: None,
+                    looping: 0,
+                    lp: Loop::default(),
                 };
                 depth += 1;
                 memory.enter_frame();
@@ -325,30 +400,32 @@ pub(crate) fn run(
             }
             Op::Exit => {
                 if depth == 1 {
-                    return Ok(RunResult {
+                    save!();
+                    return Ok(Some(RunResult {
                         r0: regs[0],
                         insns_executed,
-                    });
+                    }));
                 }
                 let frame = frames[depth - 1];
                 regs[6..10].copy_from_slice(&frame.callee_saved);
                 memory.leave_frame();
-                if let Some(l) = frame.looping {
+                if frame.looping != 0 {
+                    let l = frame.lp;
                     let next = l.index + 1;
                     if regs[0] == 0 && next < l.count {
                         // Next iteration: a fresh call of the callback in the same slot.
-                        frames[depth - 1].looping = Some(Loop { index: next, ..l });
+                        frames[depth - 1].lp.index = next;
                         frames[depth - 1].may_goto_left = MAY_GOTO_LOOPS_MAX;
                         memory.enter_frame();
                         regs[1..6].copy_from_slice(&[next, l.ctx, 0, 0, 0]);
-                        pc = l.callback;
+                        pc = usize::try_from(l.callback).expect("checked at the call");
                         continue;
                     }
                     regs[0] = if regs[0] == 0 { l.count } else { next };
                 }
                 depth -= 1;
                 regs[10] = frame_pointer(depth - 1);
-                pc = frame.return_pc;
+                pc = usize::try_from(frame.return_pc).expect("set from a pc");
                 continue;
             }
         }

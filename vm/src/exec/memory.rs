@@ -192,6 +192,58 @@ impl<'m, 'r> Memory<'m, 'r> {
         self.frames_active -= 1;
     }
 
+    /// Sets the active frame count after the native tier ran calls and returns itself
+    /// (it zeroes each frame it enters, as [`Memory::enter_frame`] does).
+    pub(crate) fn set_frames_active(&mut self, frames: usize) {
+        assert!(
+            (1..=FRAMES_MAX).contains(&frames),
+            "{frames} frames active, limit {FRAMES_MAX}"
+        );
+        self.frames_active = frames;
+    }
+
+    /// Writes the host layout the native tier checks accesses against into `slots[..n]` (slot
+    /// 0, the stack, has none; `n` = 2 + extra regions; the rest is left as it is) and returns
+    /// the stack's first byte. Pointers are valid while this `Memory` lives.
+    pub(crate) fn native_layout(&mut self, slots: &mut [NativeSlot; NATIVE_SLOTS]) -> *mut u8 {
+        slots[SLOT_STACK as usize] = NativeSlot::UNMAPPED;
+        slots[SLOT_CTX as usize] = NativeSlot::plain(self.ctx.as_mut_ptr(), self.ctx.len(), true);
+        for (i, region) in self.extra.iter_mut().enumerate() {
+            let len = region.len_bytes();
+            let elements = region.elements;
+            let (ptr, writable) = match &mut region.bytes {
+                RegionBytes::Writable(b) => (b.as_mut_ptr(), true),
+                // Never written through: its store limits are 0.
+                RegionBytes::ReadOnly(b) => (b.as_ptr().cast_mut(), false),
+            };
+            let mut slot = NativeSlot::plain(ptr, len, writable);
+            match elements {
+                None => {}
+                // One value: inside it iff inside its first `size_bytes`.
+                Some(e) if len as u64 <= e.stride_bytes => {
+                    slot.load_len = slot.load_len.min(e.size_bytes);
+                    slot.store_len = slot.store_len.min(e.size_bytes);
+                    slot.elem_bytes = slot.elem_bytes.min(e.size_bytes);
+                }
+                Some(e) if e.stride_bytes.is_power_of_two() => {
+                    slot.elem_mask = e.stride_bytes - 1;
+                    slot.elem_bytes = e.size_bytes;
+                }
+                // No inline check (it would need a division): the out-of-line path's.
+                Some(e) => {
+                    slot.slow_load_len = slot.load_len;
+                    slot.slow_store_len = slot.store_len;
+                    slot.stride = e.stride_bytes;
+                    slot.elem_bytes = e.size_bytes;
+                    slot.load_len = 0;
+                    slot.store_len = 0;
+                }
+            }
+            slots[SLOT_EXTRA_FIRST as usize + i] = slot;
+        }
+        self.stack.as_mut_ptr()
+    }
+
     /// The bytes at `addr..addr + len_bytes`, for helpers that read program memory.
     pub fn read(&self, addr: u64, len_bytes: u64) -> Result<&[u8], MemoryError> {
         self.locate(addr, len_bytes, Access::Load)
@@ -405,6 +457,55 @@ impl<'m, 'r> Memory<'m, 'r> {
                     None => "outside every region".to_string(),
                 }
             }
+        }
+    }
+}
+
+/// Slots the native tier's table covers: stack, context and every extra region.
+pub(crate) const NATIVE_SLOTS: usize = SLOT_EXTRA_FIRST as usize + REGIONS_EXTRA_MAX;
+
+/// One slot as the native tier sees it. The inline check: an access of `n` bytes at `offset`
+/// is inside iff `offset + n <= load_len` (or `store_len`) and
+/// `(offset & elem_mask) + n <= elem_bytes`. An access that fails it takes the out-of-line
+/// path: the exact stack check for slot 0, and for a region of several map values whose
+/// stride is no power of two (`stride` non-zero) `offset + n <= slow_load_len` (or
+/// `slow_store_len`) and `offset % stride + n <= elem_bytes`. Anything else goes to the
+/// interpreter, which raises the fault.
+#[repr(C, align(64))]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NativeSlot {
+    pub(crate) base: *mut u8,
+    pub(crate) load_len: u64,
+    pub(crate) store_len: u64,
+    pub(crate) elem_mask: u64,
+    pub(crate) elem_bytes: u64,
+    pub(crate) stride: u64,
+    pub(crate) slow_load_len: u64,
+    pub(crate) slow_store_len: u64,
+}
+
+impl NativeSlot {
+    /// A slot nothing is mapped in.
+    pub(crate) const UNMAPPED: NativeSlot = NativeSlot {
+        base: std::ptr::null_mut(),
+        load_len: 0,
+        store_len: 0,
+        elem_mask: 0,
+        elem_bytes: 0,
+        stride: 0,
+        slow_load_len: 0,
+        slow_store_len: 0,
+    };
+
+    fn plain(base: *mut u8, len: usize, writable: bool) -> Self {
+        let len = len as u64;
+        NativeSlot {
+            base,
+            load_len: len,
+            store_len: if writable { len } else { 0 },
+            elem_mask: SLOT_OFFSET_MASK,
+            elem_bytes: len,
+            ..NativeSlot::UNMAPPED
         }
     }
 }

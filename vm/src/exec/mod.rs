@@ -38,6 +38,7 @@ mod error;
 mod helper;
 mod interp;
 mod memory;
+mod native;
 mod program;
 
 pub use disasm::disassemble;
@@ -48,6 +49,7 @@ pub use memory::{
     frame_pointer, region_base, Memory, Region, CTX_BASE, FRAMES_MAX, REGIONS_EXTRA_MAX,
     REGION_BYTES_MAX, STACK_FRAMES_BASE, STACK_FRAME_BYTES, STACK_FRAME_STRIDE_BYTES,
 };
+pub use native::available as native_available;
 pub use program::{
     callback_address, encode_insn, Program, CALLBACK_ADDR_BASE, INSN_SIZE_BYTES, PROG_INSNS_MAX,
 };
@@ -85,11 +87,24 @@ pub struct RunResult {
     pub insns_executed: u64,
 }
 
+/// How a [`Vm`] executes instructions. Both tiers are observably identical — same results,
+/// memory effects, errors and instruction counts (`tests/native_tier.rs` checks it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tier {
+    /// The checked interpreter only.
+    Interpreter,
+    /// Machine code where the host supports it ([`native_available`]), falling back to the
+    /// interpreter for what compiled code hands over, and for whole programs elsewhere.
+    Native,
+}
+
 /// One eBPF machine: its helpers and a reusable stack. Runs are independent of each other.
 #[derive(Debug)]
 pub struct Vm {
     helpers: Helpers,
     stack: Vec<u8>,
+    tier: Tier,
+    native_ctx: Option<Box<native::NativeCtx>>,
 }
 
 impl Default for Vm {
@@ -104,7 +119,19 @@ impl Vm {
         Vm {
             helpers: Helpers::default(),
             stack: vec![0; FRAMES_MAX * STACK_FRAME_BYTES],
+            tier: Tier::Native,
+            native_ctx: None,
         }
+    }
+
+    /// Chooses how runs execute (default [`Tier::Native`]).
+    pub fn set_tier(&mut self, tier: Tier) {
+        self.tier = tier;
+    }
+
+    /// How runs execute.
+    pub fn tier(&self) -> Tier {
+        self.tier
     }
 
     /// Registers `helper` as helper `id`, returning the helper it replaces, if any.
@@ -175,6 +202,19 @@ impl Vm {
             return Err(too_big(r.name(), r.len_bytes()));
         }
         let mut memory = Memory::new(&mut self.stack, ctx, regions);
-        interp::run(program.ops(), &mut memory, &mut self.helpers, limits)
+        match (self.tier, program.native()) {
+            (Tier::Native, Some(code)) => {
+                let native_ctx = self.native_ctx.get_or_insert_with(native::NativeCtx::new);
+                native::run(
+                    code,
+                    program.ops(),
+                    native_ctx,
+                    &mut memory,
+                    &mut self.helpers,
+                    limits,
+                )
+            }
+            _ => interp::run(program.ops(), &mut memory, &mut self.helpers, limits),
+        }
     }
 }

@@ -11,7 +11,10 @@
 
 use rbpf::ebpf;
 
+use std::sync::{Arc, OnceLock};
+
 use super::error::LoadError;
+use super::native::NativeCode;
 use crate::insn::{PSEUDO_CALL, PSEUDO_FUNC, PSEUDO_KFUNC_CALL};
 
 /// Instructions a program may have: Linux's limit for privileged programs
@@ -189,6 +192,8 @@ pub struct Program {
     raw: Vec<u8>,
     ops: Vec<Op>,
     helper_calls: Vec<(usize, u32)>,
+    /// Machine code, compiled at the first native run (`None`: this host cannot).
+    native: OnceLock<Option<Arc<NativeCode>>>,
 }
 
 impl Program {
@@ -256,6 +261,7 @@ impl Program {
             raw: insns.to_vec(),
             ops,
             helper_calls,
+            native: OnceLock::new(),
         })
     }
 
@@ -276,6 +282,19 @@ impl Program {
 
     pub(crate) fn ops(&self) -> &[Op] {
         &self.ops
+    }
+
+    /// The program as machine code, compiled on first use; `None` where the host cannot run it.
+    pub(crate) fn native(&self) -> Option<&NativeCode> {
+        self.native
+            .get_or_init(|| NativeCode::compile(&self.ops).map(Arc::new))
+            .as_deref()
+    }
+
+    /// Bytes of machine code the native tier compiled this program to (compiling it now if
+    /// needed); `None` where the host cannot run native code.
+    pub fn native_code_bytes(&self) -> Option<usize> {
+        self.native().map(NativeCode::code_bytes)
     }
 }
 
