@@ -1,6 +1,6 @@
-//! Merge throughput of the compaction program: the Rust twin (native), the program on the vm's
-//! interpreter, and the program in Linux through `BPF_PROG_TEST_RUN` — the same inputs, side
-//! by side, input bytes per second.
+//! Merge throughput of the compaction program: the Rust twin (native), the program on the vm
+//! (its interpreter and its native tier), and the program in Linux through
+//! `BPF_PROG_TEST_RUN` — the same inputs, side by side, input bytes per second.
 //!
 //! Input: a db_bench-like compaction of 4 overlapping runs (16-byte decimal keys, 100-byte
 //! values, 4 KiB blocks, restart interval 16), 96,000 entries, ~12.7 MB of data blocks; one
@@ -11,7 +11,7 @@
 //! Run: `cargo bench --bench compaction_program` (root for the Linux row; without it that
 //! row is skipped with one line). Besides criterion's wall times (which include copying the
 //! 118 KiB job to and from the maps per run), it prints the throughput over the kernel's own
-//! `BPF_PROG_TEST_RUN` time and the vm's instructions per second.
+//! `BPF_PROG_TEST_RUN` time and each vm tier's instructions per second.
 //! rbpf's JIT cannot run this program: it has BPF-to-BPF calls and `may_goto`, which rbpf
 //! 0.4.1's JIT does not translate (`resystance_vm::jit` refuses them by name).
 
@@ -27,6 +27,7 @@ use resystance_programs::driver::{
 };
 use resystance_real_kernel::RealKernel;
 use resystance_traces::Kernel;
+use resystance_vm::exec::Tier;
 
 #[path = "support/merge_workload.rs"]
 mod merge_workload;
@@ -60,7 +61,8 @@ fn bench(c: &mut Criterion) {
     let (runs, params, input_bytes) = workload();
     let mut twin = TwinMachine::new(RUNS);
     let (reference, reference_out) = compact(&mut twin, &runs, &params);
-    let mut vm = VmMachine::new().expect("vm loads compact.bpf.o");
+    let mut vm = VmMachine::with_tier(Tier::Interpreter).expect("vm loads compact.bpf.o");
+    let mut native = VmMachine::with_tier(Tier::Native).expect("vm loads compact.bpf.o");
     let kernel = RealKernel::new();
     let mut linux = match kernel.bpf_unavailable() {
         Some(why) => {
@@ -77,6 +79,15 @@ fn bench(c: &mut Criterion) {
     assert_eq!(
         out.files, reference_out.files,
         "vm output differs from the twin's"
+    );
+    let (_, out) = compact(&mut native, &runs, &params);
+    assert_eq!(
+        out.files, reference_out.files,
+        "the vm's native tier output differs from the twin's"
+    );
+    assert_eq!(
+        native.insns_executed, vm.insns_executed,
+        "both vm tiers count the same instructions"
     );
     if let Some(linux) = linux.as_mut() {
         let (_, out) = compact(linux, &runs, &params);
@@ -108,6 +119,9 @@ fn bench(c: &mut Criterion) {
     }
     group.bench_function("vm_interpreter", |b| {
         b.iter(|| black_box(compact(&mut vm, &runs, &params)));
+    });
+    group.bench_function("vm_native", |b| {
+        b.iter(|| black_box(compact(&mut native, &runs, &params)));
     });
     group.finish();
 
@@ -141,16 +155,24 @@ fn bench(c: &mut Criterion) {
             mbps / twin_mbps
         );
     }
-    let before = vm.insns_executed;
-    let t = Instant::now();
-    black_box(compact(&mut vm, &runs, &params));
-    let secs = t.elapsed().as_secs_f64();
-    let insns = vm.insns_executed - before;
-    eprintln!(
-        "vm interpreter: {insns} instructions per compaction, {:.1} M instructions/s, {:.0} MB/s of input",
-        insns as f64 / secs / 1e6,
-        input_bytes as f64 / secs / 1e6
-    );
+    for (name, machine) in [("interpreter", &mut vm), ("native tier", &mut native)] {
+        let mut insns = 0;
+        let rates = (0..5)
+            .map(|_| {
+                let before = machine.insns_executed;
+                let t = Instant::now();
+                black_box(compact(machine, &runs, &params));
+                insns = machine.insns_executed - before;
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        let secs = median(rates);
+        eprintln!(
+            "vm {name}: {insns} instructions per compaction, {:.1} M instructions/s, {:.0} MB/s of input",
+            insns as f64 / secs / 1e6,
+            input_bytes as f64 / secs / 1e6
+        );
+    }
 }
 
 criterion_group!(benches, bench);

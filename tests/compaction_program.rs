@@ -8,7 +8,8 @@
 //! 1. the twin's output files must equal the data blocks the engine's own path writes
 //!    (merge → `VersionFilter` → output cut rule → `TableBuilder`), byte for byte;
 //! 2. the program on the vm must give the twin's transcript: every run's status, every
-//!    output block and record, the final counters;
+//!    output block and record, the final counters — on the vm's native tier, and on every
+//!    `INTERPRETER_EVERY`-th case also on its interpreter, with the same instruction count;
 //! 3. the program on Linux (root; one SKIP line otherwise) likewise.
 //!
 //! `PROGRAM_CASES` sets the number of cases (default 10,000); `PROGRAM_CASES_KERNEL` the
@@ -28,6 +29,7 @@ use resystance::sst::format::block_trailer;
 use resystance::sst::{TableBuilder, TableOptions};
 use resystance_programs::abi::{JobParams, RUNS_MAX};
 use resystance_programs::driver::{Machine, TwinMachine};
+use resystance_vm::exec::Tier;
 
 mod program_support;
 use program_support::{env_u64, kernel_machine, Transcript};
@@ -276,9 +278,14 @@ fn transcript(machine: &mut dyn Machine, case: &Case, blocks: &[Vec<Vec<u8>>]) -
     )
 }
 
+/// Every this many cases the vm's interpreter runs the case too (it is ~15x slower than the
+/// native tier; `vm/tests/native_tier.rs` checks the two tiers on random programs).
+const INTERPRETER_EVERY: u64 = 4;
+
 struct Machines {
     twin: TwinMachine,
     vm: VmMachine,
+    vm_interpreter: VmMachine,
     kernel: Option<KernelMachine>,
 }
 
@@ -287,10 +294,22 @@ fn check(
     case: &Case,
     blocks: &[Vec<Vec<u8>>],
     with_kernel: bool,
+    with_interpreter: bool,
 ) -> Result<Transcript, TestCaseError> {
     let twin = transcript(&mut m.twin, case, blocks);
+    let insns_before = m.vm.insns_executed;
     let vm = transcript(&mut m.vm, case, blocks);
     prop_assert_eq!(&vm, &twin, "vm and twin differ");
+    if with_interpreter {
+        let interp_before = m.vm_interpreter.insns_executed;
+        let interp = transcript(&mut m.vm_interpreter, case, blocks);
+        prop_assert_eq!(&interp, &twin, "the vm's interpreter and the twin differ");
+        prop_assert_eq!(
+            m.vm_interpreter.insns_executed - interp_before,
+            m.vm.insns_executed - insns_before,
+            "the vm's tiers executed different instruction counts"
+        );
+    }
     if with_kernel {
         if let Some(k) = m.kernel.as_mut() {
             let kernel = transcript(k, case, blocks);
@@ -306,7 +325,9 @@ fn twin_vm_and_linux_agree_with_the_engine_on_generated_compactions() {
     let kernel_cases = env_u64("PROGRAM_CASES_KERNEL").unwrap_or(cases);
     let machines = RefCell::new(Machines {
         twin: TwinMachine::new(RUNS_MAX),
-        vm: VmMachine::new().expect("the vm loads compact.bpf.o"),
+        vm: VmMachine::with_tier(Tier::Native).expect("the vm loads compact.bpf.o"),
+        vm_interpreter: VmMachine::with_tier(Tier::Interpreter)
+            .expect("the vm loads compact.bpf.o"),
         kernel: kernel_machine("the compaction-program tests"),
     });
     let ran_kernel = machines.borrow().kernel.is_some();
@@ -331,7 +352,14 @@ fn twin_vm_and_linux_agree_with_the_engine_on_generated_compactions() {
             let mut st = stats.borrow_mut();
             let with_kernel = st.0 < kernel_cases;
             let t0 = Instant::now();
-            let t = check(&mut machines.borrow_mut(), &case, &blocks, with_kernel)?;
+            let with_interpreter = st.0 % INTERPRETER_EVERY == 0;
+            let t = check(
+                &mut machines.borrow_mut(),
+                &case,
+                &blocks,
+                with_kernel,
+                with_interpreter,
+            )?;
             st.5 += t0.elapsed();
             let summary = t
                 .result
@@ -354,12 +382,13 @@ fn twin_vm_and_linux_agree_with_the_engine_on_generated_compactions() {
     let st = stats.borrow();
     let m = machines.borrow();
     say!(
-        "compaction program: {} generated compactions ({} entries, {} input blocks, {} output files, {} program runs per machine) — twin = vm{} = engine; vm executed {} instructions; {:.1} s",
+        "compaction program: {} generated compactions ({} entries, {} input blocks, {} output files, {} program runs per machine) — twin = vm native tier (= vm interpreter on {}){} = engine; vm executed {} instructions; {:.1} s",
         st.0,
         st.1,
         st.3,
         st.4,
         st.2,
+        st.0.div_ceil(INTERPRETER_EVERY),
         if ran_kernel {
             format!(" = Linux (on {})", st.0.min(kernel_cases))
         } else {

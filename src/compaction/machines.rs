@@ -18,7 +18,7 @@ use resystance_programs::abi::{
 use resystance_programs::driver::{read_pod, BoxError, Machine, Window};
 use resystance_programs::{maps, COMPACT_OBJECT, COMPACT_PROGRAM};
 use resystance_traces::{Kernel, MemId};
-use resystance_vm::exec::Limits;
+use resystance_vm::exec::{Limits, Tier};
 use resystance_vm::helpers::Clock;
 use resystance_vm::loader::{self, LoadOptions, LoadedProgram};
 use resystance_vm::object::Object;
@@ -76,14 +76,20 @@ impl Clock for NoClock {
 }
 
 impl VmMachine {
-    /// Loads the committed object into a fresh vm.
+    /// Loads the committed object into a fresh vm (native tier where the host has one).
     pub fn new() -> Result<Self, BoxError> {
+        Self::with_tier(Tier::Native)
+    }
+
+    /// Loads the committed object into a fresh vm that executes on `tier`.
+    pub fn with_tier(tier: Tier) -> Result<Self, BoxError> {
         let object = compact_object();
         let mut options = LoadOptions::new(Arc::new(NoClock));
         options.limits = Limits {
             insns_max: VM_INSNS_PER_RUN_MAX,
         };
-        let loaded = loader::load(&object, COMPACT_PROGRAM, &options)?;
+        let mut loaded = loader::load(&object, COMPACT_PROGRAM, &options)?;
+        loaded.set_tier(tier);
         Ok(VmMachine {
             loaded,
             job: resystance_programs::abi::boxed_zeroed(),
