@@ -1,4 +1,5 @@
-//! Instructions per second of the checked interpreter (`exec::Vm`) and of rbpf's JIT fast mode
+//! Instructions per second of the checked interpreter (`exec::Vm`, `Tier::Interpreter`), the
+//! vm's checked native tier (`Tier::Native`) and rbpf's unchecked JIT fast mode
 //! (`jit::JitProgram`) on a merge-heavy program: two sorted arrays of u64 merged into a third.
 //!
 //! The merge is a hand-written raw program with the loop shape of a compaction's per-entry
@@ -13,7 +14,7 @@ use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use std::hint::black_box;
 use std::time::Duration;
 
-use resystance_vm::exec::{Limits, Program, Vm};
+use resystance_vm::exec::{native_available, Limits, Program, Tier, Vm};
 
 /// Elements in each input array.
 const INPUT_ELEMENTS: usize = 4096;
@@ -119,6 +120,9 @@ fn bench_merge(c: &mut Criterion) {
     let program = Program::from_raw(&merge_program()).expect("merge program is valid");
     let (input, expected) = merge_input();
     let mut vm = Vm::new();
+    vm.set_tier(Tier::Interpreter);
+    let mut native = Vm::new();
+    native.set_tier(Tier::Native);
 
     // One checked run first: proves the output is right and every access in bounds, and
     // counts the instructions a run executes (the same for the JIT: same instructions).
@@ -130,6 +134,15 @@ fn bench_merge(c: &mut Criterion) {
     assert_eq!(output(&mem), expected, "interpreter merge output");
     let insns = checked.insns_executed;
     println!("merge: {insns} eBPF instructions per run");
+    let mut native_mem = input.clone();
+    let on_native = native
+        .run(&program, &mut native_mem, &Limits::default())
+        .expect("merge runs on the native tier");
+    assert_eq!(
+        on_native, checked,
+        "native tier: same r0 and instruction count"
+    );
+    assert_eq!(output(&native_mem), expected, "native tier merge output");
 
     let mut group = c.benchmark_group("merge_2x4096_u64");
     group.throughput(Throughput::Elements(insns));
@@ -141,6 +154,16 @@ fn bench_merge(c: &mut Criterion) {
             black_box(result.r0)
         });
     });
+    if native_available() {
+        group.bench_function("native_tier", |bench| {
+            bench.iter(|| {
+                let result = native
+                    .run(&program, black_box(&mut native_mem), &Limits::default())
+                    .expect("merge runs");
+                black_box(result.r0)
+            });
+        });
+    }
 
     #[cfg(all(target_arch = "x86_64", not(windows)))]
     {
