@@ -290,6 +290,7 @@ fn sqpoll_submits_without_entering_while_the_poller_is_awake() {
             cq_entries: None,
             sqpoll: true,
             sq_thread_idle_ms: IDLE_MS,
+            cq_overcommit: false,
         })
         .unwrap();
     k.uring_register_buffers(ring, &[mem]).unwrap();
