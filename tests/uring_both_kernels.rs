@@ -11,8 +11,8 @@ use std::path::Path;
 use resystance_real_kernel::RealKernel;
 use resystance_sim::{SimConfig, SimKernel};
 use resystance_traces::{
-    Cqe, Errno, Fd, Kernel, MemId, OpenFlags, RingId, Sqe, SqeFile, SqeOp, SyscallCounts,
-    SyscallKind, UringParams,
+    CqState, Cqe, Errno, Fd, Kernel, MemId, OpenFlags, RingId, Sqe, SqeFile, SqeOp, SyscallCounts,
+    SyscallKind, UringParams, CQ_OVERCOMMIT_RINGS_MAX,
 };
 
 const PAGE: usize = 4096;
@@ -50,6 +50,9 @@ on_both_kernels!(
     a_full_ring_refuses_in_user_space,
     sqes_are_checked_against_their_regions_when_queued,
     memory_with_io_in_flight_cannot_be_freed,
+    an_overcommitted_cq_overflows_in_order_until_getevents_flushes_it,
+    completions_queue_behind_overflowed_ones_and_a_wait_stops_at_a_full_cq,
+    overcommit_is_bounded_and_refused_with_sqpoll,
 );
 
 const SIM_DIR: &str = "/tmp/uring";
@@ -405,4 +408,221 @@ fn memory_with_io_in_flight_cannot_be_freed(k: &dyn Kernel, dir: &Path) {
     k.uring_close(ring).unwrap();
     k.mem_free(mem2).unwrap();
     k.close(fd).unwrap();
+}
+
+/// The CQ of [`overcommitted`] rings.
+const SMALL_CQ: u32 = 8;
+
+/// A ring of 4 SQ and [`SMALL_CQ`] CQ entries that may have more in flight than its CQ holds.
+fn overcommitted(k: &dyn Kernel) -> RingId {
+    k.uring_setup(&UringParams {
+        sq_entries: 4,
+        cq_entries: Some(SMALL_CQ),
+        cq_overcommit: true,
+        ..UringParams::default()
+    })
+    .unwrap()
+}
+
+fn cq_state(ready: u32, overflow_pending: bool) -> CqState {
+    CqState {
+        ready,
+        overflow_pending,
+        dropped: 0,
+    }
+}
+
+/// Queues NOPs with `user_data` `ids` and submits them without waiting: one enter.
+fn submit_nops(k: &dyn Kernel, ring: RingId, ids: std::ops::Range<u64>) {
+    let n = u32::try_from(ids.end - ids.start).unwrap();
+    for id in ids {
+        k.uring_queue(ring, &Sqe::new(SqeOp::Nop, id)).unwrap();
+    }
+    let sub = k.uring_submit_and_wait(ring, 0).unwrap();
+    assert_eq!((sub.submitted, sub.enter_calls), (n, 1));
+}
+
+/// Reaps up to `max` without sorting: the order the kernel gives.
+fn reap_ids(k: &dyn Kernel, ring: RingId, max: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    k.uring_reap(ring, &mut out, max).unwrap();
+    out.iter().map(|c| c.user_data).collect()
+}
+
+fn an_overcommitted_cq_overflows_in_order_until_getevents_flushes_it(k: &dyn Kernel, dir: &Path) {
+    let path = dir.join("overflow");
+    let data = pattern(8 * PAGE, 3);
+    write_file(k, &path, &data);
+    let fd = k.open(&path, OpenFlags::READ).unwrap();
+    let mem = k.mem_alloc(8 * PAGE).unwrap();
+    let ring = overcommitted(k);
+
+    // Four submissions of four (a NOP, then a read of the next page, ...), none reaped.
+    let before = k.syscall_counts();
+    let expected = [
+        cq_state(4, false),
+        cq_state(8, false),
+        cq_state(8, true),
+        cq_state(8, true),
+    ];
+    for (batch, state) in expected.iter().enumerate() {
+        for i in 0..4 {
+            let n = (batch * 4 + i) as u64;
+            let page = (n / 2) as usize;
+            let op = if n % 2 == 0 {
+                SqeOp::Nop
+            } else {
+                SqeOp::read(fd, mem, page * PAGE, PAGE as u32, (page * PAGE) as u64)
+            };
+            k.uring_queue(ring, &Sqe::new(op, n)).unwrap();
+        }
+        let sub = k.uring_submit_and_wait(ring, 0).unwrap();
+        assert_eq!((sub.submitted, sub.enter_calls), (4, 1), "never EBUSY");
+        assert_eq!(
+            k.uring_cq_state(ring).unwrap(),
+            *state,
+            "after batch {batch}"
+        );
+    }
+    assert_eq!(k.syscall_counts().since(&before).total(), 4);
+    assert_eq!(
+        errno(k.mem_free(mem)),
+        Errno::EBUSY,
+        "reads whose completions wait in the overflow list still pin their memory"
+    );
+
+    // A reap sees only the CQ; the overflow list needs the kernel.
+    let before = k.syscall_counts();
+    let mut ids = reap_ids(k, ring, 16);
+    assert_eq!(ids, (0..8).collect::<Vec<_>>());
+    assert!(reap_ids(k, ring, 16).is_empty(), "the rest are in the list");
+    assert_eq!(k.uring_cq_state(ring).unwrap(), cq_state(0, true));
+    assert_eq!(
+        k.syscall_counts(),
+        before,
+        "reaping and looking are memory reads"
+    );
+
+    // Nothing to submit or wait for, but overflowed completions and room: one GETEVENTS.
+    let sub = k.uring_submit_and_wait(ring, 0).unwrap();
+    assert_eq!((sub.submitted, sub.enter_calls), (0, 1));
+    assert_eq!(k.uring_cq_state(ring).unwrap(), cq_state(8, false));
+    let mut cqes = Vec::new();
+    assert_eq!(k.uring_reap(ring, &mut cqes, 16).unwrap(), 8);
+    ids.extend(cqes.iter().map(|c| c.user_data));
+    assert_eq!(
+        ids,
+        (0..16).collect::<Vec<_>>(),
+        "NODROP keeps every one, in order"
+    );
+    assert!(cqes
+        .iter()
+        .all(|c| c.res == if c.user_data % 2 == 0 { 0 } else { PAGE as i32 }));
+    let mut got = vec![0u8; 8 * PAGE];
+    k.mem_read(mem, 0, &mut got).unwrap();
+    assert_eq!(got, data);
+    assert_eq!(k.syscall_counts().since(&before).total(), 1);
+
+    let sub = k.uring_submit_and_wait(ring, 0).unwrap();
+    assert_eq!(
+        (sub.submitted, sub.enter_calls),
+        (0, 0),
+        "drained: nothing to do"
+    );
+    k.uring_close(ring).unwrap();
+    k.mem_free(mem).unwrap();
+    k.close(fd).unwrap();
+}
+
+fn completions_queue_behind_overflowed_ones_and_a_wait_stops_at_a_full_cq(
+    k: &dyn Kernel,
+    _dir: &Path,
+) {
+    let ring = overcommitted(k);
+    for b in 0..3 {
+        submit_nops(k, ring, b * 4..b * 4 + 4);
+    }
+    assert_eq!(k.uring_cq_state(ring).unwrap(), cq_state(8, true));
+    assert_eq!(reap_ids(k, ring, 4), vec![0, 1, 2, 3]);
+    assert_eq!(
+        k.uring_cq_state(ring).unwrap(),
+        cq_state(4, true),
+        "room in the CQ, yet 8..12 stay in the list until a GETEVENTS enter"
+    );
+    // 12 and 13 complete behind 8..12 although the CQ has room; the enter (GETEVENTS, for
+    // the flush) moves the oldest in first.
+    let before = k.syscall_counts();
+    submit_nops(k, ring, 12..14);
+    assert_eq!(k.uring_cq_state(ring).unwrap(), cq_state(8, true));
+    assert_eq!(reap_ids(k, ring, 16), (4..12).collect::<Vec<_>>());
+    let sub = k.uring_submit_and_wait(ring, 0).unwrap();
+    assert_eq!((sub.submitted, sub.enter_calls), (0, 1));
+    assert_eq!(k.uring_cq_state(ring).unwrap(), cq_state(2, false));
+    assert_eq!(reap_ids(k, ring, 16), vec![12, 13]);
+    assert_eq!(delta(k, &before, SyscallKind::IoUringEnter), 2);
+
+    // Eight in the list, an empty CQ, four more queued: a wait for 12 ends when the CQ holds
+    // 8 (Linux caps the wait at the CQ's size), the oldest first.
+    for b in 0..4 {
+        submit_nops(k, ring, 100 + b * 4..104 + b * 4);
+    }
+    assert_eq!(reap_ids(k, ring, 16), (100..108).collect::<Vec<_>>());
+    for id in 116..120 {
+        k.uring_queue(ring, &Sqe::new(SqeOp::Nop, id)).unwrap();
+    }
+    assert_eq!(
+        errno(k.uring_submit_and_wait(ring, 13)),
+        Errno::EINVAL,
+        "12 in flight"
+    );
+    let before = k.syscall_counts();
+    let sub = k.uring_submit_and_wait(ring, 12).unwrap();
+    assert_eq!((sub.submitted, sub.enter_calls), (4, 1));
+    assert_eq!(k.uring_cq_state(ring).unwrap(), cq_state(8, true));
+    assert_eq!(reap_ids(k, ring, 16), (108..116).collect::<Vec<_>>());
+    let sub = k.uring_submit_and_wait(ring, 4).unwrap();
+    assert_eq!((sub.submitted, sub.enter_calls), (0, 1));
+    assert_eq!(reap_ids(k, ring, 16), (116..120).collect::<Vec<_>>());
+    assert_eq!(k.syscall_counts().since(&before).total(), 2);
+    assert_eq!(k.uring_cq_state(ring).unwrap(), cq_state(0, false));
+    k.uring_close(ring).unwrap();
+}
+
+fn overcommit_is_bounded_and_refused_with_sqpoll(k: &dyn Kernel, _dir: &Path) {
+    let before = k.syscall_counts();
+    let sqpoll = UringParams {
+        sq_entries: 4,
+        cq_entries: Some(SMALL_CQ),
+        sqpoll: true,
+        cq_overcommit: true,
+        ..UringParams::default()
+    };
+    assert_eq!(errno(k.uring_setup(&sqpoll)), Errno::EINVAL);
+    assert_eq!(k.syscall_counts(), before, "refused before the system call");
+
+    let ring = overcommitted(k);
+    let in_flight_max = u64::from(SMALL_CQ * CQ_OVERCOMMIT_RINGS_MAX);
+    for b in (0..in_flight_max).step_by(4) {
+        submit_nops(k, ring, b..b + 4);
+    }
+    let before = k.syscall_counts();
+    assert_eq!(
+        errno(k.uring_queue(ring, &Sqe::new(SqeOp::Nop, in_flight_max))),
+        Errno::EBUSY,
+        "CQ_OVERCOMMIT_RINGS_MAX CQs' worth in flight"
+    );
+    assert_eq!(k.syscall_counts(), before, "refused in user space");
+    assert_eq!(
+        k.uring_cq_state(ring).unwrap(),
+        cq_state(SMALL_CQ, true),
+        "nothing dropped"
+    );
+    // Close drains a CQ's worth per round: the first is in the CQ already, each of the
+    // other three takes a GETEVENTS enter.
+    k.uring_close(ring).unwrap();
+    let close = k.syscall_counts().since(&before);
+    assert_eq!(close.get(SyscallKind::IoUringEnter), 3);
+    assert_eq!(close.get(SyscallKind::Munmap), 2);
+    assert_eq!(close.get(SyscallKind::Close), 1);
+    assert_eq!(close.total(), 6);
 }

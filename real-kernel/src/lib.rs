@@ -17,8 +17,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 
 use resystance_traces::{
-    BtfFd, Cqe, Errno, Fd, Kernel, KernelError, KernelResult, MapFd, MapSpec, MapType, MemId,
-    OpenFlags, ProgBtf, ProgFd, ProgLoad, ProgLoaded, ProgType, RingId, Sqe, Submitted,
+    BtfFd, CqState, Cqe, Errno, Fd, Kernel, KernelError, KernelResult, MapFd, MapSpec, MapType,
+    MemId, OpenFlags, ProgBtf, ProgFd, ProgLoad, ProgLoaded, ProgType, RingId, Sqe, Submitted,
     SyscallCounter, SyscallCounts, SyscallKind, TestRunResult, UringParams,
 };
 
@@ -586,6 +586,12 @@ impl Kernel for RealKernel {
         let ring = self.ring(ring, SyscallKind::IoUringEnter)?;
         let mut ring = ring.lock().expect("ring lock");
         ring.reap(out, max, &self.mappings)
+    }
+
+    fn uring_cq_state(&self, ring: RingId) -> KernelResult<CqState> {
+        let ring = self.ring(ring, SyscallKind::IoUringEnter)?;
+        let mut ring = ring.lock().expect("ring lock");
+        ring.cq_state()
     }
 
     fn uring_close(&self, ring: RingId) -> KernelResult<()> {

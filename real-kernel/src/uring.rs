@@ -11,8 +11,21 @@
 //! * the kernel sees a slot number as each SQE's `user_data` (the caller's value is kept beside
 //!   it), so completions unpin exactly the SQE they belong to even when callers reuse values;
 //! * at most `cq_entries` SQEs are in flight (queued or submitted, not yet reaped), so the
-//!   completion ring cannot overflow and every completion is seen by a plain reap;
-//! * closing a ring first submits what is queued and waits for every completion.
+//!   completion ring cannot overflow and every completion is seen by a plain reap — unless the
+//!   ring was set up with `cq_overcommit`, which allows `CQ_OVERCOMMIT_RINGS_MAX` times as
+//!   many: completions that find the CQ full then wait in the kernel's overflow list, their
+//!   slots (and the memory they pin) held until they are flushed into the CQ and reaped;
+//! * closing a ring first submits what is queued and waits for every completion, flushing
+//!   overflowed ones as it reaps.
+//!
+//! What Linux 6.18 does when the CQ overflows (measured here with a scratch program over this
+//! crate's `io-uring`: sq 4, cq 8, NOPs and reads submitted without reaping; sim/README.md has
+//! the full list): `IORING_FEAT_NODROP` is set; `io_uring_enter` submits everything (never
+//! `EBUSY`); completions that find the CQ full, or find earlier ones already waiting, go to
+//! the end of the overflow list and `IORING_SQ_CQ_OVERFLOW` is set; the CQ's `overflow`
+//! counter stays 0 (it counts drops); only an enter with `GETEVENTS` moves them into the CQ, in
+//! order, as far as it has room, clearing the flag once the list is empty; and a wait is capped
+//! at the CQ's size.
 //!
 //! System calls are counted by what is really called: `io_uring_setup` plus the `mmap`s of the
 //! rings, `io_uring_register`, each `io_uring_enter` (none when an awake SQPOLL thread takes
@@ -25,8 +38,8 @@ use std::sync::Mutex;
 
 use io_uring::{opcode, squeue, types, IoUring};
 use resystance_traces::{
-    Cqe, Errno, Fd, KernelError, KernelResult, MemId, Sqe, SqeFile, SqeMemory, SqeOp, Submitted,
-    SyscallCounter, SyscallKind, UringParams,
+    CqState, Cqe, Errno, Fd, KernelError, KernelResult, MemId, Sqe, SqeFile, SqeMemory, SqeOp,
+    Submitted, SyscallCounter, SyscallKind, UringParams,
 };
 
 /// Largest submission ring we set up (the kernel's own limit is 32768).
@@ -103,7 +116,9 @@ pub(crate) struct Ring {
     /// SQEs queued since the last `submit_and_wait` (an SQPOLL thread may already have taken
     /// some of them: they were handed over when queued).
     queued: u32,
-    /// Indexed by the `user_data` the kernel sees; `cq_entries` long.
+    /// Entries the completion ring holds (the kernel's rounded-up size).
+    cq_entries: u32,
+    /// Indexed by the `user_data` the kernel sees; `UringParams::in_flight_max` long.
     slots: Vec<Option<Slot>>,
     free_slots: Vec<u32>,
 }
@@ -149,6 +164,8 @@ impl Ring {
             || params.sq_entries > SQ_ENTRIES_MAX
             || cq_entries < params.sq_entries
             || cq_entries > CQ_ENTRIES_MAX
+            // A poller posting into a full CQ would need flushes this ring does not make.
+            || (params.cq_overcommit && params.sqpoll)
         {
             return Err(error(call, Errno::EINVAL));
         }
@@ -191,15 +208,17 @@ impl Ring {
         for _ in 0..ring_mmaps {
             counter.count(SyscallKind::Mmap);
         }
-        let cq_capacity = uring.params().cq_entries();
+        let cq_entries = uring.params().cq_entries();
+        let in_flight_max = params.in_flight_max(cq_entries);
         Ok(Ring {
             sqpoll: params.sqpoll,
             ring_mmaps,
             buffers: Vec::new(),
             files: 0,
             queued: 0,
-            slots: vec![None; cq_capacity as usize],
-            free_slots: (0..cq_capacity).rev().collect(),
+            cq_entries,
+            slots: vec![None; in_flight_max as usize],
+            free_slots: (0..in_flight_max).rev().collect(),
             uring: Some(uring),
         })
     }
@@ -318,7 +337,7 @@ impl Ring {
     }
 
     /// Writes one SQE into the submission ring (user space). `EBUSY` when the ring is full or
-    /// `cq_entries` SQEs are already in flight; `EFAULT` when its memory is outside its region;
+    /// `in_flight_max` SQEs are already in flight; `EFAULT` when its memory is outside its region;
     /// `EBADF` for a fixed file index past the registered files.
     pub(crate) fn queue(&mut self, sqe: &Sqe, mappings: &Mappings) -> KernelResult<()> {
         let call = SyscallKind::IoUringEnter;
@@ -392,6 +411,7 @@ impl Ring {
         let in_flight = self.in_flight();
         let sqpoll = self.sqpoll;
         let queued = self.queued;
+        let cq_entries = self.cq_entries;
         let uring = self.uring(call)?;
         if wait_nr > in_flight {
             // More completions than SQEs in flight: the wait could never end.
@@ -399,7 +419,13 @@ impl Ring {
         }
         // Not yet taken by the kernel (with SQPOLL, possibly some queued before the last call).
         let pending = uring.submission().len() as u32;
-        let ready = |uring: &mut IoUring| uring.completion().len() as u32 >= wait_nr;
+        // Linux ends a wait once the CQ holds min(wait_nr, its size): more cannot fit.
+        let target = wait_nr.min(cq_entries);
+        let ready = |uring: &mut IoUring| uring.completion().len() as u32 >= target;
+        // Overflowed completions that only a GETEVENTS enter can move into a CQ with room.
+        let flushable = |uring: &mut IoUring| {
+            uring.submission().cq_overflow() && (uring.completion().len() as u32) < cq_entries
+        };
         let mut enter_calls = 0u32;
         let mut enter = |uring: &mut IoUring, to_submit: u32, flags: u32| -> KernelResult<u32> {
             assert!(
@@ -427,8 +453,12 @@ impl Ring {
                 "SQEs left over from an earlier call went uncounted"
             );
             let mut submitted = 0;
-            while submitted < pending || !ready(uring) {
-                let flags = if ready(uring) { 0 } else { GETEVENTS };
+            while submitted < pending || !ready(uring) || flushable(uring) {
+                let flags = if ready(uring) && !flushable(uring) {
+                    0
+                } else {
+                    GETEVENTS
+                };
                 submitted += enter(uring, pending - submitted, flags)?;
             }
             // IORING_SETUP_SUBMIT_ALL: the kernel takes every SQE it is given. Any it took in
@@ -440,6 +470,10 @@ impl Ring {
                 enter_calls,
             });
         }
+        assert!(
+            !flushable(uring),
+            "SQPOLL rings do not overcommit, so their CQ never overflows"
+        );
         // SQPOLL: the SQEs are already published. The poller needs a wakeup only when it has
         // gone to sleep; the fence orders our tail store before the flag load (liburing's
         // protocol, see the crate's `need_wakeup`).
@@ -529,6 +563,18 @@ impl Ring {
         Ok(done.len())
     }
 
+    /// The completion side as user space sees it in the shared rings.
+    pub(crate) fn cq_state(&mut self) -> KernelResult<CqState> {
+        let uring = self.uring.as_mut().ok_or(refuse(libc::EBADF))?;
+        let overflow_pending = uring.submission().cq_overflow();
+        let cq = uring.completion();
+        Ok(CqState {
+            ready: cq.len() as u32,
+            overflow_pending,
+            dropped: cq.overflow(),
+        })
+    }
+
     /// Submits what is queued, waits for every completion (dropping them), unpins all memory
     /// and tears the ring down (`munmap`s and `close`). On an error the ring stays open.
     pub(crate) fn close(
@@ -540,7 +586,8 @@ impl Ring {
         let call = SyscallKind::Close;
         self.uring.as_ref().ok_or(error(call, Errno::EBADF))?;
         let mut drained = Vec::new();
-        // Each round waits for everything in flight, so one round normally suffices.
+        // Each round waits for everything in flight, or for a full CQ (flushing overflowed
+        // completions into it), so one round per CQ's worth normally suffices.
         for _ in 0..ENTER_CALLS_MAX {
             let in_flight = self.in_flight();
             if in_flight == 0 {

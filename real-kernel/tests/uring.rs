@@ -258,6 +258,7 @@ fn sqpoll_submits_without_entering_while_the_poller_is_awake() {
         cq_entries: None,
         sqpoll: true,
         sq_thread_idle_ms: IDLE_MS,
+        cq_overcommit: false,
     };
     let ring = match k.uring_setup(&params) {
         Ok(ring) => ring,

@@ -70,6 +70,12 @@ pub struct CpuModel {
     /// The fixed cost of one `BPF_PROG_TEST_RUN`, kernel entry included (DESIGN.md §4:
     /// ≈ 0.7 µs for a trivial program).
     pub bpf_test_run_ns: u64,
+    /// Posting one io_uring completion to the kernel's overflow list instead of the CQ (an
+    /// allocation and a list insertion): measured ≈ 100 ns more per CQE on this machine kind
+    /// (sim/README.md, io_uring).
+    pub cq_overflow_ns_per_cqe: u64,
+    /// Moving one overflowed completion into the CQ in a `GETEVENTS` enter: measured ≈ 85 ns.
+    pub cq_flush_ns_per_cqe: u64,
     /// CPUs the engine's tasks (foreground, flush, compaction) share: this machine kind has
     /// 2 (DESIGN.md §4), so all three running at once get 2/3 of a core each.
     pub cores: u32,
@@ -94,6 +100,8 @@ impl CpuModel {
             // Measured by `cargo bench --bench cpu_costs` (sim/README.md has the run).
             bpf_insn_ps: BPF_INSN_PS,
             bpf_test_run_ns: 700,
+            cq_overflow_ns_per_cqe: 100,
+            cq_flush_ns_per_cqe: 85,
             cores: 2,
             write: WorkCost {
                 ns_per_op: 0,

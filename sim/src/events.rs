@@ -60,6 +60,8 @@ pub enum Op {
     Fault,
     /// The harness changed the fault profile ([`crate::SimKernel::set_faults`]).
     SetFaults,
+    /// `uring_cq_state` (last, so the codes of the calls before it stay as they were).
+    UringCqState,
 }
 
 /// [`SimEvent::result`] of a call this kernel does not provide ([`KernelError::Unsupported`]).

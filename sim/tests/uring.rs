@@ -290,6 +290,7 @@ fn sqpoll_submits_without_entering_while_the_poller_is_awake() {
             cq_entries: None,
             sqpoll: true,
             sq_thread_idle_ms: IDLE_MS,
+            cq_overcommit: false,
         })
         .unwrap();
     k.uring_register_buffers(ring, &[mem]).unwrap();
@@ -448,4 +449,181 @@ fn a_planned_crash_can_hit_every_system_call_of_a_ring() {
         assert!(r.is_err() || k.crashes() == 1, "crash point {n}");
         assert_eq!(k.crashes(), 1, "crash point {n} fired");
     }
+}
+
+/// A ring of 4 SQ and `cq_entries` CQ entries, overcommitted if asked.
+fn small_ring(k: &dyn Kernel, cq_entries: u32, cq_overcommit: bool) -> RingId {
+    k.uring_setup(&UringParams {
+        sq_entries: 4,
+        cq_entries: Some(cq_entries),
+        cq_overcommit,
+        ..UringParams::default()
+    })
+    .unwrap()
+}
+
+fn reap_ids(k: &dyn Kernel, ring: RingId, max: usize) -> Vec<u64> {
+    let mut out = Vec::new();
+    k.uring_reap(ring, &mut out, max).unwrap();
+    out.iter().map(|c| c.user_data).collect()
+}
+
+/// The virtual time one call takes.
+fn timed<T>(k: &SimKernel, f: impl FnOnce() -> T) -> (T, u64) {
+    let t0 = k.now_ns();
+    let v = f();
+    (v, k.now_ns() - t0)
+}
+
+/// 16 NOPs into a CQ of 8 (4 submissions), a reap, a flush, a reap: the enters' times.
+fn overflow_nops(k: &dyn Kernel, now: impl Fn() -> u64) -> Vec<u64> {
+    let ring = small_ring(k, 8, true);
+    let mut times = Vec::new();
+    for b in 0..4 {
+        for i in 0..4 {
+            k.uring_queue(ring, &Sqe::new(SqeOp::Nop, b * 4 + i))
+                .unwrap();
+        }
+        let t0 = now();
+        k.uring_submit_and_wait(ring, 0).unwrap();
+        times.push(now() - t0);
+    }
+    assert_eq!(reap_ids(k, ring, 16), (0..8).collect::<Vec<_>>());
+    let t0 = now();
+    let sub = k.uring_submit_and_wait(ring, 0).unwrap();
+    times.push(now() - t0);
+    assert_eq!(sub.enter_calls, 1);
+    assert_eq!(reap_ids(k, ring, 16), (8..16).collect::<Vec<_>>());
+    k.uring_close(ring).unwrap();
+    times
+}
+
+#[test]
+fn overflowing_and_flushing_cost_what_linux_measured() {
+    let k = exact(1);
+    let cpu = k.config().cpu;
+    assert_eq!(
+        (cpu.cq_overflow_ns_per_cqe, cpu.cq_flush_ns_per_cqe),
+        (100, 85),
+        "sim/README.md, io_uring: CQ overflow"
+    );
+    let times = overflow_nops(&k, || k.now_ns());
+    let enter = cpu.syscall_ns;
+    assert_eq!(
+        times,
+        vec![
+            enter,
+            enter,
+            enter + 4 * cpu.cq_overflow_ns_per_cqe,
+            enter + 4 * cpu.cq_overflow_ns_per_cqe,
+            enter + 8 * cpu.cq_flush_ns_per_cqe,
+        ],
+        "two batches fit, two overflow, one flush moves eight"
+    );
+    // Looking and reaping stay free.
+    let ring = small_ring(&k, 8, true);
+    for i in 0..4 {
+        k.uring_queue(ring, &Sqe::new(SqeOp::Nop, i)).unwrap();
+    }
+    k.uring_submit_and_wait(ring, 0).unwrap();
+    let (state, ns) = timed(&k, || k.uring_cq_state(ring).unwrap());
+    assert_eq!((state.ready, ns), (4, 0));
+    let (n, ns) = timed(&k, || reap_ids(&k, ring, 4).len());
+    assert_eq!((n, ns), (4, 0));
+    k.uring_close(ring).unwrap();
+}
+
+#[test]
+fn overflow_runs_are_deterministic_and_recorded() {
+    let run = |seed| {
+        let k = SimKernel::new(seed);
+        let times = overflow_nops(&k, || k.now_ns());
+        (times, k.event_digest(), k.events())
+    };
+    let (times, digest, events) = run(3);
+    let (times_again, digest_again, _) = run(3);
+    assert_eq!((&times, digest), (&times_again, digest_again));
+    assert_ne!(run(4).1, digest, "jitter draws differ by seed");
+    let flush = events
+        .iter()
+        .rev()
+        .find(|e| e.op == resystance_sim::Op::UringSubmitAndWait && e.args[3] == 1)
+        .expect("the flush's enter is recorded");
+    assert_eq!(flush.args[2], 0, "a flush submits nothing");
+}
+
+/// 16 `O_DIRECT` reads (in reverse file order) submitted in 4 batches without reaping, all
+/// completed by the time they are looked at: the CQ's state, the enters a flush took, and the
+/// order the completions came back in.
+fn direct_reads(cq_entries: u32, cq_overcommit: bool) -> (u32, bool, u32, Vec<u64>) {
+    let k = exact(1);
+    let p = path("direct16");
+    let data = pattern(16 * PAGE, 5);
+    write_file(&k, &p, &data);
+    let direct = OpenFlags {
+        direct: true,
+        ..OpenFlags::READ
+    };
+    let fd = k.open(&p, direct).unwrap();
+    let mem = k.mem_alloc(16 * PAGE).unwrap();
+    let ring = small_ring(&k, cq_entries, cq_overcommit);
+    for b in 0..4 {
+        for i in 0..4 {
+            let n = b * 4 + i;
+            let page = 15 - n;
+            let op = SqeOp::read(fd, mem, page * PAGE, PAGE as u32, (page * PAGE) as u64);
+            k.uring_queue(ring, &Sqe::new(op, n as u64)).unwrap();
+        }
+        k.uring_submit_and_wait(ring, 0).unwrap();
+    }
+    k.sleep_ns(10_000_000); // far beyond 16 reads of 40 µs
+    let state = k.uring_cq_state(ring).unwrap();
+    let mut ids = reap_ids(&k, ring, 16);
+    let sub = k.uring_submit_and_wait(ring, 0).unwrap();
+    ids.extend(reap_ids(&k, ring, 16));
+    let mut got = vec![0u8; 16 * PAGE];
+    k.mem_read(mem, 0, &mut got).unwrap();
+    assert_eq!(got, data);
+    k.uring_close(ring).unwrap();
+    (state.ready, state.overflow_pending, sub.enter_calls, ids)
+}
+
+#[test]
+fn device_completions_overflow_in_the_order_they_complete() {
+    let (ready, overflow, enters, order) = direct_reads(32, false);
+    assert_eq!((ready, overflow, enters), (16, false, 0));
+    assert_eq!(order.len(), 16);
+    let (ready, overflow, enters, overflowed_order) = direct_reads(8, true);
+    assert_eq!((ready, overflow, enters), (8, true, 1), "one flush");
+    assert_eq!(
+        overflowed_order, order,
+        "the overflow list keeps the order a large CQ shows"
+    );
+}
+
+#[test]
+fn accounted_views_forward_the_cq_state_and_count_the_flush() {
+    let sim = std::sync::Arc::new(exact(1));
+    let view = resystance_traces::Accounted::new(sim.clone());
+    let before = sim.syscall_counts();
+    let times = overflow_nops(&view, || sim.now_ns());
+    assert_eq!(times.len(), 5);
+    // (The view counts a ring's setup and close as one call each, not their mmaps/munmaps.)
+    assert_eq!(
+        view.syscall_counts().get(SyscallKind::IoUringEnter),
+        delta(&sim, &before, SyscallKind::IoUringEnter),
+        "the view counts the enters the kernel counted, the flush's included"
+    );
+    assert_eq!(view.syscall_counts().get(SyscallKind::IoUringEnter), 5);
+    let ring = small_ring(&view, 8, true);
+    for i in 0..12 {
+        view.uring_queue(ring, &Sqe::new(SqeOp::Nop, i)).unwrap();
+        if i % 4 == 3 {
+            view.uring_submit_and_wait(ring, 0).unwrap();
+        }
+    }
+    let state = view.uring_cq_state(ring).unwrap();
+    assert_eq!(state, sim.uring_cq_state(ring).unwrap());
+    assert_eq!((state.ready, state.overflow_pending), (8, true));
+    view.uring_close(ring).unwrap();
 }

@@ -9,9 +9,9 @@ use std::sync::Mutex;
 
 use resystance_real_kernel::RealKernel;
 use resystance_traces::{
-    BtfFd, Cqe, Errno, Fd, Kernel, KernelError, KernelResult, MapFd, MapSpec, MemId, OpenFlags,
-    ProgBtf, ProgFd, ProgLoad, ProgLoaded, RingId, Sqe, Submitted, SyscallCounts, SyscallKind,
-    TestRunResult, UringParams,
+    BtfFd, CqState, Cqe, Errno, Fd, Kernel, KernelError, KernelResult, MapFd, MapSpec, MemId,
+    OpenFlags, ProgBtf, ProgFd, ProgLoad, ProgLoaded, RingId, Sqe, Submitted, SyscallCounts,
+    SyscallKind, TestRunResult, UringParams,
 };
 
 /// Decides whether call number `n` (from 0) of `kind` on `path` fails.
@@ -165,6 +165,9 @@ impl Kernel for FaultKernel {
     }
     fn uring_reap(&self, ring: RingId, out: &mut Vec<Cqe>, max: usize) -> KernelResult<usize> {
         self.inner.uring_reap(ring, out, max)
+    }
+    fn uring_cq_state(&self, ring: RingId) -> KernelResult<CqState> {
+        self.inner.uring_cq_state(ring)
     }
     fn uring_close(&self, ring: RingId) -> KernelResult<()> {
         self.inner.uring_close(ring)

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::{
-    BtfFd, CpuWork, Cqe, Fd, Kernel, KernelResult, MapFd, MapSpec, MemId, OpenFlags, ProgBtf,
-    ProgFd, ProgLoad, ProgLoaded, RingId, Sqe, Submitted, SyscallCounter, SyscallCounts,
+    BtfFd, CpuWork, CqState, Cqe, Fd, Kernel, KernelResult, MapFd, MapSpec, MemId, OpenFlags,
+    ProgBtf, ProgFd, ProgLoad, ProgLoaded, RingId, Sqe, Submitted, SyscallCounter, SyscallCounts,
     SyscallKind, Task, TestRunResult, UringParams,
 };
 
@@ -110,6 +110,9 @@ impl Kernel for Accounted {
     }
     fn uring_reap(&self, ring: RingId, out: &mut Vec<Cqe>, max: usize) -> KernelResult<usize> {
         self.inner.uring_reap(ring, out, max)
+    }
+    fn uring_cq_state(&self, ring: RingId) -> KernelResult<CqState> {
+        self.inner.uring_cq_state(ring)
     }
     fn uring_close(&self, ring: RingId) -> KernelResult<()> {
         self.counted(SyscallKind::Close, self.inner.uring_close(ring))

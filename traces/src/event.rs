@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BtfFd, CpuWork, Cqe, Fd, KernelError, MapFd, MapSpec, MemId, OpenFlags, ProgFd, ProgType,
-    RingId, Sqe, SyscallKind, Task, UringParams,
+    BtfFd, CpuWork, CqState, Cqe, Fd, KernelError, MapFd, MapSpec, MemId, OpenFlags, ProgFd,
+    ProgType, RingId, Sqe, SyscallKind, Task, UringParams,
 };
 
 /// One call across the kernel boundary with its arguments.
@@ -92,6 +92,9 @@ pub enum Call {
     UringReap {
         ring: RingId,
         max: usize,
+    },
+    UringCqState {
+        ring: RingId,
     },
     UringClose {
         ring: RingId,
@@ -181,6 +184,7 @@ impl Call {
             | Call::MemWrite { .. }
             | Call::UringQueue { .. }
             | Call::UringReap { .. }
+            | Call::UringCqState { .. }
             | Call::NowNs
             | Call::CpuWork(_)
             | Call::SwitchTask { .. } => return None,
@@ -203,6 +207,7 @@ pub enum Ret {
         enter_calls: u32,
     },
     Cqes(Vec<Cqe>),
+    CqState(CqState),
     Map(MapFd),
     Btf(BtfFd),
     Prog {
@@ -285,6 +290,16 @@ mod tests {
             },
             Event {
                 seq: 2,
+                t_ns: 11,
+                call: Call::UringCqState { ring: RingId(0) },
+                ret: Ret::CqState(crate::CqState {
+                    ready: 8,
+                    overflow_pending: true,
+                    dropped: 0,
+                }),
+            },
+            Event {
+                seq: 3,
                 t_ns: 12,
                 call: Call::Pread {
                     fd: Fd(3),
@@ -322,6 +337,11 @@ mod tests {
             }
             .syscall_kind(),
             None
+        );
+        assert_eq!(
+            Call::UringCqState { ring: RingId(0) }.syscall_kind(),
+            None,
+            "reading the rings' shared memory"
         );
         assert_eq!(
             Call::Pread {

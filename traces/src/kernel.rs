@@ -5,8 +5,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    BtfFd, CpuWork, Cqe, KernelResult, MapFd, MapSpec, ProgBtf, ProgFd, ProgLoad, ProgLoaded,
-    RingId, Sqe, SyscallCounts, Task, TestRunResult, UringParams,
+    BtfFd, CpuWork, CqState, Cqe, KernelResult, MapFd, MapSpec, ProgBtf, ProgFd, ProgLoad,
+    ProgLoaded, RingId, Sqe, SyscallCounts, Task, TestRunResult, UringParams,
 };
 
 /// A file descriptor handed out by a kernel.
@@ -134,12 +134,18 @@ pub trait Kernel: Send + Sync + std::fmt::Debug {
     fn uring_register_files(&self, ring: RingId, fds: &[Fd]) -> KernelResult<()>;
     /// Writes one SQE into the submission ring (user space; `EBUSY` when the ring is full).
     fn uring_queue(&self, ring: RingId, sqe: &Sqe) -> KernelResult<()>;
-    /// Submits the queued SQEs and waits until at least `wait_nr` completions are available:
-    /// `io_uring_enter(2)`, unless an awake SQPOLL thread makes it unnecessary. Returns how many
-    /// SQEs were submitted and how many `io_uring_enter` calls it took.
+    /// Submits the queued SQEs and waits until at least `wait_nr` completions are in the
+    /// completion ring (at most its size: Linux caps the wait there): `io_uring_enter(2)`,
+    /// unless an awake SQPOLL thread makes it unnecessary. The enter has `GETEVENTS` when it
+    /// must wait or when overflowed completions can move into a ring with room (it moves
+    /// them, oldest first); with nothing to submit, wait for or flush, there is no enter.
+    /// Returns how many SQEs were submitted and how many `io_uring_enter` calls it took.
     fn uring_submit_and_wait(&self, ring: RingId, wait_nr: u32) -> KernelResult<Submitted>;
-    /// Moves up to `max` completions from the completion ring into `out` (user space).
+    /// Moves up to `max` completions from the completion ring into `out` (user space; never
+    /// the overflowed ones, which [`Kernel::uring_submit_and_wait`] flushes).
     fn uring_reap(&self, ring: RingId, out: &mut Vec<Cqe>, max: usize) -> KernelResult<usize>;
+    /// The completion side's state: CQEs ready, overflow pending, drops (user space).
+    fn uring_cq_state(&self, ring: RingId) -> KernelResult<CqState>;
     /// Tears the ring down (`close(2)` of its fd).
     fn uring_close(&self, ring: RingId) -> KernelResult<()>;
 

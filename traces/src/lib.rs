@@ -25,5 +25,7 @@ pub use counts::{SyscallCounter, SyscallCounts, SyscallKind};
 pub use error::{Errno, KernelError, KernelResult};
 pub use event::{Call, Event, Ret};
 pub use kernel::{Fd, Kernel, MemId, OpenFlags, Submitted};
-pub use uring::{Cqe, RingId, Sqe, SqeFile, SqeMemory, SqeOp, UringParams};
+pub use uring::{
+    CqState, Cqe, RingId, Sqe, SqeFile, SqeMemory, SqeOp, UringParams, CQ_OVERCOMMIT_RINGS_MAX,
+};
 pub use work::{CpuWork, CpuWorkKind, Task};

@@ -8,6 +8,10 @@ use crate::{Fd, MemId};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct RingId(pub u32);
 
+/// With [`UringParams::cq_overcommit`], how many CQs' worth of SQEs may be in flight: our bound
+/// on the kernel's overflow list, which Linux bounds only by the memory it may allocate.
+pub const CQ_OVERCOMMIT_RINGS_MAX: u32 = 4;
+
 /// Parameters of `io_uring_setup(2)`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UringParams {
@@ -19,6 +23,24 @@ pub struct UringParams {
     pub sqpoll: bool,
     /// How long the SQPOLL thread spins before it sleeps and needs a wakeup, in milliseconds.
     pub sq_thread_idle_ms: u32,
+    /// Lets up to [`CQ_OVERCOMMIT_RINGS_MAX`] × `cq_entries` SQEs be in flight instead of
+    /// `cq_entries`: completions that find the CQ full wait in the kernel's overflow list
+    /// (`IORING_FEAT_NODROP`) until an `io_uring_enter(GETEVENTS)` moves them in. Not with
+    /// `sqpoll` (`EINVAL`).
+    #[serde(default)]
+    pub cq_overcommit: bool,
+}
+
+impl UringParams {
+    /// SQEs that may be in flight (queued or submitted, not reaped) on a ring whose CQ holds
+    /// `cq_entries` (the rounded-up size).
+    pub fn in_flight_max(&self, cq_entries: u32) -> u32 {
+        if self.cq_overcommit {
+            cq_entries.saturating_mul(CQ_OVERCOMMIT_RINGS_MAX)
+        } else {
+            cq_entries
+        }
+    }
 }
 
 impl Default for UringParams {
@@ -28,6 +50,7 @@ impl Default for UringParams {
             cq_entries: None,
             sqpoll: false,
             sq_thread_idle_ms: 10,
+            cq_overcommit: false,
         }
     }
 }
@@ -224,4 +247,48 @@ pub struct Cqe {
     pub res: i32,
     /// `IORING_CQE_F_*` flags.
     pub flags: u32,
+}
+
+/// What user space sees of a ring's completion side, read from the shared rings.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CqState {
+    /// CQEs in the completion ring: a reap takes them without a system call.
+    pub ready: u32,
+    /// `IORING_SQ_CQ_OVERFLOW`: completions wait in the kernel's overflow list, and only an
+    /// `io_uring_enter` with `GETEVENTS` moves them into the completion ring.
+    pub overflow_pending: bool,
+    /// The completion ring's `overflow` counter: completions the kernel dropped (0 with
+    /// `IORING_FEAT_NODROP` unless allocating an overflow entry failed).
+    pub dropped: u32,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_written_before_cq_overcommit_still_read() {
+        let old = r#"{"sq_entries":8,"cq_entries":null,"sqpoll":false,"sq_thread_idle_ms":10}"#;
+        let params: UringParams = serde_json::from_str(old).unwrap();
+        assert!(!params.cq_overcommit);
+        assert_eq!(
+            params,
+            UringParams {
+                sq_entries: 8,
+                ..UringParams::default()
+            }
+        );
+    }
+
+    #[test]
+    fn overcommit_multiplies_the_in_flight_limit() {
+        let plain = UringParams::default();
+        assert_eq!(plain.in_flight_max(128), 128);
+        let overcommit = UringParams {
+            cq_overcommit: true,
+            ..plain
+        };
+        assert_eq!(overcommit.in_flight_max(128), 128 * CQ_OVERCOMMIT_RINGS_MAX);
+        assert_eq!(overcommit.in_flight_max(u32::MAX), u32::MAX);
+    }
 }
