@@ -186,27 +186,45 @@ fn at(pos: usize) -> u64 {
     pos as u64
 }
 
+/// Whether a complete, checksum-verified fragment of a known type starts at `q`.
+fn fragment_at(data: &[u8], q: usize) -> bool {
+    let left_in_block = BLOCK_BYTES - q % BLOCK_BYTES;
+    if left_in_block < HEADER_BYTES || data.len().saturating_sub(q) < HEADER_BYTES {
+        return false;
+    }
+    let h = &data[q..q + HEADER_BYTES];
+    let len = usize::from(u16::from_le_bytes([h[4], h[5]]));
+    let end = q + HEADER_BYTES + len;
+    (FULL..=LAST).contains(&h[6])
+        && len <= left_in_block - HEADER_BYTES
+        && end <= data.len()
+        && crc::unmask(decode_fixed32(h))
+            == crc::crc32c_parts(&[&h[6..7], &data[q + HEADER_BYTES..end]])
+}
+
+/// Where the fragment after one ending at `end` starts: past a block tail too short for a
+/// header.
+fn next_fragment(end: usize) -> usize {
+    let left_in_block = BLOCK_BYTES - end % BLOCK_BYTES;
+    if left_in_block < HEADER_BYTES {
+        end + left_in_block
+    } else {
+        end
+    }
+}
+
 /// Whether a complete, checksum-verified fragment starts anywhere in `data[from..]`: after a
 /// cut-short fragment, one means the log did not end there (a damaged length, not a torn
 /// write). `data[from..]` is the rest of one block, so at most a block is tried.
 fn complete_fragment_after(data: &[u8], from: usize) -> bool {
     debug_assert!(data.len() - from <= BLOCK_BYTES);
-    (from..data.len().saturating_sub(HEADER_BYTES - 1)).any(|q| {
-        let h = &data[q..q + HEADER_BYTES];
-        let len = usize::from(u16::from_le_bytes([h[4], h[5]]));
-        let left_in_block = BLOCK_BYTES - q % BLOCK_BYTES;
-        (FULL..=LAST).contains(&h[6])
-            && left_in_block >= HEADER_BYTES
-            && len <= left_in_block - HEADER_BYTES
-            && q + HEADER_BYTES + len <= data.len()
-            && crc::unmask(decode_fixed32(h))
-                == crc::crc32c_parts(&[&h[6..7], &data[q + HEADER_BYTES..q + HEADER_BYTES + len]])
-    })
+    (from..data.len()).any(|q| fragment_at(data, q))
 }
 
 /// Parses a whole log file's bytes: every record that checks out and every damaged stretch.
-/// After damage whose fragment length cannot be trusted (a checksum mismatch, a length
-/// crossing its block) reading resumes at the next block, as RocksDB's reader does.
+/// After a fragment whose checksum fails, reading resumes past it when a verified fragment
+/// starts there, else (its length cannot be trusted) at the next block, as RocksDB's reader
+/// always does.
 pub fn scan_log(data: &[u8]) -> LogScan {
     let mut out = LogScan::default();
     // The record being assembled: where it starts, its bytes so far.
@@ -302,15 +320,16 @@ pub fn scan_log(data: &[u8]) -> LogScan {
         }
         let payload = &data[pos + HEADER_BYTES..end];
         if crc::unmask(stored) != crc::crc32c_parts(&[&[kind], payload]) {
+            // The length may be the damaged part: trust it only when a verified fragment
+            // starts where it says this one ends.
+            let resume = if fragment_at(data, next_fragment(end)) {
+                end
+            } else {
+                next_block
+            };
             let what = "fragment checksum mismatch".to_string();
-            damage(
-                &mut out,
-                &mut pending,
-                next_block,
-                DamageKind::Corrupt,
-                what,
-            );
-            pos = next_block;
+            damage(&mut out, &mut pending, resume, DamageKind::Corrupt, what);
+            pos = resume;
             continue;
         }
         // The checksum holds, so the length does: an out-of-order fragment costs only itself
@@ -475,22 +494,48 @@ mod tests {
     }
 
     #[test]
-    fn a_flipped_checksum_is_corruption_and_reading_resumes_at_the_next_block() {
+    fn a_flipped_checksum_costs_one_record_when_the_length_holds() {
         // 40 records of 2,000 bytes: several per block.
         let records: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 2000]).collect();
         let data = write_records(&records);
         let starts = offsets(&data);
-        // A byte inside the payload of record 3 (block 0).
+        // A byte inside the payload of record 3 (block 0): its length still leads to record 4.
         let mut bad = data.clone();
-        let flip_at = starts[3] as usize + HEADER_BYTES + 10;
-        bad[flip_at] ^= 0x01;
+        bad[starts[3] as usize + HEADER_BYTES + 10] ^= 0x01;
         let scan = scan_log(&bad);
         assert_eq!(scan.damage.len(), 1, "{:?}", scan.damage);
         let d = &scan.damage[0];
         assert_eq!(d.kind, DamageKind::Corrupt);
-        assert_eq!(d.offset, starts[3]);
-        assert_eq!(d.dropped_from, starts[3]);
-        // Resumed at the block boundary, then past the tail of the record that crossed it.
+        assert_eq!(
+            (d.offset, d.dropped_from, d.resumed_at),
+            (starts[3], starts[3], starts[4])
+        );
+        let kept: Vec<u64> = scan.records.iter().map(|r| r.offset).collect();
+        let want: Vec<u64> = starts
+            .iter()
+            .filter(|&&s| s != starts[3])
+            .copied()
+            .collect();
+        assert_eq!(kept, want);
+        // The MANIFEST's point-in-time reading keeps what comes before the damage only.
+        let pit = read_log(&bad);
+        assert_eq!(pit.records, records[..3].to_vec());
+        assert_eq!(pit.stopped_at.unwrap().0, starts[3]);
+    }
+
+    #[test]
+    fn a_flipped_length_resumes_at_the_next_block() {
+        let records: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 2000]).collect();
+        let data = write_records(&records);
+        let starts = offsets(&data);
+        // Record 3's length 2000 made 2001: the checksum fails and no fragment starts a byte
+        // later, so reading goes on at the next block, past the tail of the record crossing it.
+        let mut bad = data.clone();
+        bad[starts[3] as usize + 4] ^= 0x01;
+        let scan = scan_log(&bad);
+        assert_eq!(scan.damage.len(), 1, "{:?}", scan.damage);
+        let d = &scan.damage[0];
+        assert_eq!((d.kind, d.offset), (DamageKind::Corrupt, starts[3]));
         let crossing = starts
             .iter()
             .rposition(|&s| s < BLOCK_BYTES as u64)
@@ -503,10 +548,6 @@ mod tests {
             .copied()
             .collect();
         assert_eq!(kept, want);
-        // The MANIFEST's point-in-time reading keeps what comes before the damage only.
-        let pit = read_log(&bad);
-        assert_eq!(pit.records, records[..3].to_vec());
-        assert_eq!(pit.stopped_at.unwrap().0, starts[3]);
     }
 
     #[test]
