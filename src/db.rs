@@ -35,7 +35,7 @@ use crate::options::{BackgroundMode, Options};
 use crate::stats::{DbStats, LevelStats};
 use crate::table_cache::TableCache;
 use crate::version::{self, remove_file, FileMeta, Manifest, Version, VersionEdit};
-use crate::wal_replay::replay_wals;
+use crate::wal_replay::{is_dropped_wal, keep_dropped_wals, replay_wals, restore_dropped_wals};
 use crate::write_batch::WriteBatch;
 use resystance_traces::{CpuWork, CpuWorkKind, Task};
 
@@ -270,13 +270,28 @@ impl Db {
         snapshot.log_number = Some(wal_number);
         snapshot.next_file_number = Some(next_file_number);
         snapshot.last_sequence = Some(last_sequence);
-        let manifest = Manifest::create(&kernel, dir, manifest_number, &snapshot)?;
+        // The WALs this recovery dropped records from are about to become obsolete: keep
+        // them under another name instead, so their bytes and a trace of the drop survive.
+        let mut wal_recovery = replayed.stats;
+        wal_recovery.dropped_wals_kept = names
+            .iter()
+            .filter(|n| is_dropped_wal(n))
+            .map(|n| dir.join(n))
+            .collect();
+        let renamed = keep_dropped_wals(&kernel, &mut wal_recovery)?;
+        let manifest = match Manifest::create(&kernel, dir, manifest_number, &snapshot) {
+            Ok(m) => m,
+            Err(e) => {
+                restore_dropped_wals(&kernel, &renamed);
+                return Err(e);
+            }
+        };
         crate::file::sync_dir(&kernel, dir)?;
 
         // Statistics cover this session's work; the recovery flush above is not part of it,
         // what the WAL replay kept and dropped is.
         let stats = DbStats {
-            wal_recovery: replayed.stats,
+            wal_recovery,
             ..DbStats::default()
         };
         let current = Arc::new(version);

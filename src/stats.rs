@@ -110,6 +110,10 @@ pub struct WalDrop {
     pub cause: WalDropCause,
     /// What the damage is, in words.
     pub what: String,
+    /// Where the WAL was kept (renamed, never deleted) when recovery dropped more than a torn
+    /// tail from it: its bytes stay for salvage, e.g. with skip-any-corrupted-records.
+    #[serde(default)]
+    pub kept_as: Option<PathBuf>,
 }
 
 impl fmt::Display for WalDrop {
@@ -128,7 +132,11 @@ impl fmt::Display for WalDrop {
             self.records,
             self.offset,
             self.what
-        )
+        )?;
+        match &self.kept_as {
+            Some(p) => write!(f, "; the WAL is kept as {}", p.display()),
+            None => Ok(()),
+        }
     }
 }
 
@@ -143,6 +151,11 @@ pub struct WalRecoveryStats {
     pub records_replayed: u64,
     /// Every stretch not replayed, in WAL order: recovery never drops bytes silently.
     pub drops: Vec<WalDrop>,
+    /// WALs this or an earlier recovery dropped more than a torn tail from, kept in the
+    /// database directory under a `.dropped` name: a trace that outlives a crash right after
+    /// the recovery that dropped them.
+    #[serde(default)]
+    pub dropped_wals_kept: Vec<PathBuf>,
 }
 
 impl WalRecoveryStats {

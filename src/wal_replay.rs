@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use resystance_traces::Kernel;
 
-use crate::error::{Error, Result};
+use crate::error::{Error, KernelContext, Result};
 use crate::filename;
 use crate::key;
 use crate::log::{scan_log, DamageKind, LogDamage, LogScan};
@@ -59,6 +59,7 @@ pub fn replay_wals(
                     bytes: len,
                     records: scan.records.len() as u64,
                     cause: WalDropCause::AfterCorruption,
+                    kept_as: None,
                     what: format!(
                         "point-in-time recovery stopped at offset {offset} of {}",
                         stop.display()
@@ -110,6 +111,7 @@ fn judge_damage(
             records,
             cause,
             what: d.what.clone(),
+            kept_as: None,
         };
         match (mode, d.kind) {
             (M::PointInTimeRecovery, DamageKind::Corrupt) => {
@@ -188,4 +190,54 @@ fn apply_record(path: &Path, offset: u64, record: &[u8], mem: &Memtable) -> Resu
         seq += 1;
     }
     Ok(seq - 1)
+}
+
+/// Appended to the name of a WAL recovery dropped more than a torn tail from.
+pub const DROPPED_WAL_SUFFIX: &str = ".dropped";
+
+/// Whether `name` is a WAL kept by [`keep_dropped_wals`].
+pub fn is_dropped_wal(name: &str) -> bool {
+    name.strip_suffix(DROPPED_WAL_SUFFIX)
+        .is_some_and(|n| matches!(filename::parse(n), Some(filename::FileKind::Log(_))))
+}
+
+/// Renames every WAL `stats` dropped more than a torn tail from to its `.dropped` name (the
+/// engine never deletes those), records where in `stats`, and returns the renames done. Done
+/// before the MANIFEST that makes the WALs obsolete is committed: the renames and the commit
+/// are changes of the same directory, made durable by the same directory sync.
+pub fn keep_dropped_wals(
+    kernel: &Arc<dyn Kernel>,
+    stats: &mut WalRecoveryStats,
+) -> Result<Vec<(PathBuf, PathBuf)>> {
+    let mut renamed: Vec<(PathBuf, PathBuf)> = Vec::new();
+    for i in 0..stats.drops.len() {
+        let d = &stats.drops[i];
+        if d.cause == WalDropCause::TornTail {
+            continue;
+        }
+        let mut to = d.wal.clone().into_os_string();
+        to.push(DROPPED_WAL_SUFFIX);
+        let to = PathBuf::from(to);
+        if !renamed.iter().any(|(from, _)| from == &d.wal) {
+            if let Err(e) = kernel
+                .rename(&d.wal, &to)
+                .ctx("keeping a WAL recovery dropped records from", &d.wal)
+            {
+                restore_dropped_wals(kernel, &renamed);
+                return Err(e);
+            }
+            renamed.push((d.wal.clone(), to.clone()));
+            stats.dropped_wals_kept.push(to.clone());
+        }
+        stats.drops[i].kept_as = Some(to);
+    }
+    Ok(renamed)
+}
+
+/// Undoes [`keep_dropped_wals`] after the open failed before its commit, so the next open
+/// replays those WALs again. Best effort: the open already failed with its own error.
+pub fn restore_dropped_wals(kernel: &Arc<dyn Kernel>, renamed: &[(PathBuf, PathBuf)]) {
+    for (from, to) in renamed {
+        let _ = kernel.rename(to, from);
+    }
 }
