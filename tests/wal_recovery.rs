@@ -165,6 +165,11 @@ impl Fixture {
     }
 }
 
+/// Where recovery keeps a WAL it dropped records from.
+fn dropped_name(wal: &Path) -> PathBuf {
+    PathBuf::from(format!("{}.dropped", wal.display()))
+}
+
 /// The keys `db` holds, each checked to hold its value.
 fn keys(db: &Db) -> Vec<usize> {
     db.iter(None, None)
@@ -211,6 +216,7 @@ fn a_flip_in_the_middle_is_refused_or_reported_never_silent() {
         let at = f.starts[0][damaged];
         // Recovery deletes the WALs it replayed once their records are in a table.
         let len = [f.len(0), f.len(1)];
+        let bytes = f.wals.clone().map(|w| std::fs::read(w).unwrap());
         match mode {
             WalRecoveryMode::AbsoluteConsistency
             | WalRecoveryMode::TolerateCorruptedTailRecords => {
@@ -243,6 +249,23 @@ fn a_flip_in_the_middle_is_refused_or_reported_never_silent() {
                 assert_eq!(later.records, (PUTS - IN_FIRST_WAL) as u64);
                 assert_eq!(report.records_dropped(), (PUTS - damaged - 1) as u64);
                 assert!(d.to_string().contains(&format!("offset {at}")), "{d}");
+                // Both WALs are kept, byte for byte, under their `.dropped` names.
+                let kept = f.wals.clone().map(|w| dropped_name(&w));
+                assert_eq!(report.dropped_wals_kept, kept.to_vec());
+                assert_eq!(d.kept_as.as_ref(), Some(&kept[0]));
+                assert_eq!(later.kept_as.as_ref(), Some(&kept[1]));
+                for (w, k) in kept.iter().enumerate() {
+                    assert_eq!(&std::fs::read(k).unwrap(), &bytes[w], "{}", k.display());
+                    assert!(!f.wals[w].exists());
+                }
+                // Later opens replay nothing of them, delete neither, and still list them.
+                let db = f.open(WalRecoveryMode::AbsoluteConsistency).unwrap();
+                assert_eq!(keys(&db), (0..damaged).collect::<Vec<_>>());
+                let again = db.stats().wal_recovery;
+                assert!(again.drops.is_empty(), "{again:?}");
+                assert_eq!(again.dropped_wals_kept, kept.to_vec());
+                db.close().unwrap();
+                assert!(kept.iter().all(|k| k.exists()));
             }
             WalRecoveryMode::SkipAnyCorruptedRecords => {
                 let report = recovered(&f, mode, &all_but(&[damaged]));
@@ -253,6 +276,8 @@ fn a_flip_in_the_middle_is_refused_or_reported_never_silent() {
                 assert_eq!((&d.wal, d.offset), (&f.wals[0], at));
                 assert_eq!(d.bytes, f.starts[0][damaged + 1] - at);
                 assert_eq!(d.records, 0);
+                assert_eq!(report.dropped_wals_kept, vec![dropped_name(&f.wals[0])]);
+                assert!(dropped_name(&f.wals[0]).exists() && !f.wals[0].exists());
             }
         }
     }
@@ -313,6 +338,8 @@ fn a_torn_tail_is_dropped_and_reported_except_under_absolute_consistency() {
         assert_eq!(d.cause, WalDropCause::TornTail, "{mode}");
         assert_eq!((&d.wal, d.offset, d.bytes), (&f.wals[1], at, 50));
         assert!(!report.dropped_past_damage());
+        // A torn tail was never acknowledged: nothing worth keeping.
+        assert!(report.dropped_wals_kept.is_empty() && d.kept_as.is_none());
     }
 }
 
