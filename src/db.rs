@@ -28,13 +28,14 @@ use crate::error::{Error, KernelContext, Result};
 use crate::filename::{self, FileKind};
 use crate::iter::InternalIterator;
 use crate::key::{self, ValueType};
-use crate::log::{read_log, LogWriter};
+use crate::log::LogWriter;
 use crate::memtable::{Lookup, Memtable};
 use crate::merge_iter::{file_covers, LevelIterator, MergingIterator};
 use crate::options::{BackgroundMode, Options};
 use crate::stats::{DbStats, LevelStats};
 use crate::table_cache::TableCache;
 use crate::version::{self, remove_file, FileMeta, Manifest, Version, VersionEdit};
+use crate::wal_replay::{is_dropped_wal, keep_dropped_wals, replay_wals, restore_dropped_wals};
 use crate::write_batch::WriteBatch;
 use resystance_traces::{CpuWork, CpuWorkKind, Task};
 
@@ -230,46 +231,18 @@ impl Db {
         }
         logs.sort_unstable();
 
-        // Replay WALs into one memtable, then write it to L0 so the new WAL starts empty.
-        let mut last_sequence = recovered.last_sequence;
+        // Replay WALs into one memtable, then write it to L0 so the new WAL starts empty. A
+        // mode that refuses the WALs' damage fails here, before anything is written or deleted.
         let mem = Arc::new(Memtable::new());
-        for &n in &logs {
-            let path = filename::log_path(dir, n);
-            let data = crate::file::read_whole(&kernel, &path)?;
-            let contents = read_log(&data);
-            for record in &contents.records {
-                let batch = WriteBatch::decode(record)
-                    .map_err(|what| Error::corruption(&path, 0, format!("WAL record: {what}")))?;
-                // Every record in a WAL at or above `log_number` is unflushed by construction
-                // (the MANIFEST's last sequence may already count them), so all are replayed.
-                let mut seq = batch.sequence();
-                let past_last = seq.checked_add(u64::from(batch.count()));
-                if seq == 0 || past_last.is_none_or(|end| end > key::SEQUENCE_MAX) {
-                    return Err(Error::corruption(
-                        &path,
-                        0,
-                        format!(
-                            "WAL batch with sequence {seq} and {} updates",
-                            batch.count()
-                        ),
-                    ));
-                }
-                for op in batch.iter() {
-                    let (t, k, v) = op.map_err(|what| Error::corruption(&path, 0, what))?;
-                    if !mem.try_add(seq, t, k, v.unwrap_or_default()) {
-                        return Err(Error::corruption(
-                            &path,
-                            0,
-                            format!("sequence {seq} appears twice in the WALs"),
-                        ));
-                    }
-                    seq += 1;
-                }
-                last_sequence = last_sequence.max(seq - 1);
-            }
-            // A torn tail is a write whose pwrite never completed: it was not acknowledged.
-            // Damage before the tail loses the records after it (point-in-time recovery).
-        }
+        let replayed = replay_wals(
+            &kernel,
+            dir,
+            &logs,
+            options.wal_recovery_mode,
+            &mem,
+            recovered.last_sequence,
+        )?;
+        let last_sequence = replayed.last_sequence;
         let mut version = recovered.version;
         let numbers = Mutex::new(next_file_number);
         let allocate = || {
@@ -297,11 +270,30 @@ impl Db {
         snapshot.log_number = Some(wal_number);
         snapshot.next_file_number = Some(next_file_number);
         snapshot.last_sequence = Some(last_sequence);
-        let manifest = Manifest::create(&kernel, dir, manifest_number, &snapshot)?;
+        // The WALs this recovery dropped records from are about to become obsolete: keep
+        // them under another name instead, so their bytes and a trace of the drop survive.
+        let mut wal_recovery = replayed.stats;
+        wal_recovery.dropped_wals_kept = names
+            .iter()
+            .filter(|n| is_dropped_wal(n))
+            .map(|n| dir.join(n))
+            .collect();
+        let renamed = keep_dropped_wals(&kernel, &mut wal_recovery)?;
+        let manifest = match Manifest::create(&kernel, dir, manifest_number, &snapshot) {
+            Ok(m) => m,
+            Err(e) => {
+                restore_dropped_wals(&kernel, &renamed);
+                return Err(e);
+            }
+        };
         crate::file::sync_dir(&kernel, dir)?;
 
-        // Statistics cover this session's work; the recovery flush above is not part of it.
-        let stats = DbStats::default();
+        // Statistics cover this session's work; the recovery flush above is not part of it,
+        // what the WAL replay kept and dropped is.
+        let stats = DbStats {
+            wal_recovery,
+            ..DbStats::default()
+        };
         let current = Arc::new(version);
         let state = State {
             mem: Arc::new(Memtable::new()),

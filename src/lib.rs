@@ -25,8 +25,9 @@ pub mod options;
 pub mod stats;
 pub mod table_cache;
 pub mod version;
+pub mod wal_replay;
 pub mod write_batch;
 
 pub use db::{Db, DbIter, Snapshot};
-pub use options::{BackgroundMode, CompactionMode, Options};
+pub use options::{BackgroundMode, CompactionMode, Options, WalRecoveryMode};
 pub use write_batch::WriteBatch;

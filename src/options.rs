@@ -53,6 +53,77 @@ impl FromStr for CompactionMode {
     }
 }
 
+/// What opening a database does about damage in its WALs (RocksDB's `WALRecoveryMode`, with
+/// its numbering: db_bench's `--wal_recovery_mode`).
+///
+/// A WAL's damage is either a torn tail (the log ends inside a record, or in zeros, with no
+/// complete fragment after it: what a write cut short by a crash leaves) or corruption
+/// (anything else: a checksum mismatch anywhere, a length crossing its block, fragments out of
+/// order). A torn record was never acknowledged unless a flipped bit in the last fragment's
+/// length made it look torn; no mode can tell those apart. Every mode reports what it did not
+/// replay in [`crate::stats::WalRecoveryStats`]; a mode that fails the open does so before
+/// anything is written or deleted, so a reopen with another mode still sees every WAL.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WalRecoveryMode {
+    /// `kTolerateCorruptedTailRecords` (0): a torn tail is dropped; corruption fails the open.
+    TolerateCorruptedTailRecords,
+    /// `kAbsoluteConsistency` (1): any damage, a torn tail included, fails the open (for
+    /// databases closed cleanly: a crash in the middle of a write makes them unopenable).
+    AbsoluteConsistency,
+    /// `kPointInTimeRecovery` (2, the default): replay stops at the first corruption; the rest
+    /// of that WAL and every later WAL are dropped, so the state is the one after some prefix
+    /// of the writes. A torn tail is dropped as in mode 0.
+    #[default]
+    PointInTimeRecovery,
+    /// `kSkipAnyCorruptedRecords` (3): damage is skipped (up to the next block when a length
+    /// cannot be trusted) and replay goes on: as many records as possible, maybe with holes.
+    SkipAnyCorruptedRecords,
+}
+
+impl WalRecoveryMode {
+    /// Every mode, in RocksDB's numbering.
+    pub const ALL: [WalRecoveryMode; 4] = [
+        WalRecoveryMode::TolerateCorruptedTailRecords,
+        WalRecoveryMode::AbsoluteConsistency,
+        WalRecoveryMode::PointInTimeRecovery,
+        WalRecoveryMode::SkipAnyCorruptedRecords,
+    ];
+
+    /// The mode db_bench's `--wal_recovery_mode=N` names (RocksDB's enum values 0..=3).
+    pub fn from_db_bench(n: u64) -> Option<WalRecoveryMode> {
+        usize::try_from(n)
+            .ok()
+            .and_then(|i| WalRecoveryMode::ALL.get(i).copied())
+    }
+
+    /// RocksDB's enum value (db_bench's flag value).
+    pub fn db_bench_value(self) -> u8 {
+        match self {
+            WalRecoveryMode::TolerateCorruptedTailRecords => 0,
+            WalRecoveryMode::AbsoluteConsistency => 1,
+            WalRecoveryMode::PointInTimeRecovery => 2,
+            WalRecoveryMode::SkipAnyCorruptedRecords => 3,
+        }
+    }
+
+    /// The kebab-case spelling used in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            WalRecoveryMode::TolerateCorruptedTailRecords => "tolerate-corrupted-tail-records",
+            WalRecoveryMode::AbsoluteConsistency => "absolute-consistency",
+            WalRecoveryMode::PointInTimeRecovery => "point-in-time-recovery",
+            WalRecoveryMode::SkipAnyCorruptedRecords => "skip-any-corrupted-records",
+        }
+    }
+}
+
+impl fmt::Display for WalRecoveryMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Where flushes and compactions run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum BackgroundMode {
@@ -101,6 +172,8 @@ pub struct Options {
     /// `fdatasync` the WAL after every write (RocksDB: off; writes survive a process crash,
     /// not a power loss).
     pub sync_wal: bool,
+    /// What opening does about damaged WAL records (RocksDB: point-in-time recovery).
+    pub wal_recovery_mode: WalRecoveryMode,
     /// SST layout.
     pub table: TableOptions,
     /// Where flushes and compactions run.
@@ -124,6 +197,7 @@ impl Default for Options {
             compaction_mode: CompactionMode::Baseline,
             create_if_missing: true,
             sync_wal: false,
+            wal_recovery_mode: WalRecoveryMode::PointInTimeRecovery,
             table: TableOptions::default(),
             background: BackgroundMode::Threads,
         }
@@ -221,5 +295,22 @@ mod tests {
         };
         let err = over.validate().unwrap_err();
         assert!(err.contains("sorted runs"), "{err}");
+    }
+
+    #[test]
+    fn wal_recovery_modes_follow_rocksdbs_numbering() {
+        assert_eq!(
+            Options::default().wal_recovery_mode,
+            WalRecoveryMode::PointInTimeRecovery
+        );
+        for (i, mode) in WalRecoveryMode::ALL.into_iter().enumerate() {
+            assert_eq!(usize::from(mode.db_bench_value()), i);
+            assert_eq!(WalRecoveryMode::from_db_bench(i as u64), Some(mode));
+        }
+        assert_eq!(
+            WalRecoveryMode::from_db_bench(1),
+            Some(WalRecoveryMode::AbsoluteConsistency)
+        );
+        assert_eq!(WalRecoveryMode::from_db_bench(4), None);
     }
 }

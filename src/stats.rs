@@ -1,7 +1,12 @@
 //! Engine statistics: what flushes, compactions and write stalls cost.
 
+use std::fmt;
+use std::path::PathBuf;
+
 use resystance_traces::SyscallCounts;
 use serde::{Deserialize, Serialize};
+
+use crate::options::WalRecoveryMode;
 
 /// Totals over all compactions that ran.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,6 +77,105 @@ pub struct LevelStats {
     pub bytes: u64,
 }
 
+/// Why bytes of a WAL were not replayed when the database opened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WalDropCause {
+    /// The log ended inside a record: a write cut short by a crash (never acknowledged, unless
+    /// a flipped bit in the last fragment's length only made it look cut short).
+    TornTail,
+    /// Damaged bytes (point-in-time recovery drops from there to the WAL's end; skipping
+    /// recovery only the damage).
+    Corruption,
+    /// A whole later WAL, intact, dropped because point-in-time recovery stopped before it.
+    AfterCorruption,
+}
+
+/// One stretch of a WAL that recovery did not replay.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalDrop {
+    /// The WAL file.
+    pub wal: PathBuf,
+    /// Where the damage is (the bad fragment, or the cut-short record); 0 for
+    /// [`WalDropCause::AfterCorruption`].
+    pub offset: u64,
+    /// The first byte dropped (the start of the damaged record; <= `offset`).
+    pub dropped_from: u64,
+    /// Bytes dropped from `dropped_from` on.
+    pub bytes: u64,
+    /// Intact, checksum-verified records among the dropped bytes (acknowledged writes lost
+    /// with them); the damaged record itself is not counted.
+    pub records: u64,
+    /// Why.
+    pub cause: WalDropCause,
+    /// What the damage is, in words.
+    pub what: String,
+    /// Where the WAL was kept (renamed, never deleted) when recovery dropped more than a torn
+    /// tail from it: its bytes stay for salvage, e.g. with skip-any-corrupted-records.
+    #[serde(default)]
+    pub kept_as: Option<PathBuf>,
+}
+
+impl fmt::Display for WalDrop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let cause = match self.cause {
+            WalDropCause::TornTail => "torn tail",
+            WalDropCause::Corruption => "corruption",
+            WalDropCause::AfterCorruption => "after an earlier WAL's corruption",
+        };
+        write!(
+            f,
+            "{}: dropped {} bytes from offset {} ({} intact records), {cause} at offset {}: {}",
+            self.wal.display(),
+            self.bytes,
+            self.dropped_from,
+            self.records,
+            self.offset,
+            self.what
+        )?;
+        match &self.kept_as {
+            Some(p) => write!(f, "; the WAL is kept as {}", p.display()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// What replaying the WALs did when the database opened.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WalRecoveryStats {
+    /// The mode recovery ran in.
+    pub mode: WalRecoveryMode,
+    /// WAL files read.
+    pub wals: u64,
+    /// Records (write batches) replayed.
+    pub records_replayed: u64,
+    /// Every stretch not replayed, in WAL order: recovery never drops bytes silently.
+    pub drops: Vec<WalDrop>,
+    /// WALs this or an earlier recovery dropped more than a torn tail from, kept in the
+    /// database directory under a `.dropped` name: a trace that outlives a crash right after
+    /// the recovery that dropped them.
+    #[serde(default)]
+    pub dropped_wals_kept: Vec<PathBuf>,
+}
+
+impl WalRecoveryStats {
+    /// Intact records dropped (after corruption, by point-in-time recovery).
+    pub fn records_dropped(&self) -> u64 {
+        self.drops.iter().map(|d| d.records).sum()
+    }
+
+    /// Bytes dropped.
+    pub fn bytes_dropped(&self) -> u64 {
+        self.drops.iter().map(|d| d.bytes).sum()
+    }
+
+    /// Whether anything but a torn tail was dropped: damage that may have cost acknowledged
+    /// writes.
+    pub fn dropped_past_damage(&self) -> bool {
+        self.drops.iter().any(|d| d.cause != WalDropCause::TornTail)
+    }
+}
+
 /// A snapshot of everything the engine counts.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DbStats {
@@ -87,6 +191,9 @@ pub struct DbStats {
     pub user_bytes_written: u64,
     /// Bytes written to the write-ahead log.
     pub wal_bytes_written: u64,
+    /// What the WAL replay at open did, drops included.
+    #[serde(default)]
+    pub wal_recovery: WalRecoveryStats,
 }
 
 impl DbStats {

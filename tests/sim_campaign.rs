@@ -63,6 +63,39 @@ fn a_campaign_with_heavy_faults_and_power_losses_runs_green() {
     }
 }
 
+/// Media bit flips 50 times as often as `heavy`'s (one per 10 device reads): recoveries read
+/// damaged WALs often enough to see each outcome in a few seconds.
+fn flippy() -> Faults {
+    let mut profile = fault_profile("heavy").expect("the heavy preset");
+    profile.bit_flip_ppm = 100_000;
+    Faults {
+        name: "heavy, bit_flip_ppm 100000".into(),
+        profile,
+    }
+}
+
+#[test]
+fn a_flipped_wal_record_is_refused_or_its_drop_reported_never_lost_silently() {
+    // Seeds take turns between point-in-time recovery and tolerate-corrupted-tail-records
+    // (clean reopens use absolute-consistency): a flipped synced WAL record must fail the open
+    // as a corruption naming that WAL at or before the flip under the strict modes, and under
+    // point-in-time recovery cost writes only with a drop reported at or before the flip.
+    let cfg = CampaignConfig {
+        faults: Some(flippy()),
+        crash: true,
+        ops: 120,
+        three_mode_every: 0,
+        ..CampaignConfig::new(0..120)
+    };
+    let report = run_campaign(&cfg, &|_| {}).expect("the campaign runs");
+    let text = summary(&cfg, &report);
+    say!("{text}");
+    assert!(report.first_failure.is_none(), "{text}");
+    assert!(report.wal_refused_seeds > 0, "{text}");
+    assert!(report.wal_reported_drop_seeds > 0, "{text}");
+    assert!(text.contains(" a WAL refused at open, "), "{text}");
+}
+
 #[test]
 fn a_lost_write_is_caught_at_the_first_sabotaged_seed() {
     let cfg = CampaignConfig {

@@ -162,6 +162,11 @@ pub struct BenchArgs {
     #[arg(long = "seed", default_value_t = 0)]
     pub seed: u64,
 
+    /// What opening does about damaged WAL records: 0 tolerate corrupted tail records, 1 absolute consistency, 2 point-in-time recovery, 3 skip any corrupted records
+    #[arg(long = "wal_recovery_mode", default_value_t = 2,
+          value_parser = RangedU64ValueParser::<u8>::new().range(0..=3))]
+    pub wal_recovery_mode: u8,
+
     /// How compactions move their bytes; a comma list runs the benchmarks once per mode, side by side
     #[arg(
         long = "compaction_mode",
@@ -243,6 +248,7 @@ mod tests {
         assert_eq!(b.level0_stop_writes_trigger, 36);
         assert_eq!(b.max_write_buffer_number, 2);
         assert!(!b.use_existing_db);
+        assert_eq!(b.wal_recovery_mode, 2, "kPointInTimeRecovery");
         assert_eq!(b.effective_seed(), DEFAULT_SEED);
         // Not db_bench's: ours run the simulator with the three modes side by side.
         assert_eq!(
@@ -293,6 +299,7 @@ mod tests {
             "--level0_stop_writes_trigger=12",
             "--db=/tmp/x",
             "--seed=42",
+            "--wal_recovery_mode=1",
             "--compaction_mode=baseline,uring,resystance",
             "--backend=sim",
             "--json=/tmp/out.json",
@@ -314,9 +321,20 @@ mod tests {
         );
         assert_eq!(b.db, Some(PathBuf::from("/tmp/x")));
         assert_eq!(b.effective_seed(), 42);
+        assert_eq!(b.wal_recovery_mode, 1);
         assert_eq!(b.compaction_mode, CompactionMode::ALL.to_vec());
         assert_eq!(b.backend, Backend::Sim);
         assert_eq!(b.json, Some(PathBuf::from("/tmp/out.json")));
+    }
+
+    #[test]
+    fn wal_recovery_mode_reaches_the_engine_in_rocksdbs_numbering() {
+        use crate::options::WalRecoveryMode;
+        for (n, mode) in WalRecoveryMode::ALL.into_iter().enumerate() {
+            let b = parse(&[&format!("--wal_recovery_mode={n}")]).unwrap();
+            let o = crate::bench::runner::options_for(&b, CompactionMode::Baseline).unwrap();
+            assert_eq!(o.wal_recovery_mode, mode, "--wal_recovery_mode={n}");
+        }
     }
 
     #[test]
@@ -347,6 +365,7 @@ mod tests {
         assert!(parse(&["--key_size=0"]).is_err());
         assert!(parse(&["--num=-5"]).is_err());
         assert!(parse(&["--histogram=1"]).is_err());
+        assert!(parse(&["--wal_recovery_mode=4"]).is_err());
     }
 
     #[test]
@@ -371,6 +390,8 @@ mod tests {
             "[default: sim]",
             "--nvme",
             "[default: this-host]",
+            "--wal_recovery_mode",
+            "[default: 2]",
             "[default: --num]",
         ] {
             assert!(help.contains(want), "help lacks {want:?}:\n{help}");

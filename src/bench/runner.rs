@@ -15,7 +15,7 @@ use super::progress::Progress;
 use super::results::{BenchmarkResult, Measured, ModeRun};
 use super::values::ValueGenerator;
 use crate::db::Db;
-use crate::options::{BackgroundMode, CompactionMode, Options};
+use crate::options::{BackgroundMode, CompactionMode, Options, WalRecoveryMode};
 
 /// An open database and what the runner needs to know about it.
 #[derive(Debug)]
@@ -56,6 +56,13 @@ pub fn options_for(args: &BenchArgs, mode: CompactionMode) -> Result<Options, Be
         max_bytes_for_level_base: args.max_bytes_for_level_base,
         compaction_mode: mode,
         create_if_missing: true,
+        wal_recovery_mode: WalRecoveryMode::from_db_bench(u64::from(args.wal_recovery_mode))
+            .ok_or_else(|| {
+                BenchError::InvalidFlags(format!(
+                    "--wal_recovery_mode={} is not 0..=3",
+                    args.wal_recovery_mode
+                ))
+            })?,
         // Background threads on the real kernel; on the simulator each job runs on its own
         // task's virtual clock, interleaved deterministically with the writes.
         background: match args.backend {
@@ -142,7 +149,7 @@ impl<'a> Runner<'a> {
             .map_err(BenchError::stdout)
     }
 
-    fn open(&self, options: &Options) -> Result<OpenDb, BenchError> {
+    fn open(&mut self, options: &Options) -> Result<OpenDb, BenchError> {
         let db = Db::open(self.kernel.clone(), &self.db_path, options.clone()).map_err(|e| {
             BenchError::engine(
                 format!(
@@ -153,6 +160,11 @@ impl<'a> Runner<'a> {
                 e,
             )
         })?;
+        // An existing database's WAL damage is said, never skipped over quietly.
+        let recovery = db.stats().wal_recovery;
+        for drop in &recovery.drops {
+            self.say(&format!("WAL recovery ({}): {drop}", recovery.mode))?;
+        }
         Ok(OpenDb {
             db,
             opened_ns: self.kernel.now_ns(),

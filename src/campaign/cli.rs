@@ -191,7 +191,10 @@ pub fn summary(cfg: &CampaignConfig, r: &CampaignReport) -> String {
         "crashes: {}, recoveries checked: {}\n",
         r.crashes, r.recoveries
     );
-    s += &format!("corruption detected: {} seeds\n", r.corruption_seeds);
+    s += &format!(
+        "corruption detected: {} seeds ({} a WAL refused at open, {} a WAL drop reported)\n",
+        r.corruption_seeds, r.wal_refused_seeds, r.wal_reported_drop_seeds
+    );
     for (seed, what) in &r.corruption_examples {
         s += &format!("  seed {seed}: {what}\n");
     }

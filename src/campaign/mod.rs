@@ -23,8 +23,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use resystance_sim::{FaultCounts, FaultProfile};
 
-use crate::options::{BackgroundMode, CompactionMode};
-pub use pass::{campaign_options, run_pass, Model, PassPlan, PassResult, DB_DIR};
+use crate::options::{BackgroundMode, CompactionMode, WalRecoveryMode};
+pub use pass::{campaign_options, run_pass, Model, PassPlan, PassResult, WalDamage, DB_DIR};
 
 /// Workload operations per seed when `--ops` is not given.
 pub const OPS_DEFAULT: u64 = 300;
@@ -109,6 +109,8 @@ pub struct SeedOutcome {
     pub crash_at_syscall: Option<u64>,
     /// Damage the engine detected (injected bit flips explain it).
     pub corruption: Option<String>,
+    /// How WAL damage showed, if a pass ended on it.
+    pub wal_damage: WalDamage,
     /// Whether the three modes were run and compared.
     pub three_mode_checked: bool,
     /// What failed, if anything.
@@ -133,6 +135,17 @@ pub fn mode_of(seed: u64) -> CompactionMode {
     CompactionMode::ALL[(seed % 3) as usize]
 }
 
+/// The WAL recovery mode of `seed`'s recoveries after power losses: point-in-time recovery
+/// (RocksDB's default) and tolerate-corrupted-tail-records take turns, independently of the
+/// compaction mode. Reopens after a clean close use absolute-consistency in every seed.
+pub fn wal_mode_of(seed: u64) -> WalRecoveryMode {
+    if (seed / 3) % 2 == 0 {
+        WalRecoveryMode::PointInTimeRecovery
+    } else {
+        WalRecoveryMode::TolerateCorruptedTailRecords
+    }
+}
+
 /// Runs one seed: a pass with faults; with `crash`, a second pass of the same seed with a
 /// power loss at a system call drawn uniformly from the first pass's calls (up to that call
 /// the two are the same run); and, on sampled seeds, the three-mode check.
@@ -147,6 +160,7 @@ pub fn run_seed(cfg: &CampaignConfig, seed: u64) -> SeedOutcome {
         recoveries: 0,
         crash_at_syscall: None,
         corruption: None,
+        wal_damage: WalDamage::None,
         three_mode_checked: false,
         failure: None,
     };
@@ -163,6 +177,7 @@ pub fn run_seed(cfg: &CampaignConfig, seed: u64) -> SeedOutcome {
         crash_at_syscall: None,
         ops: cfg.ops,
         lose_a_write,
+        wal_mode: wal_mode_of(seed),
     };
     let mut digests = Vec::new();
     let mut take = |outcome: &mut SeedOutcome, what: &str, r: &PassResult| {
@@ -172,6 +187,7 @@ pub fn run_seed(cfg: &CampaignConfig, seed: u64) -> SeedOutcome {
         outcome.recoveries += r.recoveries;
         if outcome.corruption.is_none() {
             outcome.corruption = r.corruption.clone();
+            outcome.wal_damage = r.wal_damage;
         }
         if outcome.failure.is_none() {
             outcome.failure = r.failure.as_ref().map(|f| format!("{what}: {f}"));
@@ -241,6 +257,7 @@ fn three_modes(seed: u64, ops: u64, digests: &mut Vec<u64>) -> Result<(), String
             crash_at_syscall: None,
             ops,
             lose_a_write: false,
+            wal_mode: WalRecoveryMode::PointInTimeRecovery,
         };
         let r = guarded(|| run_pass(&plan, true));
         if let Some(f) = r.failure.as_ref().or(r.corruption.as_ref()) {
@@ -294,6 +311,11 @@ pub struct CampaignReport {
     pub recoveries: u64,
     /// Seeds that ended on damage the engine detected (bit flips on the media).
     pub corruption_seeds: u64,
+    /// Of those, seeds where an open refused a WAL with a flipped bit as corruption.
+    pub wal_refused_seeds: u64,
+    /// Of those, seeds where recovery dropped acknowledged writes after a flipped bit in a
+    /// WAL and reported the drop.
+    pub wal_reported_drop_seeds: u64,
     /// The lowest seeds that ended on detected damage, with what the engine said (at most
     /// [`CORRUPTION_EXAMPLES_MAX`]).
     pub corruption_examples: Vec<(u64, String)>,
@@ -355,6 +377,8 @@ pub fn run_campaign(
         crashes: 0,
         recoveries: 0,
         corruption_seeds: 0,
+        wal_refused_seeds: 0,
+        wal_reported_drop_seeds: 0,
         corruption_examples: Vec::new(),
         three_mode_checks: 0,
         seeds_per_mode: [0; 3],
@@ -368,6 +392,8 @@ pub fn run_campaign(
         report.recoveries += o.recoveries;
         if let Some(c) = &o.corruption {
             report.corruption_seeds += 1;
+            report.wal_refused_seeds += u64::from(o.wal_damage == WalDamage::Refused);
+            report.wal_reported_drop_seeds += u64::from(o.wal_damage == WalDamage::Reported);
             if report.corruption_examples.len() < CORRUPTION_EXAMPLES_MAX {
                 report.corruption_examples.push((o.seed, c.clone()));
             }

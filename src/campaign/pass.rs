@@ -12,7 +12,8 @@ use resystance_programs::abi::{USER_KEY_BYTES_MAX, VALUE_BYTES_MAX};
 use resystance_sim::{FaultCounts, FaultProfile, SimConfig, SimKernel};
 use resystance_traces::{Kernel, OpenFlags};
 
-use crate::options::{BackgroundMode, CompactionMode, Options};
+use crate::options::{BackgroundMode, CompactionMode, Options, WalRecoveryMode};
+use crate::stats::{WalDrop, WalDropCause};
 use crate::{Db, Error, Snapshot, WriteBatch};
 
 /// Where the database lives on the simulated machine.
@@ -45,6 +46,7 @@ type Updates = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 pub fn campaign_options(mode: CompactionMode, background: BackgroundMode) -> Options {
     let mut o = Options {
         write_buffer_size: 4096,
+        wal_recovery_mode: WalRecoveryMode::PointInTimeRecovery,
         target_file_size_base: 4096,
         max_bytes_for_level_base: 8192,
         level0_file_num_compaction_trigger: 2,
@@ -70,6 +72,10 @@ pub struct PassPlan {
     pub background: BackgroundMode,
     /// Faults until the first failure (then only its media bit flips).
     pub faults: FaultProfile,
+    /// How recoveries after a power loss treat damaged WAL records. Reopens after a clean
+    /// close always use [`WalRecoveryMode::AbsoluteConsistency`]: a clean close leaves no torn
+    /// record, so any damage there is a flipped bit and must fail the open.
+    pub wal_mode: WalRecoveryMode,
     /// The power loss: instead of this system call (counting from 0).
     pub crash_at_syscall: Option<u64>,
     /// Workload operations.
@@ -77,6 +83,20 @@ pub struct PassPlan {
     /// Test hook: the harness acknowledges one write in the model that it never gives the
     /// engine (a lost write), so a test can see the checks catch it.
     pub lose_a_write: bool,
+}
+
+/// How damage to a WAL showed, when a pass ended on it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum WalDamage {
+    /// No WAL damage ended the pass.
+    #[default]
+    None,
+    /// An open refused a WAL with a flipped bit as corruption, naming the file and an offset
+    /// at or before the flip (tolerate-corrupted-tail-records, absolute-consistency).
+    Refused,
+    /// Recovery dropped acknowledged writes after a flipped bit in a WAL and reported the drop
+    /// (point-in-time recovery; a flip that made the last record look torn).
+    Reported,
 }
 
 /// How a pass ended.
@@ -97,6 +117,8 @@ pub struct PassResult {
     /// A corruption the engine reported (or point-in-time recovery after damage to a log),
     /// with bits flipped on the media to explain it: the pass stopped there, not failed.
     pub corruption: Option<String>,
+    /// How WAL damage showed, if the pass ended on it.
+    pub wal_damage: WalDamage,
     /// What went wrong; `None` when every check held.
     pub failure: Option<String>,
     /// Every table's bytes after the final close, by file name (filled on request).
@@ -291,6 +313,8 @@ struct Pass {
     /// Power losses the harness made itself (after failed calls), as opposed to the plan.
     harness_crashes: u64,
     faults_on: bool,
+    /// How WAL damage showed, once a stop says so.
+    wal_damage: WalDamage,
 }
 
 /// Runs one pass. With `keep_tables`, the result holds every table's bytes after the end.
@@ -301,7 +325,10 @@ pub fn run_pass(plan: &PassPlan, keep_tables: bool) -> PassResult {
     cfg.crash_at_syscall = plan.crash_at_syscall;
     let kernel = Arc::new(SimKernel::with_config(cfg));
     let mut pass = Pass {
-        options: campaign_options(plan.mode, plan.background),
+        options: Options {
+            wal_recovery_mode: plan.wal_mode,
+            ..campaign_options(plan.mode, plan.background)
+        },
         plan: plan.clone(),
         kernel,
         db: None,
@@ -313,6 +340,7 @@ pub fn run_pass(plan: &PassPlan, keep_tables: bool) -> PassResult {
         recoveries: 0,
         harness_crashes: 0,
         faults_on: plan.faults != FaultProfile::default(),
+        wal_damage: WalDamage::None,
     };
     let stop = pass.run().err();
     let mut tables = BTreeMap::new();
@@ -362,6 +390,11 @@ fn read_tables(kernel: &Arc<SimKernel>) -> Result<BTreeMap<String, Vec<u8>>, Str
         tables.insert(name, bytes?);
     }
     Ok(tables)
+}
+
+/// Whether `path` names a WAL.
+fn is_wal(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "log")
 }
 
 /// Where a flip happened, for messages.
@@ -436,6 +469,15 @@ impl Pass {
         self.db.as_ref().expect("the pass holds an open database")
     }
 
+    /// Options of a reopen after a clean close: its WALs end in complete records, so any
+    /// damage is a flipped bit, which must fail the open, not be recovered around.
+    fn clean_reopen_options(&self) -> Options {
+        Options {
+            wal_recovery_mode: WalRecoveryMode::AbsoluteConsistency,
+            ..self.options.clone()
+        }
+    }
+
     fn result(&self, stop: Option<Stop>, tables: BTreeMap<String, Vec<u8>>) -> PassResult {
         let (corruption, failure) = match stop {
             None => (None, None),
@@ -450,6 +492,7 @@ impl Pass {
             recoveries: self.recoveries,
             planned_crash_fired: self.planned_crash_fired(),
             corruption,
+            wal_damage: self.wal_damage,
             failure,
             tables,
         }
@@ -512,6 +555,7 @@ impl Pass {
             Failed::Engine { error, in_flight } => (error, in_flight),
         };
         if let Some(flip) = self.flip_explaining(&error) {
+            self.note_refused(&error);
             return Err(Stop::Corruption(format!("{what}: {error} ({flip})")));
         }
         if !self.error_explained() {
@@ -542,7 +586,11 @@ impl Pass {
             if checked {
                 return Ok(());
             }
-            match Db::open(self.kernel(), Path::new(DB_DIR), self.options.clone()) {
+            match Db::open(
+                self.kernel(),
+                Path::new(DB_DIR),
+                self.clean_reopen_options(),
+            ) {
                 Ok(db) => self.db = Some(db),
                 Err(e) => {
                     self.failed("final reopen", Failed::from(e))?;
@@ -624,36 +672,45 @@ impl Pass {
 
     /// An error during recovery, with faults off: only bit flips already on the media can
     /// explain it, and only as a corruption.
-    fn unexplained(&self, what: &str, e: &Error) -> Stop {
+    fn unexplained(&mut self, what: &str, e: &Error) -> Stop {
         match self.flip_explaining(e) {
-            Some(flip) => Stop::Corruption(format!("{what}: {e} ({flip})")),
+            Some(flip) => {
+                self.note_refused(e);
+                Stop::Corruption(format!("{what}: {e} ({flip})"))
+            }
             None => Stop::Failure(format!("{what} failed: {e}")),
+        }
+    }
+
+    /// A corruption error that ends the pass: a WAL's, if it names one.
+    fn note_refused(&mut self, e: &Error) {
+        if matches!(e, Error::Corruption { path, .. } if is_wal(path)) {
+            self.wal_damage = WalDamage::Refused;
         }
     }
 
     /// A bit flipped on the media that explains `e`, in words: `e` must be a corruption,
     /// and a flip must have hit the file it names, or the database's metadata (CURRENT, a
-    /// MANIFEST, a WAL), whose damage shows elsewhere (a table it lists missing...).
+    /// MANIFEST, a WAL), whose damage shows elsewhere (a table it lists missing...). A
+    /// corruption in a WAL is explained only by a flip in that WAL at or after the offset it
+    /// names (or by damaged metadata): the replay reads nothing else.
     fn flip_explaining(&self, e: &Error) -> Option<String> {
-        let Error::Corruption { path, .. } = e else {
+        let Error::Corruption { path, offset, .. } = e else {
             return None;
         };
+        let in_wal = is_wal(path);
         let flips = self.kernel.bit_flips();
         let flip = flips.iter().find(|f| {
-            let names: Vec<std::path::PathBuf> = f
-                .path
-                .iter()
-                .cloned()
-                .chain(self.kernel.paths_of_inode(f.ino))
-                .collect();
-            names.iter().any(|n| {
+            self.names_of(f).iter().any(|n| {
                 let name = n
                     .file_name()
                     .map_or_else(String::new, |n| n.to_string_lossy().into_owned());
-                n == path
-                    || name == "CURRENT"
-                    || name.starts_with("MANIFEST-")
-                    || name.ends_with(".log")
+                let metadata = name == "CURRENT" || name.starts_with("MANIFEST-");
+                if in_wal {
+                    metadata || (n == path && f.offset >= *offset)
+                } else {
+                    n == path || metadata || is_wal(n)
+                }
             })
         })?;
         let at = f_path(flip);
@@ -663,6 +720,37 @@ impl Pass {
             flip.offset,
             flips.len()
         ))
+    }
+
+    /// Every name a flipped file had: when the bit flipped, and now.
+    fn names_of(&self, f: &resystance_sim::BitFlip) -> Vec<std::path::PathBuf> {
+        f.path
+            .iter()
+            .cloned()
+            .chain(self.kernel.paths_of_inode(f.ino))
+            .collect()
+    }
+
+    /// A flip in `wal` at or after `offset`: what explains damage recovery reported there.
+    fn flip_in_wal(&self, wal: &Path, offset: u64) -> Option<resystance_sim::BitFlip> {
+        self.kernel
+            .bit_flips()
+            .into_iter()
+            .find(|f| f.offset >= offset && self.names_of(f).iter().any(|n| n == wal))
+    }
+
+    /// Every drop the recovery just reported that damage (not a torn tail) caused must have a
+    /// flipped bit behind it, in that WAL, at or after the damage: the log format and the
+    /// writer leave no other corruption.
+    fn check_wal_drops(&self, drops: &[WalDrop], what: &str) -> Result<(), Stop> {
+        for d in drops.iter().filter(|d| d.cause == WalDropCause::Corruption) {
+            if self.flip_in_wal(&d.wal, d.offset).is_none() {
+                return Err(Stop::Failure(format!(
+                    "{what}: WAL recovery reported damage no flipped bit explains: {d}"
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Scans the reopened database: it must hold the model, or the state of the write in
@@ -678,6 +766,8 @@ impl Pass {
             .iter(None, None)
             .collect::<crate::Result<Model>>()
             .map_err(Ok)?;
+        let report = self.db().stats().wal_recovery;
+        self.check_wal_drops(&report.drops, what).map_err(Err)?;
         if got == self.model {
             return Ok(());
         }
@@ -687,12 +777,13 @@ impl Pass {
                 return Ok(());
             }
         }
-        // The engine replays a log up to its first damaged record (point-in-time recovery,
-        // src/db.rs): a bit flipped in a log can silently take the records after it along.
-        // Damage to a WAL only: the state must be the one after some prefix of the writes
-        // acknowledged since the last open (what the WALs held). Damage to the MANIFEST or
-        // CURRENT can lose more; then the state can only be checked to hold nothing that was
-        // never written.
+        // Damage to a WAL can cost acknowledged writes: point-in-time recovery stops at the
+        // first damaged record (src/wal_replay.rs), and in any mode a flipped bit in the last
+        // fragment's length looks like a torn write. Either way the state must be the one
+        // after some prefix of the writes acknowledged since the last open (what the WALs
+        // held), and recovery must have reported a drop at or before a flipped bit in that
+        // WAL. Damage to the MANIFEST or CURRENT can lose more; then the state can only be
+        // checked to hold nothing that was never written.
         let (mut wal_flips, mut meta_flips) = (Vec::new(), Vec::new());
         for f in self.kernel.bit_flips() {
             let Some(p) = f.path else { continue };
@@ -704,13 +795,49 @@ impl Pass {
             }
         }
         if !wal_flips.is_empty() && meta_flips.is_empty() {
-            return Err(Err(match self.prefix_since_open(&got) {
-                Some(kept) => Stop::Corruption(format!(
-                    "{what}: bits flipped in {} cost acknowledged writes to point-in-time \
-                     recovery: it kept {kept} of the {} since the last open",
+            // This recovery's own drop, or (when a crash ended the recovery that dropped
+            // them, before it could be checked) a WAL an earlier one kept as dropped.
+            let kept_flipped = || {
+                report.dropped_wals_kept.iter().find(|kept| {
+                    self.kernel
+                        .bit_flips()
+                        .iter()
+                        .any(|f| self.names_of(f).iter().any(|n| n == *kept))
+                })
+            };
+            let drop = report
+                .drops
+                .iter()
+                .find(|d| self.flip_in_wal(&d.wal, d.offset).is_some())
+                .map(ToString::to_string)
+                .or_else(|| {
+                    kept_flipped().map(|k| {
+                        format!(
+                            "an interrupted recovery dropped records from it, kept as {}",
+                            k.display()
+                        )
+                    })
+                });
+            let Some(drop) = drop else {
+                return Err(Err(Stop::Failure(format!(
+                    "{what}: acknowledged writes lost after damage to {} and recovery \
+                     reported no drop a flipped bit explains ({report:?}; flips {:?}): {}",
                     wal_flips.join(", "),
-                    self.since_open.len()
-                )),
+                    self.kernel.bit_flips(),
+                    first_difference(&got, &self.model)
+                ))));
+            };
+            return Err(Err(match self.prefix_since_open(&got) {
+                Some(kept) => {
+                    self.wal_damage = WalDamage::Reported;
+                    Stop::Corruption(format!(
+                        "{what}: bits flipped in {} cost acknowledged writes under \
+                         wal_recovery_mode {}, reported: it kept {kept} of the {} since the last open; {drop}",
+                        wal_flips.join(", "),
+                        report.mode,
+                        self.since_open.len()
+                    ))
+                }
                 None => Stop::Failure(format!(
                     "{what}: after damage to {} the state is no prefix of the writes since the \
                      last open: {}",
@@ -858,7 +985,11 @@ impl Pass {
             Op::Reopen => {
                 self.snapshots.clear();
                 self.db.take().expect("an open database").close()?;
-                let db = Db::open(self.kernel(), Path::new(DB_DIR), self.options.clone())?;
+                let db = Db::open(
+                    self.kernel(),
+                    Path::new(DB_DIR),
+                    self.clean_reopen_options(),
+                )?;
                 self.db = Some(db);
                 let got = self
                     .db()
