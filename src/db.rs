@@ -1276,6 +1276,7 @@ impl DbInner {
             dir: &self.dir,
             tables: &self.tables,
             new_file_number: &alloc,
+            direct_reads: self.options.use_direct_reads,
         };
         let t0 = self.kernel.now_ns();
         let result = self.executor.run(&job, &env).and_then(|out| {

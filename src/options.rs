@@ -167,6 +167,10 @@ pub struct Options {
     pub delayed_write_rate_bytes_per_sec: u64,
     /// How compactions move their bytes.
     pub compaction_mode: CompactionMode,
+    /// Compactions read their inputs' data blocks with `O_DIRECT` (RocksDB's
+    /// `use_direct_reads`, for the compaction reads): aligned reads from the device, no page
+    /// cache. Other reads stay buffered.
+    pub use_direct_reads: bool,
     /// Create the database if it does not exist.
     pub create_if_missing: bool,
     /// `fdatasync` the WAL after every write (RocksDB: off; writes survive a process crash,
@@ -195,6 +199,7 @@ impl Default for Options {
             num_levels: 7,
             delayed_write_rate_bytes_per_sec: 16 << 20,
             compaction_mode: CompactionMode::Baseline,
+            use_direct_reads: false,
             create_if_missing: true,
             sync_wal: false,
             wal_recovery_mode: WalRecoveryMode::PointInTimeRecovery,

@@ -1,4 +1,5 @@
-//! The three compaction modes on the real kernel produce byte-identical tables.
+//! The three compaction modes on the real kernel produce byte-identical tables, with
+//! buffered and with `O_DIRECT` input reads.
 //!
 //! One workload (flushes, L0 compactions, leveled compactions, a full manual compaction with
 //! snapshots and deletions), run with background work inline so every mode sees the same jobs
@@ -21,8 +22,9 @@ macro_rules! say {
     }};
 }
 
-fn options(mode: CompactionMode) -> Options {
+fn options(mode: CompactionMode, direct: bool) -> Options {
     let mut o = Options {
+        use_direct_reads: direct,
         write_buffer_size: 64 << 10,
         target_file_size_base: 64 << 10,
         max_bytes_for_level_base: 256 << 10,
@@ -37,9 +39,13 @@ fn options(mode: CompactionMode) -> Options {
 
 type Tables = BTreeMap<String, Vec<u8>>;
 
-fn run(mode: CompactionMode, dir: &Path) -> (Tables, BTreeMap<Vec<u8>, Vec<u8>>, u64, u64) {
+fn run(
+    mode: CompactionMode,
+    direct: bool,
+    dir: &Path,
+) -> (Tables, BTreeMap<Vec<u8>, Vec<u8>>, u64, u64) {
     let kernel: Arc<dyn Kernel> = Arc::new(RealKernel::new());
-    let db = Db::open(Arc::clone(&kernel), dir, options(mode)).expect("open");
+    let db = Db::open(Arc::clone(&kernel), dir, options(mode, direct)).expect("open");
     let mut snapshot = None;
     for i in 0..6000u32 {
         let key = format!("key{:06}", (i * 7919) % 2500);
@@ -80,26 +86,39 @@ fn run(mode: CompactionMode, dir: &Path) -> (Tables, BTreeMap<Vec<u8>, Vec<u8>>,
 fn baseline_uring_and_resystance_write_identical_tables() {
     let kernel = RealKernel::new();
     let missing = kernel.bpf_unavailable();
-    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-    let (base, base_data, base_preads, _) = run(CompactionMode::Baseline, dirs[0].path());
+    let dirs: Vec<_> = (0..6).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (base, base_data, base_preads, _) = run(CompactionMode::Baseline, false, dirs[0].path());
     assert!(base.len() > 3, "the workload leaves several tables");
-    let (uring, uring_data, uring_preads, uring_enters) =
-        run(CompactionMode::Uring, dirs[1].path());
-    assert_eq!(uring_data, base_data);
-    assert_eq!(
-        uring.keys().collect::<Vec<_>>(),
-        base.keys().collect::<Vec<_>>()
-    );
-    assert!(uring == base, "uring tables differ from baseline's");
-    if let Some(why) = missing {
-        say!("SKIP the resystance mode of compaction_modes: {why}");
-        return;
+    let mut line = format!("{} tables byte-identical in", base.len());
+    for (i, (mode, direct)) in [
+        (CompactionMode::Baseline, true),
+        (CompactionMode::Uring, false),
+        (CompactionMode::Uring, true),
+        (CompactionMode::Resystance, false),
+        (CompactionMode::Resystance, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let reads = if direct { "O_DIRECT" } else { "buffered" };
+        if mode == CompactionMode::Resystance {
+            if let Some(why) = &missing {
+                say!("SKIP the resystance mode ({reads}) of compaction_modes: {why}");
+                continue;
+            }
+        }
+        let (tables, data, preads, calls) = run(mode, direct, dirs[i + 1].path());
+        assert_eq!(data, base_data, "{mode}, {reads} reads: other data");
+        assert_eq!(
+            tables.keys().collect::<Vec<_>>(),
+            base.keys().collect::<Vec<_>>(),
+            "{mode}, {reads} reads: other table files"
+        );
+        assert!(
+            tables == base,
+            "{mode}, {reads} reads: tables differ from baseline's"
+        );
+        line += &format!(" {mode}/{reads} ({preads} preads, {calls} enters + program runs);");
     }
-    let (res, res_data, res_preads, res_calls) = run(CompactionMode::Resystance, dirs[2].path());
-    assert_eq!(res_data, base_data);
-    assert!(res == base, "resystance tables differ from baseline's");
-    say!(
-        "compaction modes: {} tables byte-identical in baseline, uring, resystance; compaction preads {base_preads} / {uring_preads} / {res_preads}, io_uring enters + program runs — / {uring_enters} / {res_calls}",
-        base.len()
-    );
+    say!("compaction modes: baseline/buffered ({base_preads} preads) = {line}");
 }

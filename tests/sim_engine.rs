@@ -205,9 +205,11 @@ fn compaction_run(
     kernel: &Arc<dyn Kernel>,
     dir: &Path,
     mode: resystance::CompactionMode,
+    direct: bool,
 ) -> (BTreeMap<String, Vec<u8>>, resystance_traces::SyscallCounts) {
     let mut o = options(false, BackgroundMode::Inline);
     o.compaction_mode = mode;
+    o.use_direct_reads = direct;
     let db = Db::open(Arc::clone(kernel), dir, o).expect("open");
     for i in 0..3000u32 {
         let key = format!("key{:05}", (i * 7919) % 1500);
@@ -255,23 +257,31 @@ fn compaction_on_the_sim_matches_the_real_kernel_call_for_call() {
             say!("SKIP the resystance mode of the sim-vs-real comparison: it needs io_uring too");
         }
     }
-    for mode in modes {
+    let mut reference = None;
+    for (mode, direct) in modes.into_iter().flat_map(|m| [(m, false), (m, true)]) {
         let sim: Arc<dyn Kernel> = Arc::new(SimKernel::new(1));
-        let (sim_tables, sim_counts) = compaction_run(&sim, Path::new(DB_DIR), mode);
+        let (sim_tables, sim_counts) = compaction_run(&sim, Path::new(DB_DIR), mode, direct);
         let dir = tempfile::tempdir().unwrap();
         let real: Arc<dyn Kernel> = Arc::new(resystance_real_kernel::RealKernel::new());
-        let (real_tables, real_counts) = compaction_run(&real, dir.path(), mode);
+        let (real_tables, real_counts) = compaction_run(&real, dir.path(), mode, direct);
+        let reads = if direct { "O_DIRECT" } else { "buffered" };
         assert!(sim_tables.len() > 1);
         assert!(
             sim_tables == real_tables,
-            "{mode}: the sim wrote other tables than Linux"
+            "{mode}, {reads} reads: the sim wrote other tables than Linux"
         );
         assert_eq!(
             sim_counts, real_counts,
-            "{mode}: compaction syscalls by kind differ"
+            "{mode}, {reads} reads: compaction syscalls by kind differ"
+        );
+        // Direct reads change how blocks are read, never what is written.
+        let reference = reference.get_or_insert_with(|| sim_tables.clone());
+        assert!(
+            *reference == sim_tables,
+            "{mode}, {reads} reads: other tables than baseline's buffered run"
         );
         say!(
-            "sim = Linux for compaction mode {mode}: {} identical tables, {} compaction syscalls by kind equal",
+            "sim = Linux for compaction mode {mode}, {reads} reads: {} identical tables, {} compaction syscalls by kind equal",
             sim_tables.len(),
             sim_counts.total()
         );
@@ -284,7 +294,7 @@ fn compaction_on_the_sim_matches_the_real_kernel_call_for_call() {
 fn resystance_compaction_on_the_sim_writes_baselines_tables() {
     let run = |mode| {
         let sim: Arc<dyn Kernel> = Arc::new(SimKernel::new(1));
-        compaction_run(&sim, Path::new(DB_DIR), mode)
+        compaction_run(&sim, Path::new(DB_DIR), mode, false)
     };
     let (baseline, _) = run(resystance::CompactionMode::Baseline);
     let (resystance, counts) = run(resystance::CompactionMode::Resystance);

@@ -175,6 +175,11 @@ pub struct BenchArgs {
     )]
     pub compaction_mode: Vec<CompactionMode>,
 
+    /// Compactions read their inputs with O_DIRECT (aligned reads from the device, no page cache)
+    #[arg(long = "direct", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_value_t = false, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub direct: bool,
+
     /// Which kernel runs the engine
     #[arg(long = "backend", value_enum, default_value_t = Backend::Sim)]
     pub backend: Backend,
@@ -261,6 +266,7 @@ mod tests {
         );
         assert_eq!(b.backend, Backend::Sim);
         assert_eq!(b.nvme, "this-host");
+        assert!(!b.direct, "page-cache reads unless --direct");
         assert_eq!((b.db, b.json), (None, None));
     }
 
@@ -325,6 +331,19 @@ mod tests {
         assert_eq!(b.compaction_mode, CompactionMode::ALL.to_vec());
         assert_eq!(b.backend, Backend::Sim);
         assert_eq!(b.json, Some(PathBuf::from("/tmp/out.json")));
+    }
+
+    #[test]
+    fn direct_reaches_the_engine() {
+        for (args, direct) in [
+            (&[][..], false),
+            (&["--direct"][..], true),
+            (&["--direct=false"][..], false),
+        ] {
+            let b = parse(args).unwrap();
+            let o = crate::bench::runner::options_for(&b, CompactionMode::Baseline).unwrap();
+            assert_eq!(o.use_direct_reads, direct, "{args:?}");
+        }
     }
 
     #[test]

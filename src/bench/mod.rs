@@ -181,12 +181,17 @@ fn header(
         ),
     };
     format!(
-        "resystance: version {}\nCPU:        {cpu}\nKernel:     {kernel}\nKeys:       {} bytes each\nValues:     {} bytes each\nEntries:    {}\nSeed:       {}\nCompaction: {mode}\n------------------------------------------------\n",
+        "resystance: version {}\nCPU:        {cpu}\nKernel:     {kernel}\nKeys:       {} bytes each\nValues:     {} bytes each\nEntries:    {}\nSeed:       {}\nCompaction: {mode}{}\n------------------------------------------------\n",
         env!("CARGO_PKG_VERSION"),
         args.key_size,
         args.value_size,
         args.num,
         args.effective_seed(),
+        if args.direct {
+            ", inputs read with O_DIRECT"
+        } else {
+            ""
+        },
     )
 }
 

@@ -55,6 +55,7 @@ pub fn options_for(args: &BenchArgs, mode: CompactionMode) -> Result<Options, Be
         target_file_size_base: args.target_file_size_base,
         max_bytes_for_level_base: args.max_bytes_for_level_base,
         compaction_mode: mode,
+        use_direct_reads: args.direct,
         create_if_missing: true,
         wal_recovery_mode: WalRecoveryMode::from_db_bench(u64::from(args.wal_recovery_mode))
             .ok_or_else(|| {

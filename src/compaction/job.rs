@@ -55,6 +55,8 @@ pub struct JobEnv<'a> {
     pub tables: &'a Arc<TableCache>,
     /// Hands out a fresh file number for an output, protected from deletion until installed.
     pub new_file_number: &'a (dyn Fn() -> u64 + Sync),
+    /// Read the inputs' data blocks with `O_DIRECT` ([`crate::options::Options::use_direct_reads`]).
+    pub direct_reads: bool,
 }
 
 impl std::fmt::Debug for JobEnv<'_> {

@@ -4,24 +4,37 @@
 //! [`run_job`] is the whole executor body; modes differ only in the [`Machine`] that runs the
 //! program and in how many blocks one read brings in.
 
+use std::alloc::{self, Layout};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use resystance_programs::abi::{
     JobParams, Record, BLOCK_SIZE_MAX, ENTRIES_PER_CALL_MAX, RECORD_STARTS_FILE,
     RESTART_INTERVAL_MAX, RUNS_MAX, SNAPSHOTS_MAX, WINDOW_BLOCKS_MAX, WINDOW_BYTES,
+    WINDOW_VALUE_BYTES,
 };
 use resystance_programs::driver::{
     drive, BlockSink, BlockSource, BoxError, DriveError, Machine, Window, WindowFill,
 };
-use resystance_traces::Kernel;
+use resystance_traces::{Fd, Kernel, OpenFlags};
 
 use crate::coding::decode_varint32;
 use crate::compaction::job::{CompactionJob, JobEnv, JobOutput};
 use crate::compaction::output::OutputFiles;
 use crate::error::{Error, Result};
+use crate::file::OpenFile;
 use crate::key;
 use crate::sst::{BlockHandle, ChecksumType, DataBlockMeta, Table};
+
+/// Alignment of `O_DIRECT` reads — file offset, length and buffer address: the page size,
+/// a multiple of the logical block sizes met in practice (512 B here, 4 KiB on most NVMe).
+pub const DIRECT_ALIGN_BYTES: usize = 4096;
+
+// An aligned read covering a window's blocks may start up to an alignment unit before the first
+// block and end up to one after the last: the window's slack holds the latter.
+const _: () = assert!(WINDOW_VALUE_BYTES >= WINDOW_BYTES + DIRECT_ALIGN_BYTES);
+const _: () = assert!(WINDOW_BYTES % DIRECT_ALIGN_BYTES == 0);
 
 /// The program's parameters for `job`, or why the program cannot run it.
 pub fn job_params(job: &CompactionJob) -> Result<JobParams> {
@@ -78,10 +91,15 @@ pub fn run_job(
     env: &JobEnv<'_>,
     blocks_per_read: usize,
 ) -> Result<JobOutput> {
+    let inputs = InputRuns::open(job, env)?;
+    let bounce = inputs
+        .direct()
+        .then(|| AlignedBuf::zeroed(WINDOW_VALUE_BYTES));
     let mut source = PreadSource {
         kernel: Arc::clone(&env.kernel),
-        inputs: InputRuns::open(job, env)?,
+        inputs,
         blocks_per_read,
+        bounce,
     };
     run_job_with(machine, job, env, &mut source)
 }
@@ -148,6 +166,9 @@ pub fn run_job_with(
 /// The input data blocks of a job's runs, in order, and how far each run has been read.
 pub struct InputRuns {
     runs: Vec<RunBlocks>,
+    /// With direct reads: every input table opened again with `O_DIRECT`, by file number
+    /// (closed with the job).
+    direct: Option<BTreeMap<u64, OpenFile>>,
 }
 
 struct RunBlocks {
@@ -174,10 +195,15 @@ pub struct Span {
     pub number: u64,
     /// The table.
     pub table: Arc<Table>,
-    /// File offset.
+    /// The descriptor to read with (the `O_DIRECT` one with direct reads).
+    pub fd: Fd,
+    /// File offset (aligned with direct reads).
     pub offset: u64,
-    /// Bytes, trailers included.
+    /// Bytes to ask for (aligned with direct reads, so possibly past the end of the file).
     pub len: usize,
+    /// Bytes that must arrive: through the last block's trailer (`len` without direct reads;
+    /// with them, a read may stop at the end of the file after these).
+    pub needed: usize,
     /// Where in the window they go.
     pub window_at: usize,
 }
@@ -210,7 +236,51 @@ impl InputRuns {
                 window_start: 0,
             });
         }
-        Ok(InputRuns { runs })
+        let direct = if env.direct_reads {
+            let mut files = BTreeMap::new();
+            let flags = OpenFlags {
+                direct: true,
+                ..OpenFlags::READ
+            };
+            for f in job.inputs() {
+                if let std::collections::btree_map::Entry::Vacant(slot) = files.entry(f.number) {
+                    let table = env.tables.get(f.number)?;
+                    slot.insert(OpenFile::open(&env.kernel, table.path(), flags)?);
+                }
+            }
+            Some(files)
+        } else {
+            None
+        };
+        Ok(InputRuns { runs, direct })
+    }
+
+    /// Whether data blocks are read with `O_DIRECT` (aligned spans, one table per window).
+    pub fn direct(&self) -> bool {
+        self.direct.is_some()
+    }
+
+    /// The descriptor a span of table `number` is read with.
+    fn read_fd(&self, number: u64, table: &Table) -> Fd {
+        match &self.direct {
+            Some(files) => files
+                .get(&number)
+                .expect("every input was opened for direct reads")
+                .fd(),
+            None => table.fd(),
+        }
+    }
+
+    /// The descriptor of every input table to read with, by file number.
+    pub fn read_fds(&self) -> Vec<(u64, Fd)> {
+        let mut seen = BTreeMap::new();
+        for r in &self.runs {
+            for (number, table, _) in &r.blocks {
+                seen.entry(*number)
+                    .or_insert_with(|| self.read_fd(*number, table));
+            }
+        }
+        seen.into_iter().collect()
     }
 
     /// The file and offset of block `block` of run `run`'s current window (for error
@@ -235,19 +305,29 @@ impl InputRuns {
     /// Plans run `run`'s next window: at most `blocks_max` blocks in at most [`WINDOW_BYTES`],
     /// consecutive blocks of one table merged into one read. Fills `block_len`, marks the
     /// blocks as handed out, and returns the reads and the window fill.
+    ///
+    /// With direct reads a window holds blocks of one table only, read with one aligned span
+    /// into the window's start: the first block lies `offset % DIRECT_ALIGN_BYTES` into it
+    /// (the fill's `first`), and the read may run into the window's slack.
     pub fn plan(
         &mut self,
         run: usize,
         blocks_max: usize,
         block_len: &mut [u32; WINDOW_BLOCKS_MAX],
     ) -> Result<(Vec<Span>, WindowFill)> {
+        let direct = self.direct();
         let blocks_max = blocks_max.clamp(1, WINDOW_BLOCKS_MAX);
+        let first_block = self.runs[run].blocks.get(self.runs[run].next);
+        let skip = match first_block {
+            Some((_, _, h)) if direct => (h.offset % DIRECT_ALIGN_BYTES as u64) as usize,
+            _ => 0,
+        };
+        let mut planned = Vec::new();
         let r = &mut self.runs[run];
         r.window_start = r.next;
-        let mut spans = Vec::new();
-        let mut at = 0usize;
+        let mut at = skip;
         let mut placed = 0usize;
-        while placed < blocks_max && r.next < r.blocks.len() {
+        while placed < blocks_max && r.next < r.blocks.len() && !(direct && placed > 0) {
             let (number, table, first) = &r.blocks[r.next];
             let mut n = 1;
             let mut end = first.end_with_trailer().unwrap_or(u64::MAX);
@@ -287,32 +367,143 @@ impl InputRuns {
                 block_len[placed + i] = u32::try_from(h.size).expect("block fits a window");
             }
             let len = usize::try_from(bytes).expect("within a window");
-            spans.push(Span {
-                number: *number,
-                table: Arc::clone(table),
-                offset: first.offset,
-                len,
-                window_at: at,
-            });
+            planned.push((*number, Arc::clone(table), first.offset, len, at));
             at += len;
             placed += n;
             r.next += n;
         }
+        let more = r.next < r.blocks.len();
+        let spans = planned
+            .into_iter()
+            .map(|(number, table, offset, len, window_at)| {
+                let fd = self.read_fd(number, &table);
+                if direct {
+                    let align = DIRECT_ALIGN_BYTES as u64;
+                    let start = offset - offset % align;
+                    let needed = len + skip;
+                    let end = (offset + len as u64).div_ceil(align) * align;
+                    Span {
+                        number,
+                        table,
+                        fd,
+                        offset: start,
+                        len: usize::try_from(end - start).expect("within a window"),
+                        needed,
+                        window_at: 0,
+                    }
+                } else {
+                    Span {
+                        number,
+                        table,
+                        fd,
+                        offset,
+                        len,
+                        needed: len,
+                        window_at,
+                    }
+                }
+            })
+            .collect();
         let fill = WindowFill {
-            first: 0,
+            first: u32::try_from(skip).expect("below the alignment"),
             blocks: u32::try_from(placed).expect("at most WINDOW_BLOCKS_MAX"),
-            more: r.next < r.blocks.len(),
+            more,
         };
         Ok((spans, fill))
     }
 }
 
+/// A zeroed, [`DIRECT_ALIGN_BYTES`]-aligned heap buffer: what `O_DIRECT` reads need.
+pub struct AlignedBuf {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: it owns its bytes exclusively, like a `Box<[u8]>`.
+unsafe impl Send for AlignedBuf {}
+// SAFETY: shared access only reads.
+unsafe impl Sync for AlignedBuf {}
+
+impl AlignedBuf {
+    fn layout(len: usize) -> Layout {
+        Layout::from_size_align(len.max(1), DIRECT_ALIGN_BYTES).expect("a valid layout")
+    }
+
+    /// `len` zero bytes at an aligned address.
+    pub fn zeroed(len: usize) -> AlignedBuf {
+        let layout = Self::layout(len);
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { alloc::alloc_zeroed(layout) };
+        let ptr = std::ptr::NonNull::new(raw).unwrap_or_else(|| alloc::handle_alloc_error(layout));
+        AlignedBuf { ptr, len }
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: `len` initialised bytes owned by `self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `len` initialised bytes owned exclusively by `self`.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated in `zeroed` with this layout.
+        unsafe { alloc::dealloc(self.ptr.as_ptr(), Self::layout(self.len)) };
+    }
+}
+
+impl std::fmt::Debug for AlignedBuf {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AlignedBuf({} bytes)", self.len)
+    }
+}
+
+/// Reads direct `span` into aligned `dst` (at least `span.needed` bytes) with `pread`s: a
+/// short read goes on from the aligned offset at or below where it stopped.
+fn read_direct_span(kernel: &dyn Kernel, span: &Span, dst: &mut [u8]) -> Result<()> {
+    let align = DIRECT_ALIGN_BYTES;
+    let mut done = 0usize;
+    while done < span.needed {
+        let from = done - done % align;
+        let n = kernel
+            .pread(span.fd, &mut dst[from..span.len], span.offset + from as u64)
+            .map_err(|e| Error::Kernel {
+                op: "reading input blocks",
+                path: span.table.path().to_path_buf(),
+                source: e,
+            })?;
+        if n == 0 || from + n <= done {
+            return Err(Error::corruption(
+                span.table.path(),
+                span.offset + done as u64,
+                format!(
+                    "the table ends inside a block: {done} of {} bytes read",
+                    span.needed
+                ),
+            ));
+        }
+        done = from + n;
+    }
+    Ok(())
+}
+
 /// Input blocks read with `pread` straight into host windows: `blocks_per_read` blocks per
-/// window (1: RocksDB's one `pread` per data block).
+/// window (1: RocksDB's one `pread` per data block). With direct reads each read goes to an
+/// aligned bounce buffer first (host windows have no alignment), as RocksDB's direct reads do.
 struct PreadSource {
     kernel: Arc<dyn Kernel>,
     inputs: InputRuns,
     blocks_per_read: usize,
+    bounce: Option<AlignedBuf>,
 }
 
 impl BlockSource for PreadSource {
@@ -327,9 +518,18 @@ impl BlockSource for PreadSource {
         };
         let (spans, fill) = self.inputs.plan(run, self.blocks_per_read, block_len)?;
         for span in spans {
-            let dst = &mut window[span.window_at..span.window_at + span.len];
-            span.table
-                .read_raw(self.kernel.as_ref(), span.offset, dst)?;
+            match self.bounce.as_mut() {
+                Some(bounce) => {
+                    read_direct_span(self.kernel.as_ref(), &span, bounce)?;
+                    window[span.window_at..span.window_at + span.needed]
+                        .copy_from_slice(&bounce[..span.needed]);
+                }
+                None => {
+                    let dst = &mut window[span.window_at..span.window_at + span.len];
+                    span.table
+                        .read_raw(self.kernel.as_ref(), span.offset, dst)?;
+                }
+            }
         }
         Ok(fill)
     }

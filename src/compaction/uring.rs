@@ -13,7 +13,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use resystance_programs::abi::{WINDOW_BLOCKS_MAX, WINDOW_BYTES, WINDOW_VALUE_BYTES};
+use resystance_programs::abi::{WINDOW_BLOCKS_MAX, WINDOW_VALUE_BYTES};
 use resystance_programs::driver::{BlockSource, BoxError, Window, WindowFill};
 use resystance_traces::{
     Cqe, Errno, Kernel, KernelError, MemId, RingId, Sqe, SqeFile, SqeOp, SyscallKind, UringParams,
@@ -21,7 +21,7 @@ use resystance_traces::{
 
 use crate::compaction::job::{CompactionExecutor, CompactionJob, JobEnv, JobOutput};
 use crate::compaction::machines::KernelMachine;
-use crate::compaction::program_io::{run_job_with, InputRuns, InputSource};
+use crate::compaction::program_io::{run_job_with, InputRuns, InputSource, DIRECT_ALIGN_BYTES};
 use crate::error::{Error, Result};
 use crate::options::CompactionMode;
 
@@ -89,9 +89,10 @@ impl UringSource {
         let buffer = match target {
             Target::Region(region) => region,
             Target::Staging => {
+                // The window's slack too: a direct read's aligned end may run into it.
                 let staging = source
                     .kernel
-                    .mem_alloc(WINDOW_BYTES)
+                    .mem_alloc(WINDOW_VALUE_BYTES)
                     .map_err(uring_err("staging buffer"))?;
                 source.staging = Some(staging);
                 staging
@@ -101,13 +102,12 @@ impl UringSource {
             .kernel
             .uring_register_buffers(ring, &[buffer])
             .map_err(uring_err("registering the window buffer"))?;
+        // The descriptors reads go through: the `O_DIRECT` ones with direct reads.
         let mut fds = Vec::new();
-        for f in job.inputs() {
-            let table = env.tables.get(f.number)?;
+        for (number, fd) in source.inputs.read_fds() {
             let index = u32::try_from(fds.len()).expect("fewer than 2^32 inputs");
-            if source.files.insert(f.number, index).is_none() {
-                fds.push(table.fd());
-            }
+            source.files.insert(number, index);
+            fds.push(fd);
         }
         source
             .kernel
@@ -145,14 +145,22 @@ impl BlockSource for UringSource {
             _ => return Err("the io_uring source was set up for another kind of window".into()),
         };
         let (spans, fill) = self.inputs.plan(run, WINDOW_BLOCKS_MAX, block_len)?;
+        // A direct read's short read goes on from the aligned offset at or below where it
+        // stopped (O_DIRECT needs aligned offsets); a buffered one exactly where it stopped.
+        let align = if self.inputs.direct() {
+            DIRECT_ALIGN_BYTES
+        } else {
+            1
+        };
         let mut total = 0usize;
         for chunk in spans.chunks(QUEUE_DEPTH as usize) {
             // Bytes of each span read so far: a short read goes on where it stopped (Linux may
             // return less than asked), in another round of SQEs.
             let mut done = vec![0usize; chunk.len()];
+            let mut asked = vec![0usize; chunk.len()];
             for round in 0.. {
                 let todo: Vec<usize> = (0..chunk.len())
-                    .filter(|&i| done[i] < chunk[i].len)
+                    .filter(|&i| done[i] < chunk[i].needed)
                     .collect();
                 if todo.is_empty() {
                     break;
@@ -174,12 +182,14 @@ impl BlockSource for UringSource {
                         .files
                         .get(&span.number)
                         .ok_or("a span's table is not among the registered inputs")?;
+                    let from = done[i] - done[i] % align;
+                    asked[i] = from;
                     let read = SqeOp::ReadFixed {
                         file: SqeFile::Fixed(number),
                         buf_index: 0,
-                        buf_offset: base + span.window_at + done[i],
-                        len: u32::try_from(span.len - done[i]).expect("a span fits a window"),
-                        offset: span.offset + done[i] as u64,
+                        buf_offset: base + span.window_at + from,
+                        len: u32::try_from(span.len - from).expect("a span fits a window"),
+                        offset: span.offset + from as u64,
                     };
                     let sqe = Sqe::new(read, i as u64);
                     self.kernel
@@ -217,21 +227,27 @@ impl BlockSource for UringSource {
                                 },
                             }))
                         }
-                        Ok(0) => {
+                        Ok(n) if asked[i] + n <= done[i] => {
                             return Err(Box::new(Error::corruption(
                                 span.table.path(),
                                 span.offset + done[i] as u64,
                                 format!(
                                     "the table ends inside a block: {} of its {} bytes read",
-                                    done[i], span.len
+                                    done[i], span.needed
                                 ),
                             )))
                         }
-                        Ok(n) => done[i] += n,
+                        Ok(n) => done[i] = asked[i] + n,
                     }
                 }
             }
-            total = total.max(chunk.iter().map(|s| s.window_at + s.len).max().unwrap_or(0));
+            total = total.max(
+                chunk
+                    .iter()
+                    .map(|s| s.window_at + s.needed)
+                    .max()
+                    .unwrap_or(0),
+            );
         }
         if let (Target::Staging, Window::Host(bytes)) = (self.target, window) {
             let staging = self.staging.expect("staging buffer in host mode");
