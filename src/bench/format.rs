@@ -163,7 +163,8 @@ pub fn benchmark_report(r: &BenchmarkResult) -> String {
 
 /// The side-by-side table of a multi-mode run: per benchmark, one row per compaction mode
 /// with throughput, write latency, compaction time (total and per MB read), compaction
-/// syscalls and stall time, and ratios against the first mode (baseline when given first).
+/// syscalls and stall time, and ratios against the first mode (baseline when given first);
+/// compaction time and syscalls are compared per MB compacted.
 /// Empty for a single mode.
 pub fn comparison_table(runs: &[ModeRun]) -> String {
     let Some(first) = runs.first() else {
@@ -197,7 +198,7 @@ pub fn comparison_table(runs: &[ModeRun]) -> String {
         );
         let _ = writeln!(
             out,
-            "{:<11} {:>12} {:>6} {:>8} {:>8} {:>9} {:>6} {:>11} {:>8} {:>6} {:>10} {:>8} {:>8}",
+            "{:<11} {:>12} {:>6} {:>8} {:>8} {:>9} {:>6} {:>11} {:>8} {:>8} {:>10} {:>9} {:>8}",
             "mode",
             "ops/sec",
             "x",
@@ -207,12 +208,14 @@ pub fn comparison_table(runs: &[ModeRun]) -> String {
             "x P99",
             "compact s",
             "ms/MB",
-            "x",
+            "x ms/MB",
             "syscalls",
-            "x",
+            "x sys/MB",
             "stall s"
         );
         let base_c = &base.db_stats.compaction;
+        // Modes may compact different amounts (a slower mode stalls writes, which changes the
+        // tree), so compaction time and syscalls are compared per MB compacted.
         let per_mb = |c: &crate::stats::CompactionStats| {
             if c.bytes_read == 0 {
                 0.0
@@ -220,12 +223,19 @@ pub fn comparison_table(runs: &[ModeRun]) -> String {
                 secs(c.time_ns) * 1e3 / (c.bytes_read as f64 / MB)
             }
         };
+        let syscalls_per_mb = |c: &crate::stats::CompactionStats| {
+            if c.bytes_read == 0 {
+                0.0
+            } else {
+                c.syscalls.total() as f64 / (c.bytes_read as f64 / MB)
+            }
+        };
         for (run, b) in runs.iter().zip(&rows) {
             let c = &b.db_stats.compaction;
             let stall = &b.db_stats.stall;
             let _ = writeln!(
                 out,
-                "{:<11} {:>12.0} {:>6} {:>8.2} {:>8.2} {:>9.2} {:>6} {:>11.3} {:>8.3} {:>6} {:>10} {:>8} {:>8.3}",
+                "{:<11} {:>12.0} {:>6} {:>8.2} {:>8.2} {:>9.2} {:>6} {:>11.3} {:>8.3} {:>8} {:>10} {:>9} {:>8.3}",
                 run.compaction_mode.to_string(),
                 b.ops_per_sec,
                 ratio(b.ops_per_sec, base.ops_per_sec, 2),
@@ -235,13 +245,9 @@ pub fn comparison_table(runs: &[ModeRun]) -> String {
                 ratio(b.latency.p99_us, base.latency.p99_us, 2),
                 secs(c.time_ns),
                 per_mb(c),
-                ratio(secs(c.time_ns), secs(base_c.time_ns), 2),
+                ratio(per_mb(c), per_mb(base_c), 2),
                 c.syscalls.total(),
-                ratio(
-                    c.syscalls.total() as f64,
-                    base_c.syscalls.total() as f64,
-                    3
-                ),
+                ratio(syscalls_per_mb(c), syscalls_per_mb(base_c), 3),
                 secs(stall.stop_ns + stall.delay_ns),
             );
         }
@@ -404,6 +410,7 @@ mod tests {
         let run = |mode, ops: u64, compaction_ns: u64, preads: u64| {
             let mut stats = sample_stats();
             stats.compaction.time_ns = compaction_ns;
+            stats.compaction.bytes_read = 100 << 20;
             stats.compaction.syscalls = Default::default();
             stats.compaction.syscalls.add(SyscallKind::Pread, preads);
             ModeRun {
@@ -440,5 +447,18 @@ mod tests {
         assert_eq!(uring[9], "0.50", "compaction time ratio: {table}");
         assert_eq!(uring[10], "10", "{table}");
         assert_eq!(uring[11], "0.010", "syscall ratio: {table}");
+
+        // A mode that compacted twice the bytes in the same time is twice as fast per MB.
+        let mut more = run(CompactionMode::Resystance, 1500, 2_000_000_000, 1000);
+        more.benchmarks[0].db_stats.compaction.bytes_read = 200 << 20;
+        let table = comparison_table(&[
+            run(CompactionMode::Baseline, 1000, 2_000_000_000, 1000),
+            more,
+        ]);
+        let row: Vec<&str> = table.lines().nth(3).unwrap().split_whitespace().collect();
+        assert_eq!(row[0], "resystance");
+        assert_eq!(row[8], "10.000", "ms per MB: {table}");
+        assert_eq!(row[9], "0.50", "per-MB compaction time ratio: {table}");
+        assert_eq!(row[11], "0.500", "per-MB syscall ratio: {table}");
     }
 }
