@@ -109,7 +109,7 @@ pub fn run_with(
     out: &mut dyn Write,
 ) -> Result<BenchReport, BenchError> {
     let db_path = args.db.clone().unwrap_or_else(|| kernel.default_db_dir());
-    let host = host::HostFacts::gather(&db_path);
+    let host = host::HostFacts::gather(&db_path, args.backend == Backend::Real);
     let key_format = keys::KeyFormat::new(args.key_size);
     if let Some(distinct) = key_format.distinct_keys().filter(|&d| d < args.num) {
         eprintln!(
@@ -168,7 +168,13 @@ fn header(
     let (cpu, kernel) = match args.backend {
         Backend::Real => (
             format!("{} * {}", host.cpus, host.cpu_model),
-            format!("{} (backend real)", host.kernel_release),
+            format!(
+                "{} (backend real){}",
+                host.kernel_release,
+                host.storage
+                    .as_ref()
+                    .map_or_else(String::new, |s| format!("\nStorage:    {}", s.summary()))
+            ),
         ),
         Backend::Sim => (
             format!(
