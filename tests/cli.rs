@@ -180,6 +180,70 @@ fn nvme_presets_and_files_are_checked() {
 }
 
 #[test]
+fn cpu_profiles_override_the_cost_model() {
+    let out = resystance(&["bench", "--cpu=laptop", "--num=10"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("this-host"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = resystance(&["bench", "--backend=real", "--cpu=this-host2", "--num=10"]);
+    assert_eq!(out.status.code(), Some(2));
+    let dir = tempfile::tempdir().unwrap();
+    // The shipped profile with system calls 10x dearer and one core.
+    let shipped = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("sim/cpu/this-host.ron"),
+    )
+    .unwrap();
+    let dear = shipped
+        .replace("syscall_ns: 280,", "syscall_ns: 2800,")
+        .replace("cores: 2,", "cores: 1,");
+    assert_ne!(
+        dear, shipped,
+        "the profile's fields moved: update this test"
+    );
+    let profile = dir.path().join("dear.ron");
+    std::fs::write(&profile, dear).unwrap();
+    let run = |cpu: &str, json: &Path| {
+        let out = resystance(&[
+            "bench",
+            "--compaction_mode=baseline",
+            "--benchmarks=fillrandom",
+            "--num=5000",
+            &format!("--cpu={cpu}"),
+            &flag("json", json),
+        ]);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap();
+        (text(&out.stdout), report)
+    };
+    let (base_text, base) = run("this-host", &dir.path().join("base.json"));
+    let (dear_text, dear) = run(profile.to_str().unwrap(), &dir.path().join("dear.json"));
+    assert_eq!(base["sim"]["cpu"]["syscall_ns"], 280);
+    assert_eq!(dear["sim"]["cpu"]["syscall_ns"], 2800);
+    assert_eq!(dear["sim"]["cpu_profile"], profile.to_str().unwrap());
+    assert!(dear_text.contains("1 simulated cores"), "{dear_text}");
+    let micros = |r: &serde_json::Value| {
+        r["runs"][0]["benchmarks"][0]["micros_per_op"]
+            .as_f64()
+            .unwrap()
+    };
+    say!(
+        "--cpu: fillrandom {:.3} µs/op with this-host, {:.3} with 10x dearer syscalls on 1 core",
+        micros(&base),
+        micros(&dear)
+    );
+    assert!(
+        micros(&dear) > micros(&base),
+        "dearer system calls must slow the writes on the virtual clock: {} vs {}\n{base_text}\n{dear_text}",
+        micros(&dear),
+        micros(&base)
+    );
+}
+
+#[test]
 fn the_three_compaction_modes_run_side_by_side_or_are_refused_before_anything_runs() {
     let dir = tempfile::tempdir().unwrap();
     let out = resystance(&[

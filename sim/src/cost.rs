@@ -29,7 +29,8 @@ const BPF_INSN_PS: u64 = 87;
 
 /// The cost of one kind of user-space work: a fixed part per operation plus parts per entry
 /// and per byte.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkCost {
     /// Per operation reported.
     pub ns_per_op: u64,
@@ -48,8 +49,16 @@ impl WorkCost {
     }
 }
 
+/// CPU profiles built into the binary (`--cpu NAME`); `sim/cpu/this-host.ron` cites the
+/// source of every number.
+const CPU_PRESETS: &[(&str, &str)] = &[("this-host", include_str!("../cpu/this-host.ron"))];
+
+/// Most cores a profile may give the engine's tasks.
+pub const CORES_MAX: u32 = 1024;
+
 /// CPU-side costs of crossing the boundary and moving bytes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CpuModel {
     /// System-call entry and exit (DESIGN.md §4: a trivial syscall ≈ 0.28 µs).
     pub syscall_ns: u64,
@@ -126,6 +135,49 @@ impl CpuModel {
         }
     }
 
+    /// The names of the built-in profiles.
+    pub const PRESETS: &'static [&'static str] = &["this-host"];
+
+    /// The built-in profile called `name` (one of [`CpuModel::PRESETS`]).
+    pub fn preset(name: &str) -> Result<CpuModel, String> {
+        let (_, text) = CPU_PRESETS
+            .iter()
+            .find(|(n, _)| *n == name)
+            .ok_or_else(|| {
+                format!(
+                    "unknown CPU profile {name:?}; known profiles: {}",
+                    CpuModel::PRESETS.join(", ")
+                )
+            })?;
+        CpuModel::from_ron(text).map_err(|e| format!("profile {name:?}: {e}"))
+    }
+
+    /// A profile from RON text (every field required, unknown ones refused), validated.
+    pub fn from_ron(text: &str) -> Result<CpuModel, String> {
+        let model: CpuModel = ron::from_str(text).map_err(|e| {
+            format!(
+                "CPU profile RON at line {}, column {}: {}",
+                e.span.start.line, e.span.start.col, e.code
+            )
+        })?;
+        model.validate()?;
+        Ok(model)
+    }
+
+    /// The profile as RON text that [`CpuModel::from_ron`] reads back.
+    pub fn to_ron(&self) -> String {
+        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
+            .expect("a struct of integers serialises")
+    }
+
+    /// Checks the limits a run depends on; the error names the field.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=CORES_MAX).contains(&self.cores) {
+            return Err(format!("cores {} outside 1..={CORES_MAX}", self.cores));
+        }
+        Ok(())
+    }
+
     /// What `work` costs.
     pub fn work_ns(&self, work: CpuWork) -> u64 {
         let cost = match work.kind {
@@ -164,6 +216,33 @@ fn mul_div(a: u64, b: u64, c: u64) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_shipped_profile_is_the_built_in_model_and_round_trips() {
+        let preset = CpuModel::preset("this-host").unwrap();
+        assert_eq!(
+            preset,
+            CpuModel::this_host(),
+            "sim/cpu/this-host.ron = this_host()"
+        );
+        assert_eq!(CpuModel::from_ron(&preset.to_ron()).unwrap(), preset);
+        assert!(CpuModel::preset("laptop")
+            .unwrap_err()
+            .contains("this-host"));
+    }
+
+    #[test]
+    fn profiles_refuse_unknown_or_missing_fields_and_bad_limits() {
+        let text = CpuModel::this_host().to_ron();
+        let unknown = text.replacen("syscall_ns:", "syscal_ns:", 1);
+        assert!(CpuModel::from_ron(&unknown).unwrap_err().contains("line"));
+        let zero_cores = text.replacen("cores: 2", "cores: 0", 1);
+        assert!(CpuModel::from_ron(&zero_cores)
+            .unwrap_err()
+            .contains("cores 0"));
+        let missing = text.replacen("clock_read_ns: 0,", "", 1);
+        assert!(CpuModel::from_ron(&missing).is_err());
+    }
 
     #[test]
     fn calibrated_costs_reproduce_the_measurements() {

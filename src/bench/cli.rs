@@ -188,6 +188,10 @@ pub struct BenchArgs {
     #[arg(long = "nvme", value_name = "PRESET|FILE", default_value = "this-host")]
     pub nvme: String,
 
+    /// The simulated CPU costs (--backend=sim): a profile name (this-host) or a RON file
+    #[arg(long = "cpu", value_name = "PRESET|FILE", default_value = "this-host")]
+    pub cpu: String,
+
     /// Also write every result, the flags and host facts as JSON to this file
     #[arg(long = "json", value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -266,6 +270,7 @@ mod tests {
         );
         assert_eq!(b.backend, Backend::Sim);
         assert_eq!(b.nvme, "this-host");
+        assert_eq!(b.cpu, "this-host");
         assert!(!b.direct, "page-cache reads unless --direct");
         assert_eq!((b.db, b.json), (None, None));
     }

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use resystance_real_kernel::RealKernel;
-use resystance_sim::{NvmeModel, SimConfig, SimKernel};
+use resystance_sim::{CpuModel, NvmeModel, SimConfig, SimKernel};
 use resystance_traces::Kernel;
 
 pub use cli::{Backend, BenchArgs, Benchmark, Cli, Command};
@@ -35,6 +35,7 @@ pub fn kernel_for(args: &BenchArgs) -> Result<Arc<dyn Kernel>, BenchError> {
         Backend::Sim => {
             let mut cfg = SimConfig::new(args.effective_seed());
             cfg.device = nvme_model(&args.nvme)?;
+            cfg.cpu = cpu_model(&args.cpu)?;
             // Millions of calls: keep the digest, not the events.
             cfg.keep_events = false;
             let sim = SimKernel::with_config(cfg);
@@ -74,11 +75,33 @@ pub fn nvme_model(name: &str) -> Result<NvmeModel, BenchError> {
     NvmeModel::from_ron(&text).map_err(|e| BenchError::InvalidFlags(format!("--nvme={name}: {e}")))
 }
 
+/// The CPU cost profile `--cpu` names: a preset, or else a RON file.
+pub fn cpu_model(name: &str) -> Result<CpuModel, BenchError> {
+    if CpuModel::PRESETS.contains(&name) {
+        return CpuModel::preset(name).map_err(BenchError::InvalidFlags);
+    }
+    let path = Path::new(name);
+    if !path.exists() {
+        return Err(BenchError::InvalidFlags(format!(
+            "--cpu={name}: neither a profile ({}) nor a file",
+            CpuModel::PRESETS.join(", ")
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| BenchError::InvalidFlags(format!("--cpu={name}: {e}")))?;
+    CpuModel::from_ron(&text).map_err(|e| BenchError::InvalidFlags(format!("--cpu={name}: {e}")))
+}
+
 /// Runs `resystance bench`: text to standard output, then the JSON report if `--json`.
 pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
     if args.backend == Backend::Real && args.nvme != "this-host" {
         return Err(BenchError::InvalidFlags(
             "--nvme models the simulator's device; the real kernel runs on the host's".into(),
+        ));
+    }
+    if args.backend == Backend::Real && args.cpu != "this-host" {
+        return Err(BenchError::InvalidFlags(
+            "--cpu models the simulator's CPU costs; the real kernel runs on the host's".into(),
         ));
     }
     let kernel = kernel_for(args)?;
@@ -152,7 +175,8 @@ pub fn run_with(
             Backend::Sim => Some(results::SimFacts {
                 nvme_preset: args.nvme.clone(),
                 nvme: nvme_model(&args.nvme)?,
-                cpu: SimConfig::new(args.effective_seed()).cpu,
+                cpu_profile: args.cpu.clone(),
+                cpu: cpu_model(&args.cpu)?,
             }),
         },
         runs,
@@ -179,7 +203,7 @@ fn header(
         Backend::Sim => (
             format!(
                 "{} simulated cores (costs measured on {} * {})",
-                SimConfig::new(0).cpu.cores,
+                cpu_model(&args.cpu).map_or(0, |c| c.cores),
                 host.cpus,
                 host.cpu_model
             ),

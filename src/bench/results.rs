@@ -49,6 +49,8 @@ pub struct SimFacts {
     pub nvme: resystance_sim::NvmeModel,
     /// The CPU model (system calls, page cache, BPF, the engine's work, cores).
     pub cpu: resystance_sim::CpuModel,
+    /// `--cpu`: the CPU profile's name or file.
+    pub cpu_profile: String,
 }
 
 /// The benchmark list run once under one compaction mode.

@@ -10,8 +10,8 @@ use clap::Args;
 use resystance_sim::{FaultCounts, FaultProfile};
 
 use super::{
-    repro_line, run_campaign, CampaignConfig, CampaignReport, Faults, Sabotage, OPS_DEFAULT,
-    THREE_MODE_EVERY_DEFAULT,
+    repro_line, run_campaign, CampaignConfig, CampaignReport, CpuProfile, Faults, Sabotage,
+    OPS_DEFAULT, THREE_MODE_EVERY_DEFAULT,
 };
 use crate::bench::error::{EXIT_FAILURE, EXIT_USAGE};
 use crate::options::CompactionMode;
@@ -35,6 +35,10 @@ pub struct SimArgs {
     /// Faults to inject until a seed's first failure: a preset (none, light, heavy, small-disk) or a RON file [default: none]
     #[arg(long = "faults", value_name = "PRESET|FILE")]
     pub faults: Option<String>,
+
+    /// The simulated CPU costs: a profile (this-host) or a RON file [default: this-host]
+    #[arg(long = "cpu", value_name = "PRESET|FILE")]
+    pub cpu: Option<String>,
 
     /// Add one power loss per seed at a system call drawn from the seed's run
     #[arg(long = "crash")]
@@ -123,9 +127,20 @@ impl SimArgs {
                 profile: fault_profile(name)?,
             }),
         };
+        let cpu = match &self.cpu {
+            None => None,
+            Some(name) => Some(CpuProfile {
+                name: name.clone(),
+                model: crate::bench::cpu_model(name).map_err(|e| match e {
+                    crate::bench::BenchError::InvalidFlags(why) => why,
+                    other => other.to_string(),
+                })?,
+            }),
+        };
         Ok(CampaignConfig {
             seeds: self.seeds.clone(),
             faults,
+            cpu,
             crash: self.crash,
             ops: self.ops,
             jobs: self.jobs.unwrap_or(0),

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use resystance_sim::{FaultCounts, FaultProfile};
+use resystance_sim::{CpuModel, FaultCounts, FaultProfile};
 
 use crate::options::{BackgroundMode, CompactionMode, WalRecoveryMode};
 pub use pass::{campaign_options, run_pass, Model, PassPlan, PassResult, WalDamage, DB_DIR};
@@ -47,6 +47,15 @@ pub struct Faults {
     pub profile: FaultProfile,
 }
 
+/// A CPU cost profile and the name the user gave it (a preset or a file), for the repro line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CpuProfile {
+    /// As given to `--cpu`.
+    pub name: String,
+    /// The costs.
+    pub model: CpuModel,
+}
+
 /// A deliberately broken harness, so tests can see a campaign fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Sabotage {
@@ -62,6 +71,8 @@ pub struct CampaignConfig {
     pub seeds: Range<u64>,
     /// Faults injected until a seed's first failure; `None`: no faults.
     pub faults: Option<Faults>,
+    /// The CPU cost profile; `None`: this host's measured costs.
+    pub cpu: Option<CpuProfile>,
     /// One power loss per seed at a random system call.
     pub crash: bool,
     /// Workload operations per seed.
@@ -81,6 +92,7 @@ impl CampaignConfig {
         CampaignConfig {
             seeds,
             faults: None,
+            cpu: None,
             crash: false,
             ops: OPS_DEFAULT,
             jobs: 0,
@@ -174,6 +186,7 @@ pub fn run_seed(cfg: &CampaignConfig, seed: u64) -> SeedOutcome {
             .as_ref()
             .map(|f| f.profile.clone())
             .unwrap_or_default(),
+        cpu: cpu_of(cfg),
         crash_at_syscall: None,
         ops: cfg.ops,
         lose_a_write,
@@ -220,7 +233,12 @@ pub fn run_seed(cfg: &CampaignConfig, seed: u64) -> SeedOutcome {
     }
     if outcome.failure.is_none() && cfg.three_mode_every > 0 && seed % cfg.three_mode_every == 0 {
         outcome.three_mode_checked = true;
-        if let Err(f) = three_modes(seed, cfg.ops.min(THREE_MODE_OPS_MAX), &mut digests) {
+        if let Err(f) = three_modes(
+            seed,
+            cfg.ops.min(THREE_MODE_OPS_MAX),
+            cpu_of(cfg),
+            &mut digests,
+        ) {
             outcome.failure = Some(format!("three-mode check: {f}"));
         }
     }
@@ -246,7 +264,7 @@ fn guarded(f: impl FnOnce() -> PassResult) -> PassResult {
 
 /// The seed's workload without faults, jobs inline (their points do not depend on timing),
 /// under each compaction mode: every table must be the same, byte for byte.
-fn three_modes(seed: u64, ops: u64, digests: &mut Vec<u64>) -> Result<(), String> {
+fn three_modes(seed: u64, ops: u64, cpu: CpuModel, digests: &mut Vec<u64>) -> Result<(), String> {
     let mut runs = Vec::new();
     for mode in CompactionMode::ALL {
         let plan = PassPlan {
@@ -254,6 +272,7 @@ fn three_modes(seed: u64, ops: u64, digests: &mut Vec<u64>) -> Result<(), String
             mode,
             background: BackgroundMode::Inline,
             faults: FaultProfile::default(),
+            cpu,
             crash_at_syscall: None,
             ops,
             lose_a_write: false,
@@ -414,11 +433,21 @@ pub fn run_campaign(
     Ok(report)
 }
 
+/// The CPU costs `cfg` runs with.
+fn cpu_of(cfg: &CampaignConfig) -> CpuModel {
+    cfg.cpu
+        .as_ref()
+        .map_or_else(CpuModel::this_host, |c| c.model)
+}
+
 /// The command that runs `seed` alone under `cfg`'s settings.
 pub fn repro_line(cfg: &CampaignConfig, seed: u64) -> String {
     let mut line = format!("resystance sim --seeds {seed}..{}", seed + 1);
     if let Some(f) = &cfg.faults {
         line += &format!(" --faults {}", cli::shell_word(&f.name));
+    }
+    if let Some(c) = &cfg.cpu {
+        line += &format!(" --cpu {}", cli::shell_word(&c.name));
     }
     if cfg.crash {
         line += " --crash";

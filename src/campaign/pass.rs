@@ -9,7 +9,7 @@ use std::sync::Arc;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use resystance_programs::abi::{USER_KEY_BYTES_MAX, VALUE_BYTES_MAX};
-use resystance_sim::{FaultCounts, FaultProfile, SimConfig, SimKernel};
+use resystance_sim::{CpuModel, FaultCounts, FaultProfile, SimConfig, SimKernel};
 use resystance_traces::{Kernel, OpenFlags};
 
 use crate::options::{BackgroundMode, CompactionMode, Options, WalRecoveryMode};
@@ -72,6 +72,8 @@ pub struct PassPlan {
     pub background: BackgroundMode,
     /// Faults until the first failure (then only its media bit flips).
     pub faults: FaultProfile,
+    /// The simulated machine's CPU costs (they decide how background jobs interleave).
+    pub cpu: CpuModel,
     /// How recoveries after a power loss treat damaged WAL records. Reopens after a clean
     /// close always use [`WalRecoveryMode::AbsoluteConsistency`]: a clean close leaves no torn
     /// record, so any damage there is a flipped bit and must fail the open.
@@ -322,6 +324,7 @@ pub fn run_pass(plan: &PassPlan, keep_tables: bool) -> PassResult {
     let mut cfg = SimConfig::new(plan.seed);
     cfg.keep_events = false;
     cfg.faults = plan.faults.clone();
+    cfg.cpu = plan.cpu;
     cfg.crash_at_syscall = plan.crash_at_syscall;
     let kernel = Arc::new(SimKernel::with_config(cfg));
     let mut pass = Pass {
