@@ -136,7 +136,7 @@ fn a_full_disk_stops_writes_with_its_error_and_loses_nothing() {
 
 #[test]
 fn failing_reads_fail_a_compaction_cleanly_and_keep_its_inputs() {
-    for mode in [CompactionMode::Baseline, CompactionMode::Uring] {
+    for mode in CompactionMode::ALL {
         let k = sim(2);
         let db = open(&k, mode).unwrap();
         let mut model = Model::new();
@@ -162,6 +162,75 @@ fn failing_reads_fail_a_compaction_cleanly_and_keep_its_inputs() {
             "{mode}: read EIO in compaction -> {err}; inputs kept, all {} keys back",
             model.len()
         );
+    }
+}
+
+/// A compaction whose output writes fail (EIO), whose output syncs fail (EIO), or whose disk
+/// refuses every allocation (ENOSPC): in every mode the compaction fails with that errno,
+/// deletes none of its inputs and installs nothing, and after the machine restarts without
+/// the fault every acknowledged key is back.
+#[test]
+fn failing_writes_syncs_and_a_full_disk_fail_a_compaction_cleanly() {
+    let faults: [(&str, &str, FaultProfile); 3] = [
+        (
+            "write EIO",
+            "EIO",
+            FaultProfile {
+                write_eio_ppm: 1_000_000,
+                ..FaultProfile::default()
+            },
+        ),
+        (
+            "sync EIO",
+            "EIO",
+            FaultProfile {
+                sync_eio_ppm: 1_000_000,
+                ..FaultProfile::default()
+            },
+        ),
+        (
+            "ENOSPC",
+            "ENOSPC",
+            FaultProfile {
+                enospc_ppm: 1_000_000,
+                ..FaultProfile::default()
+            },
+        ),
+    ];
+    for mode in CompactionMode::ALL {
+        for (what, errno, profile) in &faults {
+            let k = sim(3);
+            let db = open(&k, mode).unwrap();
+            let mut model = Model::new();
+            assert!(fill(&db, &mut model, 3_000, 600).is_none());
+            db.flush().unwrap();
+            let before = tables(&k);
+            assert!(before.len() > 1, "{mode}: several tables to compact");
+            k.set_faults(profile.clone());
+            let err = db
+                .compact_all()
+                .expect_err("a compaction cannot write or sync its outputs");
+            assert!(
+                format!("{err}").contains(errno),
+                "{mode}, {what}: the error names {errno}: {err}"
+            );
+            let counts = k.fault_counts();
+            assert!(
+                counts.write_eio + counts.sync_eio + counts.enospc > 0,
+                "{mode}, {what}: the fault was injected: {counts:?}"
+            );
+            let after = tables(&k);
+            assert!(
+                before.iter().all(|t| after.contains(t)),
+                "{mode}, {what}: a failed compaction deleted an input: {before:?} -> {after:?}"
+            );
+            drop(db);
+            assert_eq!(recovered(&k, mode), model, "{mode}, {what}");
+            say!(
+                "{mode}: {what} in compaction -> {err}; inputs kept, all {} keys back",
+                model.len()
+            );
+        }
     }
 }
 
