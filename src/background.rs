@@ -15,9 +15,9 @@
 //! job after finishing the last. A stopped writer waits (sleeps on its clock) until the
 //! earliest running job ends.
 //!
-//! Simplifications, deliberate: the two background tasks and the foreground each have a CPU
-//! of their own (the machine kind has two cores; contention is not modelled); a job picks its
-//! inputs when it starts, from the state as the host has it, which may include the effects of
+//! Simplifications, deliberate: the three tasks share the simulated cores by processor
+//! sharing over the background tasks' CPU stints, with the foreground assumed always
+//! runnable (sim/src/clock.rs); a job picks its inputs when it starts, from the state as the host has it, which may include the effects of
 //! a job whose end the foreground has not reached yet (only a compaction over a running
 //! flush's output is held back to that flush's end).
 

@@ -30,8 +30,9 @@ pub use pass::{campaign_options, run_pass, Model, PassPlan, PassResult, WalDamag
 pub const OPS_DEFAULT: u64 = 300;
 /// Every this many seeds (seed % N == 0) also runs the three-mode check by default.
 pub const THREE_MODE_EVERY_DEFAULT: u64 = 8;
-/// The three-mode check runs at most this many operations: resystance mode on the sim runs
-/// the compaction program in an interpreter (~11 MB/s).
+/// The three-mode check runs at most this many operations: it adds three passes per checked
+/// seed, and with 300 (a default seed's all) `sim --seeds 0..200 --faults heavy --crash` took
+/// 38.7 s instead of 22.7 s here (2026-11-25, beside other builds).
 pub const THREE_MODE_OPS_MAX: u64 = 150;
 /// Detected corruptions the report quotes.
 pub const CORRUPTION_EXAMPLES_MAX: usize = 3;
