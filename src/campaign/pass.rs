@@ -506,11 +506,23 @@ impl Pass {
     }
 
     /// Whether an engine error can be explained: the machine lost power, or faults are still
-    /// on and one that can fail a call (anything but a latency spike) was injected. After the
-    /// first recovery only media bit flips remain, and those must show as corruption.
-    fn error_explained(&self) -> bool {
+    /// on and one was injected that fails calls with the errno the error carries — EIO (a
+    /// failed read, write or sync) or ENOSPC. Short transfers and latency spikes never explain
+    /// an error: the engine must continue a short read or write. After the first recovery
+    /// only media bit flips remain, and those must show as corruption.
+    fn error_explained(&self, error: &Error) -> bool {
+        if self.kernel.is_down() {
+            return true;
+        }
+        if !self.faults_on {
+            return false;
+        }
         let f = self.kernel.fault_counts();
-        self.kernel.is_down() || (self.faults_on && f.total() > f.latency_spike)
+        // The errno survives wrapping (a background error keeps the message of its cause).
+        let text = error.to_string();
+        let eio = f.read_eio + f.write_eio + f.sync_eio > 0 && text.contains("EIO");
+        let enospc = f.enospc + f.disk_full > 0 && text.contains("ENOSPC");
+        eio || enospc
     }
 
     fn run(&mut self) -> Result<(), Stop> {
@@ -561,9 +573,9 @@ impl Pass {
             self.note_refused(&error);
             return Err(Stop::Corruption(format!("{what}: {error} ({flip})")));
         }
-        if !self.error_explained() {
+        if !self.error_explained(&error) {
             return Err(Stop::Failure(format!(
-                "{what} failed with no fault injected: {error}"
+                "{what} failed with no injected fault that explains it: {error}"
             )));
         }
         self.recover(in_flight.as_ref(), what)
