@@ -96,21 +96,7 @@ pub fn db_stats_lines(stats: &DbStats, uptime_ns: u64) -> String {
         },
     );
 
-    let calls: Vec<String> = c
-        .syscalls
-        .nonzero()
-        .map(|(kind, n)| format!("{kind} {n}"))
-        .collect();
-    if calls.is_empty() {
-        out.push_str("Compaction syscalls: none\n");
-    } else {
-        let _ = writeln!(
-            out,
-            "Compaction syscalls: {} (total {})",
-            calls.join(", "),
-            c.syscalls.total()
-        );
-    }
+    out.push_str(&syscalls_line("Compaction syscalls", &c.syscalls));
     let _ = writeln!(
         out,
         "Flush: {} flushes, {} written, {:.3} seconds",
@@ -158,7 +144,21 @@ pub fn benchmark_report(r: &BenchmarkResult) -> String {
     out.push('\n');
     out.push_str(&latency_lines(r.op.name(), &r.latency));
     out.push_str(&db_stats_lines(&r.db_stats, r.db_uptime_ns));
+    out.push_str(&syscalls_line("Syscalls (whole benchmark)", &r.syscalls));
     out
+}
+
+/// `label: kind n, kind n (total t)`, or `label: none`.
+fn syscalls_line(label: &str, counts: &resystance_traces::SyscallCounts) -> String {
+    let calls: Vec<String> = counts
+        .nonzero()
+        .map(|(kind, n)| format!("{kind} {n}"))
+        .collect();
+    if calls.is_empty() {
+        format!("{label}: none\n")
+    } else {
+        format!("{label}: {} (total {})\n", calls.join(", "), counts.total())
+    }
 }
 
 /// The side-by-side table of a multi-mode run: per benchmark, one row per compaction mode
@@ -394,13 +394,21 @@ mod tests {
             latency: LatencySummary::default(),
             db_uptime_ns: 1_000_000_000,
             db_stats: sample_stats(),
+            syscalls: {
+                let mut c = resystance_traces::SyscallCounts::default();
+                c.add(SyscallKind::Pread, 7);
+                c.add(SyscallKind::Fstat, 2);
+                c
+            },
         });
         let text = benchmark_report(&r);
         assert!(
             text.starts_with("readrandom   :       1.000 micros/op 1000000 ops/sec 0.000 seconds 4 operations;   83.0 MB/s (3 of 4 found)\n\nMicroseconds per read:\n"),
             "{text}"
         );
-        assert!(text.ends_with("Levels: L0 3 files 9.0 MB, L2 2 files 10.0 MB\n"));
+        assert!(text.ends_with(
+            "Levels: L0 3 files 9.0 MB, L2 2 files 10.0 MB\nSyscalls (whole benchmark): pread64 7, fstat 2 (total 9)\n"
+        ), "{text}");
     }
 
     #[test]
@@ -424,6 +432,7 @@ mod tests {
                     latency: LatencySummary::default(),
                     db_uptime_ns: 1_000_000_000,
                     db_stats: stats,
+                    syscalls: Default::default(),
                 })],
                 skipped: Vec::new(),
             }

@@ -7,6 +7,7 @@ use super::host::HostFacts;
 use super::latency::LatencySummary;
 use crate::options::CompactionMode;
 use crate::stats::DbStats;
+use resystance_traces::SyscallCounts;
 
 /// Bytes in db_bench's "MB" (RocksDB reports binary megabytes).
 pub const MB: f64 = 1_048_576.0;
@@ -113,6 +114,9 @@ pub struct BenchmarkResult {
     pub write_amplification: f64,
     /// The engine's counters since the database was opened, at the end of the benchmark.
     pub db_stats: DbStats,
+    /// Every system call the process made through the kernel during the benchmark
+    /// (foreground and background), by kind.
+    pub syscalls: SyscallCounts,
 }
 
 /// The numbers a benchmark measured, before the derived rates are computed.
@@ -134,6 +138,8 @@ pub struct Measured {
     pub db_uptime_ns: u64,
     /// Engine counters at the end.
     pub db_stats: DbStats,
+    /// System calls during the benchmark, by kind.
+    pub syscalls: SyscallCounts,
 }
 
 impl BenchmarkResult {
@@ -158,6 +164,7 @@ impl BenchmarkResult {
             db_uptime_ns: m.db_uptime_ns,
             write_amplification: m.db_stats.write_amplification(),
             db_stats: m.db_stats,
+            syscalls: m.syscalls,
         }
     }
 }

@@ -205,6 +205,7 @@ impl<'a> Runner<'a> {
         let mut bytes = 0u64;
         let progress = Progress::new(bench.name(), args.num);
 
+        let syscalls_before = self.kernel.syscall_counts();
         let start_ns = self.kernel.now_ns();
         let mut last_ns = start_ns;
         for i in 0..args.num {
@@ -232,6 +233,7 @@ impl<'a> Runner<'a> {
                 bytes,
                 elapsed_ns: last_ns - start_ns,
                 latency,
+                syscalls_before,
             },
         ))
     }
@@ -253,6 +255,7 @@ impl<'a> Runner<'a> {
         let mut found = 0u64;
         let progress = Progress::new(bench.name(), reads);
 
+        let syscalls_before = self.kernel.syscall_counts();
         let start_ns = self.kernel.now_ns();
         let mut last_ns = start_ns;
         for i in 0..reads {
@@ -280,6 +283,7 @@ impl<'a> Runner<'a> {
                 bytes,
                 elapsed_ns: last_ns - start_ns,
                 latency,
+                syscalls_before,
             },
         ))
     }
@@ -297,6 +301,7 @@ impl<'a> Runner<'a> {
             latency: done.latency.summary(),
             db_uptime_ns,
             db_stats,
+            syscalls: self.kernel.syscall_counts().since(&done.syscalls_before),
         })
     }
 }
@@ -309,4 +314,6 @@ struct Loop {
     bytes: u64,
     elapsed_ns: u64,
     latency: LatencyRecorder,
+    /// The kernel's counts when the loop started.
+    syscalls_before: resystance_traces::SyscallCounts,
 }
