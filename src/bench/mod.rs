@@ -180,6 +180,7 @@ pub fn run_with(
             }),
         },
         runs,
+        kernel_syscalls: (args.backend == Backend::Real).then(|| kernel.syscall_counts()),
     })
 }
 

@@ -39,6 +39,11 @@ pub struct BenchReport {
     pub sim: Option<SimFacts>,
     /// One entry per `--compaction_mode`, in flag order.
     pub runs: Vec<ModeRun>,
+    /// `--backend=real`: every system call the engine made through the kernel during the
+    /// whole invocation (checks, every mode, opening, closing), by kind — what `strace -f -c`
+    /// sees of those calls (`tests/strace_cross_check.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_syscalls: Option<SyscallCounts>,
 }
 
 /// What the simulated kernel modelled.
