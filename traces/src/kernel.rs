@@ -59,6 +59,17 @@ impl OpenFlags {
         direct: false,
         directory: false,
     };
+    /// Create a new file for writing and reading (`O_RDWR | O_CREAT | O_EXCL`); fails if it
+    /// exists. A table's writer keeps this descriptor to read the table it wrote.
+    pub const CREATE_NEW_READ_WRITE: OpenFlags = OpenFlags {
+        read: true,
+        write: true,
+        create: true,
+        exclusive: true,
+        truncate: false,
+        direct: false,
+        directory: false,
+    };
     /// Create or truncate a file for writing.
     pub const CREATE_TRUNCATE: OpenFlags = OpenFlags {
         read: false,
