@@ -63,9 +63,9 @@ mod an_accounted_view_counts_what_the_kernel_counted {
 
     #[test]
     fn sim() {
-        let k = Arc::new(super::sim_kernel());
+        let k: Arc<dyn resystance_traces::Kernel> = Arc::new(super::sim_kernel());
         super::an_accounted_view_counts_what_the_kernel_counted(
-            k,
+            &k,
             std::path::Path::new(super::SIM_DIR),
         );
     }
@@ -74,7 +74,8 @@ mod an_accounted_view_counts_what_the_kernel_counted {
     fn linux() {
         if let Some(k) = super::linux_kernel("an_accounted_view_counts_what_the_kernel_counted") {
             let dir = tempfile::tempdir().unwrap();
-            super::an_accounted_view_counts_what_the_kernel_counted(Arc::new(k), dir.path());
+            let k: Arc<dyn resystance_traces::Kernel> = Arc::new(k);
+            super::an_accounted_view_counts_what_the_kernel_counted(&k, dir.path());
         }
     }
 }
@@ -652,11 +653,11 @@ fn overcommit_is_bounded_and_refused_with_sqpoll(k: &dyn Kernel, _dir: &Path) {
 /// Everything done through the view is what the kernel counted, kind by kind: the ring's
 /// setup with its 2 `mmap`s, and its close with the `io_uring_enter` that drains what was
 /// still queued and the 2 `munmap`s (bench's per-job counts come from such views).
-fn an_accounted_view_counts_what_the_kernel_counted(k: std::sync::Arc<dyn Kernel>, dir: &Path) {
+fn an_accounted_view_counts_what_the_kernel_counted(k: &std::sync::Arc<dyn Kernel>, dir: &Path) {
     let path = dir.join("accounted");
     let data = pattern(4 * PAGE, 3);
     write_file(k.as_ref(), &path, &data);
-    let view = Accounted::new(std::sync::Arc::clone(&k));
+    let view = Accounted::new(std::sync::Arc::clone(k));
     let before = k.syscall_counts();
 
     let fd = view.open(&path, OpenFlags::READ).unwrap();
