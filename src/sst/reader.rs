@@ -19,12 +19,6 @@ use super::properties::{
     TableProperties, BYTEWISE_COMPARATOR, INDEX_TYPE_BINARY_SEARCH, PROPERTIES_BLOCK_NAME,
 };
 
-/// Bytes [`Table::open`] reads from the end of a file in its first read: the footer and the
-/// metadata blocks of tables up to a few MiB (the index of a 4 MiB table of 4 KiB blocks is
-/// about 40 KiB), so one `pread` serves both.
-pub const TAIL_PREFETCH_BYTES: usize = 64 * 1024;
-const _: () = assert!(TAIL_PREFETCH_BYTES >= FOOTER_LEN);
-
 /// An open table. Shareable across threads; reads go through the kernel each call names.
 #[derive(Debug)]
 pub struct Table {
@@ -41,25 +35,20 @@ pub struct Table {
 
 impl Table {
     /// Opens `path` and reads its footer, metaindex, properties and index (checksums verified):
-    /// one `fstat` and one `pread` of the file's last [`TAIL_PREFETCH_BYTES`], which holds the
-    /// footer and the metadata blocks before it unless they are larger (then one more `pread`
-    /// of the rest).
+    /// one `fstat`, one `pread` for the footer and one for the metadata blocks before it.
+    /// (Reading a larger guess of the tail at once would save the second `pread` but pull data
+    /// blocks into the page cache at open, changing what later reads cost.)
     pub fn open(kernel: &Arc<dyn Kernel>, path: &Path) -> Result<Table> {
         let file = OpenFile::open(kernel, path, OpenFlags::READ)?;
         let file_size = file.size()?;
-        if file_size < FOOTER_LEN as u64 {
+        let Some(offset) = file_size.checked_sub(FOOTER_LEN as u64) else {
             return Err(Error::corruption(
                 path,
                 0,
                 format!("{file_size}-byte file is shorter than the {FOOTER_LEN}-byte footer"),
             ));
-        }
-        let offset = file_size.saturating_sub(TAIL_PREFETCH_BYTES as u64);
-        let bytes = file.read_exact_at(
-            kernel.as_ref(),
-            offset,
-            usize::try_from(file_size - offset).expect("at most TAIL_PREFETCH_BYTES"),
-        )?;
+        };
+        let bytes = file.read_exact_at(kernel.as_ref(), offset, FOOTER_LEN)?;
         Table::from_tail(
             kernel.as_ref(),
             file,

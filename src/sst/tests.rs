@@ -204,28 +204,6 @@ fn writes_through_an_append_file() {
 }
 
 #[test]
-fn metadata_beyond_the_prefetched_tail_costs_one_more_pread() {
-    let dir = tempfile::tempdir().unwrap();
-    let k = kernel();
-    // One entry per block: an index of 3000 entries, far more than the prefetch holds.
-    let options = TableOptions {
-        block_size_bytes: 1,
-        ..TableOptions::default()
-    };
-    let entries = small_entries(3000);
-    let (bytes, summary) = build(options, &entries);
-    assert!(summary.index_size > TAIL_PREFETCH_BYTES as u64);
-    let path = write_file(dir.path(), "big-index.sst", &bytes);
-    let before = k.syscall_counts();
-    let table = Table::open(&k, &path).unwrap();
-    let cost = k.syscall_counts().since(&before);
-    assert_eq!(cost.get(SyscallKind::Pread), 2, "the tail, then the rest");
-    assert_eq!(cost.get(SyscallKind::Fstat), 1);
-    assert_eq!(table.data_block_handles().len(), 3000);
-    assert_eq!(table.properties().num_entries, 3000);
-}
-
-#[test]
 fn a_written_table_opens_from_its_tail_with_no_system_call() {
     let dir = tempfile::tempdir().unwrap();
     let k = kernel();
@@ -330,7 +308,7 @@ fn iteration_costs_one_pread_per_data_block_and_seeks_reuse_the_current_block() 
         .syscall_counts()
         .since(&before_open)
         .get(SyscallKind::Pread);
-    assert_eq!(open_preads, 1, "footer and metadata in one tail read");
+    assert_eq!(open_preads, 2, "footer + one tail read");
 
     let before = k.syscall_counts();
     let mut it = table.iter(Arc::clone(&k));
