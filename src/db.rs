@@ -24,6 +24,7 @@ use crate::compaction::job::{CompactionExecutor, CompactionJob, JobEnv};
 use crate::compaction::output::OutputWriter;
 use crate::compaction::picker::{is_bottommost, key_range, pick_compaction, PickedCompaction};
 use crate::compaction::visibility::VersionFilter;
+use crate::db_dir::DbDir;
 use crate::error::{Error, KernelContext, Result};
 use crate::filename::{self, FileKind};
 use crate::iter::InternalIterator;
@@ -49,6 +50,9 @@ pub struct Db {
 struct DbInner {
     kernel: Arc<dyn Kernel>,
     dir: PathBuf,
+    /// The directory, held open: flushes and compactions sync it and their outputs go through
+    /// it to `tables`.
+    db_dir: DbDir,
     options: Options,
     tables: Arc<TableCache>,
     executor: Box<dyn CompactionExecutor>,
@@ -203,6 +207,7 @@ impl Db {
             }
         };
         let tables = Arc::new(TableCache::new(Arc::clone(&kernel), dir));
+        let db_dir = DbDir::open(&kernel, dir, Arc::clone(&tables))?;
         let names = kernel.list_dir(dir).ctx("listing", dir)?;
         let mut next_file_number = recovered.next_file_number;
         let mut logs = Vec::new();
@@ -253,7 +258,7 @@ impl Db {
         let added = if mem.is_empty() {
             Vec::new()
         } else {
-            flush_memtable(&kernel, dir, &mem, &[], &options, &allocate)?
+            flush_memtable(&kernel, &db_dir, &mem, &[], &options, &allocate)?
         };
         let wal_number = allocate();
         let manifest_number = allocate();
@@ -286,7 +291,7 @@ impl Db {
                 return Err(e);
             }
         };
-        crate::file::sync_dir(&kernel, dir)?;
+        db_dir.sync(kernel.as_ref())?;
 
         // Statistics cover this session's work; the recovery flush above is not part of it,
         // what the WAL replay kept and dropped is.
@@ -322,6 +327,7 @@ impl Db {
         let inner = Arc::new(DbInner {
             kernel,
             dir: dir.to_path_buf(),
+            db_dir,
             options,
             tables,
             executor,
@@ -704,7 +710,7 @@ impl Drop for Db {
 /// Writes `mem` as L0 table(s): one output, versions filtered for `snapshots`.
 fn flush_memtable(
     kernel: &Arc<dyn Kernel>,
-    dir: &Path,
+    dir: &DbDir,
     mem: &Arc<Memtable>,
     snapshots: &[u64],
     options: &Options,
@@ -871,7 +877,7 @@ impl DbInner {
         let wal = LogWriter::create(&self.kernel, &filename::log_path(&self.dir, number))?;
         if self.options.sync_wal {
             // The new WAL's directory entry must be durable before writes in it are acked.
-            crate::file::sync_dir(&self.kernel, &self.dir)?;
+            self.db_dir.sync(self.kernel.as_ref())?;
         }
         let old_wal_number = std::mem::replace(&mut st.wal_number, number);
         st.wal = wal; // the old WAL is complete: closing it loses nothing
@@ -1166,16 +1172,13 @@ impl DbInner {
         };
         let result = flush_memtable(
             &self.kernel,
-            &self.dir,
+            &self.db_dir,
             &mem,
             &snapshots,
             &self.options,
             &alloc,
         )
         .and_then(|files| {
-            for f in &files {
-                self.tables.open_new(&self.kernel, f.number)?;
-            }
             // The oldest WAL still needed after this flush: the next immutable memtable's,
             // or the active one's.
             let log_number = {
@@ -1273,16 +1276,13 @@ impl DbInner {
         };
         let env = JobEnv {
             kernel: Arc::clone(&accounted) as Arc<dyn Kernel>,
-            dir: &self.dir,
+            dir: &self.db_dir,
             tables: &self.tables,
             new_file_number: &alloc,
             direct_reads: self.options.use_direct_reads,
         };
         let t0 = self.kernel.now_ns();
         let result = self.executor.run(&job, &env).and_then(|out| {
-            for f in &out.files {
-                self.tables.open_new(&env.kernel, f.number)?;
-            }
             let edit = VersionEdit {
                 deleted: job
                     .inputs()

@@ -129,6 +129,11 @@ impl Drop for OpenFile {
 pub trait Sink {
     /// Appends `data`.
     fn append(&mut self, data: &[u8]) -> Result<()>;
+    /// Appends the file's last bytes (nothing follows them); a buffering sink may write them
+    /// out at once with what it holds.
+    fn append_last(&mut self, data: &[u8]) -> Result<()> {
+        self.append(data)
+    }
 }
 
 impl Sink for Vec<u8> {
@@ -155,8 +160,34 @@ impl AppendFile {
         path: &Path,
         buf_capacity_bytes: usize,
     ) -> Result<AppendFile> {
+        Self::create_with(kernel, path, buf_capacity_bytes, OpenFlags::CREATE_NEW)
+    }
+
+    /// Creates `path` (which must not exist) for appending and for reading back, so the
+    /// finished file can be read through this descriptor ([`AppendFile::into_file`]) without
+    /// opening it again.
+    pub fn create_readable(
+        kernel: &Arc<dyn Kernel>,
+        path: &Path,
+        buf_capacity_bytes: usize,
+    ) -> Result<AppendFile> {
+        Self::create_with(
+            kernel,
+            path,
+            buf_capacity_bytes,
+            OpenFlags::CREATE_NEW_READ_WRITE,
+        )
+    }
+
+    fn create_with(
+        kernel: &Arc<dyn Kernel>,
+        path: &Path,
+        buf_capacity_bytes: usize,
+        flags: OpenFlags,
+    ) -> Result<AppendFile> {
         assert!(buf_capacity_bytes > 0, "an append buffer needs room");
-        let file = OpenFile::open(kernel, path, OpenFlags::CREATE_NEW)?;
+        assert!(flags.create && flags.exclusive && flags.write);
+        let file = OpenFile::open(kernel, path, flags)?;
         Ok(AppendFile {
             file,
             buf: Vec::with_capacity(buf_capacity_bytes),
@@ -191,6 +222,13 @@ impl AppendFile {
         Ok(())
     }
 
+    /// The open file, everything appended written out (one `pwrite` if the buffer held
+    /// anything).
+    pub fn into_file(mut self) -> Result<OpenFile> {
+        self.flush()?;
+        Ok(self.file)
+    }
+
     /// Flushes, then `fdatasync` (`fsync` when `metadata`, e.g. for a new file's size).
     pub fn sync(&mut self, metadata: bool) -> Result<()> {
         self.flush()?;
@@ -220,6 +258,22 @@ impl Sink for AppendFile {
             }
         }
         Ok(())
+    }
+
+    /// One `pwrite` of the buffer and `data` together, even past the buffer's capacity (by at
+    /// most `data.len()`, a table's metadata): the last bytes of a file never cost a write of
+    /// their own for having straddled the buffer's end.
+    fn append_last(&mut self, data: &[u8]) -> Result<()> {
+        if self.buf.is_empty() {
+            // Nothing to join: one pwrite straight from `data`, no copy.
+            if !data.is_empty() {
+                self.file.write_all_at(data, self.flushed_len)?;
+                self.flushed_len += data.len() as u64;
+            }
+            return Ok(());
+        }
+        self.buf.extend_from_slice(data);
+        self.flush()
     }
 }
 

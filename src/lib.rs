@@ -17,6 +17,7 @@ pub mod campaign;
 pub mod compaction;
 pub mod crc;
 pub mod db;
+pub mod db_dir;
 pub mod filename;
 pub mod log;
 pub mod memtable;

@@ -11,8 +11,9 @@ use crate::filename;
 use crate::sst::Table;
 
 /// Open tables of one database, kept open until their file is deleted (RocksDB's
-/// `max_open_files = -1`): every table is opened when the database opens or when the job that
-/// wrote it finishes, so compactions never pay for opening their inputs.
+/// `max_open_files = -1`): every table is opened when the database opens, or taken from the
+/// job that wrote it as it finishes the file, so compactions never pay for opening their
+/// inputs.
 #[derive(Debug)]
 pub struct TableCache {
     kernel: Arc<dyn Kernel>,
@@ -44,18 +45,16 @@ impl TableCache {
         Ok(Arc::clone(tables.entry(number).or_insert(table)))
     }
 
-    /// Opens a table just written (RocksDB's check that a new table is usable) through the
-    /// writing job's `kernel`, so the job pays for it, and keeps it open for later readers.
-    pub fn open_new(&self, kernel: &Arc<dyn Kernel>, number: u64) -> Result<()> {
-        let table = Arc::new(Table::open(
-            kernel,
-            &filename::table_path(&self.dir, number),
-        )?);
-        self.tables
+    /// Takes a table its writer just finished ([`Table::from_tail`]: the writer's descriptor
+    /// and the metadata it wrote, so keeping it open costs no system call) and keeps it open
+    /// for later readers.
+    pub fn adopt(&self, number: u64, table: Arc<Table>) {
+        let previous = self
+            .tables
             .lock()
             .expect("table cache lock")
             .insert(number, table);
-        Ok(())
+        assert!(previous.is_none(), "table {number} written twice");
     }
 
     /// Forgets a table whose file is being deleted.

@@ -11,8 +11,8 @@ use std::path::Path;
 use resystance_real_kernel::RealKernel;
 use resystance_sim::{SimConfig, SimKernel};
 use resystance_traces::{
-    CqState, Cqe, Errno, Fd, Kernel, MemId, OpenFlags, RingId, Sqe, SqeFile, SqeOp, SyscallCounts,
-    SyscallKind, UringParams, CQ_OVERCOMMIT_RINGS_MAX,
+    Accounted, CqState, Cqe, Errno, Fd, Kernel, MemId, OpenFlags, RingId, Sqe, SqeFile, SqeOp,
+    SyscallCounts, SyscallKind, UringParams, CQ_OVERCOMMIT_RINGS_MAX,
 };
 
 const PAGE: usize = 4096;
@@ -56,6 +56,29 @@ on_both_kernels!(
 );
 
 const SIM_DIR: &str = "/tmp/uring";
+
+/// An [`Accounted`] view over each kernel: a ring's life through the view.
+mod an_accounted_view_counts_what_the_kernel_counted {
+    use std::sync::Arc;
+
+    #[test]
+    fn sim() {
+        let k: Arc<dyn resystance_traces::Kernel> = Arc::new(super::sim_kernel());
+        super::an_accounted_view_counts_what_the_kernel_counted(
+            &k,
+            std::path::Path::new(super::SIM_DIR),
+        );
+    }
+
+    #[test]
+    fn linux() {
+        if let Some(k) = super::linux_kernel("an_accounted_view_counts_what_the_kernel_counted") {
+            let dir = tempfile::tempdir().unwrap();
+            let k: Arc<dyn resystance_traces::Kernel> = Arc::new(k);
+            super::an_accounted_view_counts_what_the_kernel_counted(&k, dir.path());
+        }
+    }
+}
 
 fn sim_kernel() -> SimKernel {
     let k = SimKernel::with_config(SimConfig {
@@ -625,4 +648,62 @@ fn overcommit_is_bounded_and_refused_with_sqpoll(k: &dyn Kernel, _dir: &Path) {
     assert_eq!(close.get(SyscallKind::Munmap), 2);
     assert_eq!(close.get(SyscallKind::Close), 1);
     assert_eq!(close.total(), 6);
+}
+
+/// Everything done through the view is what the kernel counted, kind by kind: the ring's
+/// setup with its 2 `mmap`s, and its close with the `io_uring_enter` that drains what was
+/// still queued and the 2 `munmap`s (bench's per-job counts come from such views).
+fn an_accounted_view_counts_what_the_kernel_counted(k: &std::sync::Arc<dyn Kernel>, dir: &Path) {
+    let path = dir.join("accounted");
+    let data = pattern(4 * PAGE, 3);
+    write_file(k.as_ref(), &path, &data);
+    let view = Accounted::new(std::sync::Arc::clone(k));
+    let before = k.syscall_counts();
+
+    let fd = view.open(&path, OpenFlags::READ).unwrap();
+    let mem = view.mem_alloc(4 * PAGE).unwrap();
+    let (ring, setup) = view.uring_setup_counted(&UringParams::default()).unwrap();
+    assert_eq!(setup.get(SyscallKind::IoUringSetup), 1);
+    assert_eq!(setup.get(SyscallKind::Mmap), 2, "rings and SQEs mapped");
+    assert_eq!(setup.total(), 3);
+    view.uring_register_buffers(ring, &[mem]).unwrap();
+    view.uring_register_files(ring, &[fd]).unwrap();
+    let read = |i: u64| SqeOp::ReadFixed {
+        file: SqeFile::Fixed(0),
+        buf_index: 0,
+        buf_offset: i as usize * PAGE,
+        len: PAGE as u32,
+        offset: i * PAGE as u64,
+    };
+    for i in 0..2 {
+        view.uring_queue(ring, &Sqe::new(read(i), i)).unwrap();
+    }
+    let got = complete(&view, ring, 2);
+    assert!(got.iter().all(|c| c.res == PAGE as i32));
+    // Queued, never submitted: the close submits them and waits.
+    for i in 2..4 {
+        view.uring_queue(ring, &Sqe::new(read(i), i)).unwrap();
+    }
+    let close = view.uring_close_counted(ring).unwrap();
+    assert_eq!(
+        close.get(SyscallKind::IoUringEnter),
+        1,
+        "the draining enter"
+    );
+    assert_eq!(close.get(SyscallKind::Munmap), 2);
+    assert_eq!(close.get(SyscallKind::Close), 1);
+    assert_eq!(close.total(), 4);
+    view.mem_free(mem).unwrap();
+    view.close(fd).unwrap();
+
+    let seen = k.syscall_counts().since(&before);
+    assert_eq!(
+        view.syscall_counts(),
+        seen,
+        "the view's counts by kind are the kernel's"
+    );
+    assert_eq!(seen.get(SyscallKind::Mmap), 3, "the buffer and the rings");
+    assert_eq!(seen.get(SyscallKind::Munmap), 3);
+    assert_eq!(seen.get(SyscallKind::IoUringEnter), 2);
+    assert_eq!(seen.total(), 14);
 }

@@ -154,13 +154,13 @@ impl RealKernel {
     }
 
     /// Closes a ring and forgets it; on an error it stays open.
-    fn close_ring(&self, ring: &Mutex<Ring>) -> KernelResult<()> {
+    fn close_ring(&self, ring: &Mutex<Ring>, counter: &SyscallCounter) -> KernelResult<()> {
         // A panic while the ring was locked (a broken invariant) must not also stop its I/O
         // from being waited for.
         let mut ring = ring
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        ring.close(&self.mappings, &self.counter, monotonic_ns)
+        ring.close(&self.mappings, counter, monotonic_ns)
     }
 
     /// The record of a map this kernel created (`EBADF` for any other fd).
@@ -290,7 +290,7 @@ impl Drop for RealKernel {
         for ring in &rings {
             // A ring that cannot drain keeps its regions pinned; they are leaked below rather
             // than unmapped under the kernel.
-            let _ = self.close_ring(ring);
+            let _ = self.close_ring(ring, &self.counter);
         }
         let maps = self
             .mappings
@@ -548,14 +548,19 @@ impl Kernel for RealKernel {
         Ok(())
     }
 
-    fn uring_setup(&self, params: &UringParams) -> KernelResult<RingId> {
-        let ring = Ring::setup(params, &self.counter)?;
+    fn uring_setup_counted(&self, params: &UringParams) -> KernelResult<(RingId, SyscallCounts)> {
+        // Counted apart first, so the caller learns what this setup cost.
+        let cost = SyscallCounter::default();
+        let ring = Ring::setup(params, &cost);
+        let cost = cost.snapshot();
+        self.counter.count_all(&cost);
+        let ring = ring?;
         let id = self.next_ring_id.fetch_add(1, Ordering::Relaxed);
         self.rings
             .lock()
             .expect("rings lock")
             .insert(id, Arc::new(Mutex::new(ring)));
-        Ok(RingId(id))
+        Ok((RingId(id), cost))
     }
 
     fn uring_register_buffers(&self, ring: RingId, regions: &[MemId]) -> KernelResult<()> {
@@ -594,12 +599,16 @@ impl Kernel for RealKernel {
         ring.cq_state()
     }
 
-    fn uring_close(&self, ring: RingId) -> KernelResult<()> {
+    fn uring_close_counted(&self, ring: RingId) -> KernelResult<SyscallCounts> {
         let id = ring;
         let ring = self.ring(id, SyscallKind::Close)?;
-        self.close_ring(&ring)?;
+        let cost = SyscallCounter::default();
+        let closed = self.close_ring(&ring, &cost);
+        let cost = cost.snapshot();
+        self.counter.count_all(&cost);
+        closed?;
         self.rings.lock().expect("rings lock").remove(&id.0);
-        Ok(())
+        Ok(cost)
     }
     fn bpf_map_create(&self, spec: &MapSpec) -> KernelResult<MapFd> {
         let call = SyscallKind::BpfMapCreate;

@@ -923,7 +923,7 @@ impl Kernel for SimKernel {
         )
     }
 
-    fn uring_setup(&self, params: &UringParams) -> KernelResult<RingId> {
+    fn uring_setup_counted(&self, params: &UringParams) -> KernelResult<(RingId, SyscallCounts)> {
         self.uring_call(
             SyscallKind::IoUringSetup,
             Op::UringSetup,
@@ -933,10 +933,11 @@ impl Kernel for SimKernel {
                 u64::from(params.sqpoll),
                 u64::from(params.sq_thread_idle_ms),
             ],
-            |r: &RingId| u64::from(r.0),
+            |(r, _): &(RingId, SyscallCounts)| u64::from(r.0),
             |st, _| {
                 // Sizes are checked before the system call, as real-kernel checks them.
                 crate::uring::ring_sizes(params)?;
+                let before = st.counts;
                 st.enter(SyscallKind::IoUringSetup)?;
                 for _ in 0..RING_MMAPS {
                     st.enter(SyscallKind::Mmap)?;
@@ -946,7 +947,7 @@ impl Kernel for SimKernel {
                 // Each ring is its own submitter after the synchronous calls' (0).
                 let ring = Ring::new(params, st.clock.now_ns(), id + 1)?;
                 st.rings.insert(id, ring);
-                Ok(RingId(id))
+                Ok((RingId(id), st.counts.since(&before)))
             },
         )
     }
@@ -1088,14 +1089,15 @@ impl Kernel for SimKernel {
         )
     }
 
-    fn uring_close(&self, ring: RingId) -> KernelResult<()> {
+    fn uring_close_counted(&self, ring: RingId) -> KernelResult<SyscallCounts> {
         self.uring_call(
             SyscallKind::Close,
             Op::UringClose,
             [u64::from(ring.0), 0, 0, 0],
-            |()| 0,
+            |_| 0,
             |st, args| {
                 let mut r = st.rings.remove(&ring.0).ok_or(Errno::EBADF)?;
+                let before = st.counts;
                 // Submit what is queued and wait for everything, as real-kernel's close does: a
                 // round per CQ's worth when completions overflowed.
                 let mut drained = Vec::new();
@@ -1115,7 +1117,8 @@ impl Kernel for SimKernel {
                 for _ in 0..RING_MMAPS {
                     st.enter(SyscallKind::Munmap)?;
                 }
-                st.enter(SyscallKind::Close)
+                st.enter(SyscallKind::Close)?;
+                Ok(st.counts.since(&before))
             },
         )
     }

@@ -608,7 +608,6 @@ fn accounted_views_forward_the_cq_state_and_count_the_flush() {
     let before = sim.syscall_counts();
     let times = overflow_nops(&view, || sim.now_ns());
     assert_eq!(times.len(), 5);
-    // (The view counts a ring's setup and close as one call each, not their mmaps/munmaps.)
     assert_eq!(
         view.syscall_counts().get(SyscallKind::IoUringEnter),
         delta(&sim, &before, SyscallKind::IoUringEnter),

@@ -1,10 +1,10 @@
 //! A compaction job and the executor interface every mode implements.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use resystance_traces::Kernel;
 
+use crate::db_dir::DbDir;
 use crate::error::Result;
 use crate::options::CompactionMode;
 use crate::sst::TableOptions;
@@ -49,8 +49,9 @@ impl CompactionJob {
 pub struct JobEnv<'a> {
     /// The kernel, as this job's own accounted view: every call counts toward the job.
     pub kernel: Arc<dyn Kernel>,
-    /// The database directory.
-    pub dir: &'a Path,
+    /// The database directory (held open; it also hands finished outputs to the table
+    /// cache).
+    pub dir: &'a DbDir,
     /// Open input tables.
     pub tables: &'a Arc<TableCache>,
     /// Hands out a fresh file number for an output, protected from deletion until installed.
@@ -70,7 +71,8 @@ impl std::fmt::Debug for JobEnv<'_> {
 /// What a job produced.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct JobOutput {
-    /// New files for `output_level`, in key order, durable (data synced, directory synced).
+    /// New files for `output_level`, in key order, durable (data synced, directory synced)
+    /// and already open in the table cache.
     pub files: Vec<FileMeta>,
     /// Input data blocks read.
     pub data_blocks_read: u64,

@@ -13,6 +13,7 @@ use super::format::{
     NO_COMPRESSION,
 };
 use super::properties::{PropertiesToWrite, PROPERTIES_BLOCK_NAME};
+use super::reader::TableTail;
 
 /// RocksDB's default `block_size`.
 pub const BLOCK_SIZE_BYTES_DEFAULT: usize = 4096;
@@ -253,19 +254,25 @@ impl<W: Sink> TableBuilder<W> {
 
     /// Writes the last data block, the index, properties and metaindex blocks and the footer.
     /// Does not sync: the caller decides durability.
-    pub fn finish(mut self) -> Result<(W, TableSummary)> {
+    pub fn finish(self) -> Result<(W, TableSummary)> {
+        let (sink, summary, _) = self.finish_keeping_tail()?;
+        Ok((sink, summary))
+    }
+
+    /// [`TableBuilder::finish`], also returning the table's tail — index, properties,
+    /// metaindex and footer, appended to the sink as one piece ([`Sink::append_last`]) — so
+    /// the writer can open the table from memory (`Table::from_tail`) instead of reading back
+    /// what it just wrote.
+    pub fn finish_keeping_tail(mut self) -> Result<(W, TableSummary, TableTail)> {
         self.check_healthy()?;
         if !self.data_block.is_empty() {
             self.flush_data_block()?;
         }
+        let tail_offset = self.offset;
+        let mut tail = Vec::new();
         let index_handle = {
             let contents = self.index_block.finish();
-            append_block(
-                &mut self.sink,
-                &mut self.scratch,
-                &mut self.offset,
-                contents,
-            )?
+            append_block(&mut tail, tail_offset, contents)
         };
         self.props.index_size = index_handle.size + BLOCK_TRAILER_LEN as u64;
 
@@ -273,24 +280,14 @@ impl<W: Sink> TableBuilder<W> {
         for (name, value) in self.props.entries() {
             meta.add(name.as_bytes(), &value);
         }
-        let properties_handle = append_block(
-            &mut self.sink,
-            &mut self.scratch,
-            &mut self.offset,
-            meta.finish(),
-        )?;
+        let properties_handle = append_block(&mut tail, tail_offset, meta.finish());
 
         meta.reset();
         meta.add(
             PROPERTIES_BLOCK_NAME.as_bytes(),
             &properties_handle.encoded(),
         );
-        let metaindex_handle = append_block(
-            &mut self.sink,
-            &mut self.scratch,
-            &mut self.offset,
-            meta.finish(),
-        )?;
+        let metaindex_handle = append_block(&mut tail, tail_offset, meta.finish());
 
         let footer = Footer {
             checksum: ChecksumType::Crc32c,
@@ -298,9 +295,12 @@ impl<W: Sink> TableBuilder<W> {
             index_handle,
             format_version: FORMAT_VERSION_WRITTEN,
         };
-        let footer = footer.encode();
-        self.sink.append(&footer)?;
-        self.offset += footer.len() as u64;
+        tail.extend_from_slice(&footer.encode());
+        if let Err(e) = self.sink.append_last(&tail) {
+            self.failed = Some(e.clone());
+            return Err(e);
+        }
+        self.offset += tail.len() as u64;
 
         let empty = self.props.num_entries == 0;
         let summary = TableSummary {
@@ -315,7 +315,11 @@ impl<W: Sink> TableBuilder<W> {
             smallest_key: self.smallest_key,
             largest_key: if empty { Vec::new() } else { self.last_key },
         };
-        Ok((self.sink, summary))
+        let tail = TableTail {
+            offset: tail_offset,
+            bytes: tail,
+        };
+        Ok((self.sink, summary, tail))
     }
 
     fn check_healthy(&self) -> Result<()> {
@@ -362,18 +366,11 @@ impl<W: Sink> TableBuilder<W> {
     }
 }
 
-/// Appends `contents` and its trailer as one write at `*offset`; returns the block's handle.
-fn append_block<W: Sink>(
-    sink: &mut W,
-    scratch: &mut Vec<u8>,
-    offset: &mut u64,
-    contents: &[u8],
-) -> Result<BlockHandle> {
-    let handle = BlockHandle::new(*offset, contents.len() as u64);
-    scratch.clear();
-    scratch.extend_from_slice(contents);
-    scratch.extend_from_slice(&block_trailer(contents));
-    sink.append(scratch)?;
-    *offset += scratch.len() as u64;
-    Ok(handle)
+/// Appends `contents` and its trailer to `tail`, the table's bytes from file offset
+/// `tail_offset`; returns the block's handle.
+fn append_block(tail: &mut Vec<u8>, tail_offset: u64, contents: &[u8]) -> BlockHandle {
+    let handle = BlockHandle::new(tail_offset + tail.len() as u64, contents.len() as u64);
+    tail.extend_from_slice(contents);
+    tail.extend_from_slice(&block_trailer(contents));
+    handle
 }

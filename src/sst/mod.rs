@@ -50,7 +50,7 @@ pub mod reader;
 pub use builder::{DataBlockMeta, TableBuilder, TableOptions, TableSummary};
 pub use format::{BlockHandle, ChecksumType, BLOCK_TRAILER_LEN};
 pub use properties::TableProperties;
-pub use reader::{Table, TableIter};
+pub use reader::{Table, TableIter, TableTail};
 
 #[cfg(test)]
 mod tests;

@@ -35,11 +35,47 @@ pub struct Table {
 
 impl Table {
     /// Opens `path` and reads its footer, metaindex, properties and index (checksums verified):
-    /// one `pread` for the footer and one for the tail of metadata blocks before it.
+    /// one `fstat`, one `pread` for the footer and one for the metadata blocks before it.
+    /// (Reading a larger guess of the tail at once would save the second `pread` but pull data
+    /// blocks into the page cache at open, changing what later reads cost.)
     pub fn open(kernel: &Arc<dyn Kernel>, path: &Path) -> Result<Table> {
         let file = OpenFile::open(kernel, path, OpenFlags::READ)?;
         let file_size = file.size()?;
-        let shared_path: Arc<Path> = Arc::from(path);
+        let Some(offset) = file_size.checked_sub(FOOTER_LEN as u64) else {
+            return Err(Error::corruption(
+                path,
+                0,
+                format!("{file_size}-byte file is shorter than the {FOOTER_LEN}-byte footer"),
+            ));
+        };
+        let bytes = file.read_exact_at(kernel.as_ref(), offset, FOOTER_LEN)?;
+        Table::from_tail(
+            kernel.as_ref(),
+            file,
+            file_size,
+            TableTail { offset, bytes },
+        )
+    }
+
+    /// A table over `file` (open for reading, `file_size` bytes long) from `tail`, the file's
+    /// last bytes up to its end: footer, metaindex, properties and index are decoded and
+    /// checked exactly as [`Table::open`] does. Metadata blocks before `tail` are read with one
+    /// `pread` through `kernel`; a table writer's own tail ([`TableTail`] from
+    /// `TableBuilder::finish_keeping_tail`) holds them all, so it costs no system call.
+    pub fn from_tail(
+        kernel: &dyn Kernel,
+        file: OpenFile,
+        file_size: u64,
+        mut tail: TableTail,
+    ) -> Result<Table> {
+        let path = file.path().to_path_buf();
+        let shared_path: Arc<Path> = Arc::from(path.as_path());
+        let path = path.as_path();
+        assert_eq!(
+            tail.offset + tail.bytes.len() as u64,
+            file_size,
+            "a table's tail ends where the file does"
+        );
         let Some(footer_offset) = file_size.checked_sub(FOOTER_LEN as u64) else {
             return Err(Error::corruption(
                 path,
@@ -47,8 +83,15 @@ impl Table {
                 format!("{file_size}-byte file is shorter than the {FOOTER_LEN}-byte footer"),
             ));
         };
-        let footer_bytes = file.read_exact_at(kernel.as_ref(), footer_offset, FOOTER_LEN)?;
-        let footer = Footer::decode(path, footer_offset, &footer_bytes)?;
+        if tail.offset > footer_offset {
+            return Err(Error::corruption(
+                path,
+                tail.offset,
+                "the tail handed over does not hold the footer",
+            ));
+        }
+        let footer_at = usize::try_from(footer_offset - tail.offset).expect("inside the tail");
+        let footer = Footer::decode(path, footer_offset, &tail.bytes[footer_at..])?;
 
         for (what, h) in [
             ("metaindex", footer.metaindex_handle),
@@ -65,19 +108,24 @@ impl Table {
                 ));
             }
         }
-        // The metadata blocks sit together before the footer: fetch them in one read.
+        // The metadata blocks sit together before the footer: what the tail lacks of them
+        // comes in one more read.
         let tail_start = footer
             .metaindex_handle
             .offset
             .min(footer.index_handle.offset);
-        let tail = Tail {
-            offset: tail_start,
-            bytes: file.read_exact_at(
-                kernel.as_ref(),
+        if tail_start < tail.offset {
+            let mut bytes = file.read_exact_at(
+                kernel,
                 tail_start,
-                usize::try_from(footer_offset - tail_start).expect("tail fits memory"),
-            )?,
-        };
+                usize::try_from(tail.offset - tail_start).expect("tail fits memory"),
+            )?;
+            bytes.extend_from_slice(&tail.bytes);
+            tail = TableTail {
+                offset: tail_start,
+                bytes,
+            };
+        }
         let mut table = Table {
             file,
             path: shared_path,
@@ -92,7 +140,7 @@ impl Table {
             },
         };
 
-        let metaindex = table.tail_block(kernel.as_ref(), &tail, footer.metaindex_handle)?;
+        let metaindex = table.tail_block(kernel, &tail, footer.metaindex_handle)?;
         let mut it = BlockIter::new(metaindex, BlockKind::Meta);
         it.seek(PROPERTIES_BLOCK_NAME.as_bytes());
         let properties_handle = if it.valid() && it.key() == PROPERTIES_BLOCK_NAME.as_bytes() {
@@ -113,7 +161,7 @@ impl Table {
         it.status()?;
         if let Some(h) = properties_handle {
             // Missing properties are tolerated, like RocksDB: every default is what we need.
-            let block = table.tail_block(kernel.as_ref(), &tail, h)?;
+            let block = table.tail_block(kernel, &tail, h)?;
             let offset = block.file_offset();
             let entries = BlockIter::new(block, BlockKind::Meta).into_entries()?;
             table.properties = TableProperties::decode(path, offset, entries)?;
@@ -123,7 +171,7 @@ impl Table {
             key_is_user_key: table.properties.index_key_is_user_key,
             value_is_delta_encoded: table.properties.index_value_is_delta_encoded,
         };
-        let index = table.tail_block(kernel.as_ref(), &tail, footer.index_handle)?;
+        let index = table.tail_block(kernel, &tail, footer.index_handle)?;
         table.decode_index(index, footer_offset)?;
         Ok(table)
     }
@@ -274,7 +322,12 @@ impl Table {
     }
 
     /// A metadata block from the tail read, or its own `pread` if it lies elsewhere.
-    fn tail_block(&self, kernel: &dyn Kernel, tail: &Tail, handle: BlockHandle) -> Result<Block> {
+    fn tail_block(
+        &self,
+        kernel: &dyn Kernel,
+        tail: &TableTail,
+        handle: BlockHandle,
+    ) -> Result<Block> {
         let end = handle.end_with_trailer();
         let in_tail = handle.offset >= tail.offset
             && end.is_some_and(|e| e <= tail.offset + tail.bytes.len() as u64);
@@ -386,10 +439,14 @@ impl Table {
     }
 }
 
-/// Bytes read from the end of the file, before the footer.
-struct Tail {
-    offset: u64,
-    bytes: Vec<u8>,
+/// The last bytes of a table file, from `offset` to its end: the footer and (normally) the
+/// metadata blocks before it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TableTail {
+    /// File offset of `bytes[0]`.
+    pub offset: u64,
+    /// The bytes, up to the end of the file.
+    pub bytes: Vec<u8>,
 }
 
 /// An [`InternalIterator`] over a table: one `pread` per data block it enters, and the current

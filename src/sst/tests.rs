@@ -204,6 +204,98 @@ fn writes_through_an_append_file() {
 }
 
 #[test]
+fn a_written_table_opens_from_its_tail_with_no_system_call() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel();
+    let path = dir.path().join("000009.sst");
+    let entries = small_entries(5000);
+    let sink = AppendFile::create_readable(&k, &path, WRITE_BUFFER_BYTES_DEFAULT).unwrap();
+    let mut b = TableBuilder::new(TableOptions::default(), sink);
+    for (key, v) in &entries {
+        b.add(key, v).unwrap();
+    }
+    let (mut file, summary, tail) = b.finish_keeping_tail().unwrap();
+    file.sync(false).unwrap();
+    assert_eq!(tail.offset + tail.bytes.len() as u64, summary.file_size);
+    assert_eq!(
+        tail.offset, summary.data_size,
+        "the tail starts with the index"
+    );
+    let on_disk = std::fs::read(&path).unwrap();
+    assert_eq!(&on_disk[tail.offset as usize..], &tail.bytes[..]);
+
+    let before = k.syscall_counts();
+    let file = file.into_file().unwrap();
+    let written = Arc::new(Table::from_tail(k.as_ref(), file, summary.file_size, tail).unwrap());
+    assert_eq!(
+        k.syscall_counts(),
+        before,
+        "everything it needs is in memory"
+    );
+
+    // The same table as opening the file would give, and readable through the writer's fd.
+    let opened = Table::open(&k, &path).unwrap();
+    assert_eq!(written.footer(), opened.footer());
+    assert_eq!(written.properties(), opened.properties());
+    assert_eq!(written.data_block_handles(), opened.data_block_handles());
+    for i in 0..opened.data_block_handles().len() {
+        assert_eq!(written.index_key(i), opened.index_key(i));
+    }
+    let got = crate::iter::collect_entries(&mut written.iter(Arc::clone(&k))).unwrap();
+    assert_eq!(got, entries);
+}
+
+#[test]
+fn a_damaged_tail_is_refused_as_when_opening() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel();
+    let (bytes, summary) = build(TableOptions::default(), &small_entries(200));
+    let path = write_file(dir.path(), "t.sst", &bytes);
+    let offset = summary.data_size;
+    let mut tail = TableTail {
+        offset,
+        bytes: bytes[offset as usize..].to_vec(),
+    };
+    tail.bytes[3] ^= 0x40; // inside the index block: its checksum fails
+    let file = crate::file::OpenFile::open(&k, &path, resystance_traces::OpenFlags::READ).unwrap();
+    assert!(matches!(
+        Table::from_tail(k.as_ref(), file, summary.file_size, tail),
+        Err(Error::Corruption { .. })
+    ));
+}
+
+#[test]
+fn a_tables_tail_goes_out_with_the_buffered_data_in_one_pwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let k = kernel();
+    let entries = small_entries(2000);
+    let (bytes, summary) = build(TableOptions::default(), &entries);
+    let tail_len = (summary.file_size - summary.data_size) as usize;
+    assert!(tail_len > 64);
+    // A buffer that the data blocks leave less room in than the tail needs: the tail
+    // straddles its end.
+    let capacity = summary.data_size as usize + tail_len / 2;
+    let path = dir.path().join("000010.sst");
+    let sink = AppendFile::create_readable(&k, &path, capacity).unwrap();
+    let mut b = TableBuilder::new(TableOptions::default(), sink);
+    for (key, v) in &entries {
+        b.add(key, v).unwrap();
+    }
+    let before = k.syscall_counts();
+    let (file, _, _) = b.finish_keeping_tail().unwrap();
+    let file = file.into_file().unwrap(); // writes whatever is still buffered
+    let cost = k.syscall_counts().since(&before);
+    assert_eq!(
+        cost.get(SyscallKind::Pwrite),
+        1,
+        "data and tail in one write"
+    );
+    assert_eq!(cost.total(), 1);
+    drop(file);
+    assert_eq!(std::fs::read(&path).unwrap(), bytes);
+}
+
+#[test]
 fn iteration_costs_one_pread_per_data_block_and_seeks_reuse_the_current_block() {
     let dir = tempfile::tempdir().unwrap();
     let k = kernel();

@@ -144,9 +144,9 @@ impl Kernel for FaultKernel {
     fn mem_write(&self, mem: MemId, offset: usize, data: &[u8]) -> KernelResult<()> {
         self.inner.mem_write(mem, offset, data)
     }
-    fn uring_setup(&self, params: &UringParams) -> KernelResult<RingId> {
+    fn uring_setup_counted(&self, params: &UringParams) -> KernelResult<(RingId, SyscallCounts)> {
         self.gate(SyscallKind::IoUringSetup, None)?;
-        self.inner.uring_setup(params)
+        self.inner.uring_setup_counted(params)
     }
     fn uring_register_buffers(&self, ring: RingId, regions: &[MemId]) -> KernelResult<()> {
         self.gate(SyscallKind::IoUringRegister, None)?;
@@ -169,8 +169,8 @@ impl Kernel for FaultKernel {
     fn uring_cq_state(&self, ring: RingId) -> KernelResult<CqState> {
         self.inner.uring_cq_state(ring)
     }
-    fn uring_close(&self, ring: RingId) -> KernelResult<()> {
-        self.inner.uring_close(ring)
+    fn uring_close_counted(&self, ring: RingId) -> KernelResult<SyscallCounts> {
+        self.inner.uring_close_counted(ring)
     }
     fn bpf_map_create(&self, spec: &MapSpec) -> KernelResult<MapFd> {
         self.gate(SyscallKind::BpfMapCreate, None)?;

@@ -81,8 +81,15 @@ impl Kernel for Accounted {
     fn mem_write(&self, mem: MemId, offset: usize, data: &[u8]) -> KernelResult<()> {
         self.inner.mem_write(mem, offset, data)
     }
-    fn uring_setup(&self, params: &UringParams) -> KernelResult<RingId> {
-        self.counted(SyscallKind::IoUringSetup, self.inner.uring_setup(params))
+    fn uring_setup_counted(&self, params: &UringParams) -> KernelResult<(RingId, SyscallCounts)> {
+        let result = self.inner.uring_setup_counted(params);
+        // The kernel says what a setup cost (the rings' mmaps with it); a failed one is
+        // counted as one attempt, like every failed call here.
+        match &result {
+            Ok((_, cost)) => self.counter.count_all(cost),
+            Err(_) => self.counter.count(SyscallKind::IoUringSetup),
+        }
+        result
     }
     fn uring_register_buffers(&self, ring: RingId, regions: &[MemId]) -> KernelResult<()> {
         self.counted(
@@ -114,8 +121,14 @@ impl Kernel for Accounted {
     fn uring_cq_state(&self, ring: RingId) -> KernelResult<CqState> {
         self.inner.uring_cq_state(ring)
     }
-    fn uring_close(&self, ring: RingId) -> KernelResult<()> {
-        self.counted(SyscallKind::Close, self.inner.uring_close(ring))
+    fn uring_close_counted(&self, ring: RingId) -> KernelResult<SyscallCounts> {
+        let result = self.inner.uring_close_counted(ring);
+        // Draining enters and the rings' munmaps come with the close.
+        match &result {
+            Ok(cost) => self.counter.count_all(cost),
+            Err(_) => self.counter.count(SyscallKind::Close),
+        }
+        result
     }
     fn bpf_map_create(&self, spec: &MapSpec) -> KernelResult<MapFd> {
         self.counted(SyscallKind::BpfMapCreate, self.inner.bpf_map_create(spec))

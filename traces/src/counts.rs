@@ -149,6 +149,13 @@ impl SyscallCounter {
         self.counts[kind as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts every call in `counts` (one kernel call that made several system calls).
+    pub fn count_all(&self, counts: &SyscallCounts) {
+        for (kind, n) in counts.nonzero() {
+            self.counts[kind as usize].fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
     /// The counts so far.
     pub fn snapshot(&self) -> SyscallCounts {
         let mut out = SyscallCounts::default();

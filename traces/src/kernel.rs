@@ -59,6 +59,17 @@ impl OpenFlags {
         direct: false,
         directory: false,
     };
+    /// Create a new file for writing and reading (`O_RDWR | O_CREAT | O_EXCL`); fails if it
+    /// exists. A table's writer keeps this descriptor to read the table it wrote.
+    pub const CREATE_NEW_READ_WRITE: OpenFlags = OpenFlags {
+        read: true,
+        write: true,
+        create: true,
+        exclusive: true,
+        truncate: false,
+        direct: false,
+        directory: false,
+    };
     /// Create or truncate a file for writing.
     pub const CREATE_TRUNCATE: OpenFlags = OpenFlags {
         read: false,
@@ -126,8 +137,15 @@ pub trait Kernel: Send + Sync + std::fmt::Debug {
 
     // ---- io_uring ----------------------------------------------------------------------
 
-    /// `io_uring_setup(2)` (plus the mmaps of its rings).
-    fn uring_setup(&self, params: &UringParams) -> KernelResult<RingId>;
+    /// `io_uring_setup(2)` (plus the mmaps of its rings). Provided: implement
+    /// [`Kernel::uring_setup_counted`].
+    fn uring_setup(&self, params: &UringParams) -> KernelResult<RingId> {
+        self.uring_setup_counted(params).map(|(ring, _)| ring)
+    }
+    /// [`Kernel::uring_setup`], also returning the system calls it made: `io_uring_setup` and
+    /// the `mmap`s of the rings (2, or 3 without `IORING_FEAT_SINGLE_MMAP`), so a view that
+    /// counts calls ([`crate::Accounted`]) counts what the kernel counted.
+    fn uring_setup_counted(&self, params: &UringParams) -> KernelResult<(RingId, SyscallCounts)>;
     /// `io_uring_register(IORING_REGISTER_BUFFERS)`: buffer index `i` is `regions[i]`.
     fn uring_register_buffers(&self, ring: RingId, regions: &[MemId]) -> KernelResult<()>;
     /// `io_uring_register(IORING_REGISTER_FILES)`: fixed file index `i` is `fds[i]`.
@@ -146,8 +164,15 @@ pub trait Kernel: Send + Sync + std::fmt::Debug {
     fn uring_reap(&self, ring: RingId, out: &mut Vec<Cqe>, max: usize) -> KernelResult<usize>;
     /// The completion side's state: CQEs ready, overflow pending, drops (user space).
     fn uring_cq_state(&self, ring: RingId) -> KernelResult<CqState>;
-    /// Tears the ring down (`close(2)` of its fd).
-    fn uring_close(&self, ring: RingId) -> KernelResult<()>;
+    /// Tears the ring down (`close(2)` of its fd). Provided: implement
+    /// [`Kernel::uring_close_counted`].
+    fn uring_close(&self, ring: RingId) -> KernelResult<()> {
+        self.uring_close_counted(ring).map(|_| ())
+    }
+    /// [`Kernel::uring_close`], also returning the system calls it made: the
+    /// `io_uring_enter`s that drained what was in flight, the `munmap`s of the rings and the
+    /// `close`.
+    fn uring_close_counted(&self, ring: RingId) -> KernelResult<SyscallCounts>;
 
     // ---- BPF ---------------------------------------------------------------------------
 
