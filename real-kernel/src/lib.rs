@@ -10,7 +10,7 @@ pub mod probe;
 pub mod uring;
 
 use std::collections::HashMap;
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex};
 use resystance_traces::{
     BtfFd, CqState, Cqe, Errno, Fd, Kernel, KernelError, KernelResult, MapFd, MapSpec, MapType,
     MemId, OpenFlags, ProgBtf, ProgFd, ProgLoad, ProgLoaded, ProgType, RingId, Sqe, Submitted,
-    SyscallCounter, SyscallCounts, SyscallKind, TestRunResult, UringParams,
+    SyscallCounter, SyscallCounts, SyscallKind, TestRunResult, UringParams, GETDENTS_BUFFER_BYTES,
 };
 
 use crate::uring::{Mapping, Mappings, Ring};
@@ -449,31 +449,49 @@ impl Kernel for RealKernel {
     }
 
     fn list_dir(&self, path: &Path) -> KernelResult<Vec<String>> {
-        // opendir/readdir/closedir: counted as one getdents64 pass, which is what it costs for
-        // the small directories of a database.
-        self.counter.count(SyscallKind::Getdents);
-        let cpath = c_path(path, SyscallKind::Getdents)?;
-        // SAFETY: cpath is NUL-terminated.
-        let dir = unsafe { libc::opendir(cpath.as_ptr()) };
-        if dir.is_null() {
-            return fail(SyscallKind::Getdents);
+        let cpath = c_path(path, SyscallKind::Open)?;
+        self.counter.count(SyscallKind::Open);
+        // SAFETY: cpath is NUL-terminated; the flags open a directory read-only.
+        let fd = unsafe {
+            libc::open(
+                cpath.as_ptr(),
+                libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+            )
+        };
+        if fd < 0 {
+            return fail(SyscallKind::Open);
         }
         let mut names = Vec::new();
-        loop {
-            // SAFETY: dir is a valid open DIR stream.
-            let entry = unsafe { libc::readdir(dir) };
-            if entry.is_null() {
-                break;
+        let mut buf = vec![0u8; GETDENTS_BUFFER_BYTES];
+        let result = loop {
+            self.counter.count(SyscallKind::Getdents);
+            // SAFETY: fd is an open directory; buf is writable for its whole length.
+            let n = unsafe { libc::syscall(libc::SYS_getdents64, fd, buf.as_mut_ptr(), buf.len()) };
+            let Ok(n) = usize::try_from(n) else {
+                break fail(SyscallKind::Getdents);
+            };
+            if n == 0 {
+                break Ok(());
             }
-            // SAFETY: readdir returned a valid dirent whose d_name is NUL-terminated.
-            let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) };
-            let name = name.to_string_lossy().into_owned();
-            if name != "." && name != ".." {
-                names.push(name);
+            // linux_dirent64: d_ino u64, d_off i64, d_reclen u16, d_type u8, d_name (NUL-ended).
+            let mut at = 0;
+            while at + 19 <= n {
+                let reclen = usize::from(u16::from_ne_bytes([buf[at + 16], buf[at + 17]]));
+                if reclen < 20 || at + reclen > n {
+                    break;
+                }
+                let name = &buf[at + 19..at + reclen];
+                let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
+                if name != b"." && name != b".." {
+                    names.push(String::from_utf8_lossy(name).into_owned());
+                }
+                at += reclen;
             }
-        }
-        // SAFETY: dir is valid and closed once.
-        unsafe { libc::closedir(dir) };
+        };
+        self.counter.count(SyscallKind::Close);
+        // SAFETY: fd is open and closed once.
+        unsafe { libc::close(fd) };
+        result?;
         names.sort();
         Ok(names)
     }
@@ -824,11 +842,13 @@ mod tests {
             Some(Errno::ENOENT)
         );
         let c = k.syscall_counts();
-        assert_eq!(c.get(SyscallKind::Open), 4);
+        // list_dir: openat + getdents64 (entries, then 0) + close.
+        assert_eq!(c.get(SyscallKind::Open), 5);
+        assert_eq!(c.get(SyscallKind::Getdents), 2);
         assert_eq!(c.get(SyscallKind::Pread), 2);
         assert_eq!(c.get(SyscallKind::Pwrite), 1);
         assert_eq!(c.get(SyscallKind::Fsync), 1);
-        assert_eq!(c.get(SyscallKind::Close), 2);
+        assert_eq!(c.get(SyscallKind::Close), 3);
     }
 
     #[test]

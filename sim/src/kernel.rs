@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use resystance_traces::{
-    BtfFd, CpuWork, CpuWorkKind, CqState, Cqe, Errno, Fd, Kernel, KernelError, KernelResult, MapFd,
-    MapSpec, MemId, OpenFlags, ProgBtf, ProgFd, ProgLoad, ProgLoaded, RingId, Sqe, Submitted,
-    SyscallCounts, SyscallKind, Task, TestRunResult, UringParams,
+    dirent64_bytes, BtfFd, CpuWork, CpuWorkKind, CqState, Cqe, Errno, Fd, Kernel, KernelError,
+    KernelResult, MapFd, MapSpec, MemId, OpenFlags, ProgBtf, ProgFd, ProgLoad, ProgLoaded, RingId,
+    Sqe, Submitted, SyscallCounts, SyscallKind, Task, TestRunResult, UringParams,
+    GETDENTS_BUFFER_BYTES,
 };
 
 use crate::bpf::{map_errno, vm_spec, Bpf, BpfObject, VirtualTime};
@@ -643,6 +644,24 @@ fn prog_args(prog: &ProgLoad) -> [u64; 4] {
     ]
 }
 
+/// `getdents64` calls a directory listing takes: records packed into
+/// [`GETDENTS_BUFFER_BYTES`] buffers (`.` and `..` included), then the call that returns 0.
+/// Linux packs in its own (hash) order; for directories that fit one buffer — a database's —
+/// the count is the same whatever the order.
+fn getdents_calls(names: &[String]) -> u64 {
+    let mut calls = 1;
+    let mut used = 0;
+    for len in [1, 2].into_iter().chain(names.iter().map(String::len)) {
+        let rec = dirent64_bytes(len);
+        if used + rec > GETDENTS_BUFFER_BYTES {
+            calls += 1;
+            used = 0;
+        }
+        used += rec;
+    }
+    calls + 1
+}
+
 fn fd_arg(fd: Fd) -> u64 {
     // Negative descriptors are recorded as their two's complement.
     u64::from(fd.0 as u32)
@@ -860,13 +879,18 @@ impl Kernel for SimKernel {
     }
 
     fn list_dir(&self, path: &Path) -> KernelResult<Vec<String>> {
+        // openat (this call), then getdents64 until it returns 0, then close: as Linux.
         self.syscall(
-            SyscallKind::Getdents,
+            SyscallKind::Open,
             Op::ListDir,
             [path_arg(path), 0, 0, 0],
             |names: &Vec<String>| names.len() as u64,
             |st, args| {
                 let names = st.fs.list_dir(path)?;
+                for _ in 0..getdents_calls(&names) {
+                    st.enter(SyscallKind::Getdents)?;
+                }
+                st.enter(SyscallKind::Close)?;
                 args[1] = digest(names.join("/").as_bytes());
                 Ok((names, st.cfg.cpu.syscall_ns))
             },

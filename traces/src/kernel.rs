@@ -98,6 +98,16 @@ impl OpenFlags {
 /// work. Each method documents which system call it is; purely user-space operations (writing
 /// an SQE into the ring, reading a CQE, touching mapped memory) are marked as such and are not
 /// counted as system calls.
+/// The buffer a [`Kernel::list_dir`] reads directory entries into per `getdents64(2)`
+/// (glibc's `readdir` uses 32 KiB too).
+pub const GETDENTS_BUFFER_BYTES: usize = 32 << 10;
+
+/// Bytes of one `linux_dirent64` record for a name of `name_bytes` (Linux's `d_reclen`: the
+/// 19-byte header, the name, its NUL, rounded up to 8).
+pub const fn dirent64_bytes(name_bytes: usize) -> usize {
+    (19 + name_bytes + 1).div_ceil(8) * 8
+}
+
 pub trait Kernel: Send + Sync + std::fmt::Debug {
     // ---- files -------------------------------------------------------------------------
 
@@ -121,7 +131,9 @@ pub trait Kernel: Send + Sync + std::fmt::Debug {
     fn rename(&self, from: &Path, to: &Path) -> KernelResult<()>;
     /// `mkdir(2)`; `EEXIST` if it exists.
     fn mkdir(&self, path: &Path) -> KernelResult<()>;
-    /// `getdents64(2)` over a directory: the names of its entries, without `.` and `..`.
+    /// The names of a directory's entries, without `.` and `..`, sorted: `openat(2)` with
+    /// `O_DIRECTORY`, `getdents64(2)` into a [`GETDENTS_BUFFER_BYTES`] buffer until it returns
+    /// 0, `close(2)` — each call counted as what it is.
     fn list_dir(&self, path: &Path) -> KernelResult<Vec<String>>;
 
     // ---- memory shared between user space, io_uring and BPF -------------------------------

@@ -24,7 +24,7 @@ pub use bpf::{
 pub use counts::{SyscallCounter, SyscallCounts, SyscallKind};
 pub use error::{Errno, KernelError, KernelResult};
 pub use event::{Call, Event, Ret};
-pub use kernel::{Fd, Kernel, MemId, OpenFlags, Submitted};
+pub use kernel::{dirent64_bytes, Fd, Kernel, MemId, OpenFlags, Submitted, GETDENTS_BUFFER_BYTES};
 pub use uring::{
     CqState, Cqe, RingId, Sqe, SqeFile, SqeMemory, SqeOp, UringParams, CQ_OVERCOMMIT_RINGS_MAX,
 };
