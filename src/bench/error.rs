@@ -26,6 +26,14 @@ pub enum BenchError {
         #[source]
         source: crate::Error,
     },
+    /// Ctrl-C stopped the run; the database was closed cleanly first.
+    #[error("interrupted (SIGINT) during {benchmark} after {ops} operations; the database was closed cleanly")]
+    Interrupted {
+        /// The benchmark that was running.
+        benchmark: &'static str,
+        /// Its operations done.
+        ops: u64,
+    },
     /// Writing a report failed.
     #[error("writing {}: {source}", path.display())]
     Output {
@@ -65,6 +73,7 @@ impl BenchError {
                 ..
             } => EXIT_USAGE,
             BenchError::Engine { .. } | BenchError::Output { .. } => EXIT_FAILURE,
+            BenchError::Interrupted { .. } => super::interrupt::EXIT_INTERRUPTED,
         }
     }
 }

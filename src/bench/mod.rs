@@ -9,6 +9,7 @@ pub mod cli;
 pub mod error;
 pub mod format;
 pub mod host;
+pub mod interrupt;
 pub mod keys;
 pub mod latency;
 pub mod progress;
@@ -105,6 +106,7 @@ pub fn run(args: &BenchArgs) -> Result<BenchReport, BenchError> {
         ));
     }
     let kernel = kernel_for(args)?;
+    interrupt::install();
     // A mistyped report path should fail now, not after a long run.
     if let Some(dir) = args.json.as_deref().and_then(Path::parent) {
         if !dir.as_os_str().is_empty() && !dir.is_dir() {

@@ -128,9 +128,18 @@ impl<'a> Runner<'a> {
             // Stream 0 is the values'; each benchmark draws keys from its own stream.
             let stream = index as u64 + 1;
             let result = if bench.is_read() {
-                self.read_random(&db, bench, stream)?
+                self.read_random(&db, bench, stream)
             } else {
-                self.write(&db, bench, stream)?
+                self.write(&db, bench, stream)
+            };
+            let result = match result {
+                Ok(r) => r,
+                Err(e @ BenchError::Interrupted { .. }) => {
+                    // Stop cleanly: running jobs finish, the database closes whole.
+                    self.close(db)?;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
             };
             self.say(&format::benchmark_report(&result))?;
             benchmarks.push(result);
@@ -222,6 +231,12 @@ impl<'a> Runner<'a> {
             latency.record_ns(now_ns.saturating_sub(last_ns));
             last_ns = now_ns;
             progress.tick(i + 1);
+            if super::interrupt::requested() {
+                return Err(BenchError::Interrupted {
+                    benchmark: bench.name(),
+                    ops: i + 1,
+                });
+            }
         }
         progress.finish();
         Ok(self.finish(
@@ -272,6 +287,12 @@ impl<'a> Runner<'a> {
             latency.record_ns(now_ns.saturating_sub(last_ns));
             last_ns = now_ns;
             progress.tick(i + 1);
+            if super::interrupt::requested() {
+                return Err(BenchError::Interrupted {
+                    benchmark: bench.name(),
+                    ops: i + 1,
+                });
+            }
         }
         progress.finish();
         Ok(self.finish(
