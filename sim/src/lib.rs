@@ -21,6 +21,7 @@ mod faults;
 mod fs;
 mod kernel;
 mod mem;
+mod namespace;
 mod nvme;
 mod uring;
 
@@ -30,9 +31,12 @@ pub use cost::{CpuModel, WorkCost, PAGE_BYTES};
 pub use events::{Op, SimEvent, RESULT_UNSUPPORTED};
 pub use faults::{BitFlip, FaultCounts, FaultKind, FaultProfile};
 pub use fs::{FDS_MAX, FD_FIRST, FILE_BYTES_MAX, NAME_BYTES_MAX, SECTOR_BYTES};
-pub use kernel::{SimConfig, SimKernel};
+pub use kernel::{FileExtent, SimConfig, SimKernel};
 pub use mem::MEM_BYTES_MAX;
-pub use nvme::{NvmeModel, DIES_MAX, QUEUE_DEPTH_MAX, QUEUE_PAIRS_MAX, RESERVATIONS_MAX};
+pub use namespace::{BLOCK_BYTES, EXTENT_ALIGN_BYTES, JOURNAL_BYTES, NAMESPACE_BYTES_DEFAULT};
+pub use nvme::{
+    DeviceStats, NvmeModel, DIES_MAX, QUEUE_DEPTH_MAX, QUEUE_PAIRS_MAX, RESERVATIONS_MAX,
+};
 pub use uring::{
     CQ_ENTRIES_MAX, ECANCELED, RING_MMAPS, SQPOLL_SPIN_NS_MAX, SQPOLL_STALL_NS_MAX, SQ_ENTRIES_MAX,
 };
