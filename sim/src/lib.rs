@@ -1,8 +1,8 @@
 //! The simulated kernel of resystance: a deterministic [`SimKernel`] behind the
 //! [`resystance_traces::Kernel`] trait.
 //!
-//! What is modeled so far (issue #5, first part): an in-memory file system with page-cache and
-//! `O_DIRECT` semantics and Linux's errnos, fsync durability and crashes that lose or tear
+//! What is modeled so far (issue #5, first part): an in-memory file system whose files are
+//! extents on the NVMe namespace, with page-cache and `O_DIRECT` semantics and Linux's errnos, fsync durability and crashes that lose or tear
 //! what was not durable, memory regions, a virtual clock charged by a cost model calibrated on
 //! this machine kind, syscall accounting like the real kernel's, and an event log whose xxh3
 //! digest is the same for the same seed, and an io_uring model (rings, links, fixed files and
