@@ -144,6 +144,14 @@ fn presets_parse_and_an_unknown_name_lists_them() {
     let heavy = FaultProfile::preset("heavy").unwrap();
     assert!(light.read_eio_ppm > 0 && heavy.read_eio_ppm > light.read_eio_ppm);
     assert!(heavy.bit_flip_ppm > light.bit_flip_ppm && light.latency_spike_ns > 0);
+    assert!(
+        light.fsync_eio_drops_dirty && heavy.fsync_eio_drops_dirty,
+        "ext4's rule"
+    );
+    assert!(
+        !FaultProfile::default().fsync_eio_drops_dirty,
+        "off unless asked for"
+    );
     assert_eq!(
         FaultProfile::preset("small-disk").unwrap().capacity_bytes,
         Some(64 << 20)
