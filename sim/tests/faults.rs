@@ -378,7 +378,7 @@ fn a_failed_fsync_leaves_the_data_not_durable() {
 
 /// What a crash leaves of a file whose rewrite's first sync failed (with `profile`), after a
 /// second sync that works: (the second sync's write-back bytes, the bytes that survived).
-fn retried_sync(seed: u64, profile: FaultProfile, uring: bool) -> (u64, Vec<u8>) {
+fn retried_sync(seed: u64, profile: &FaultProfile, uring: bool) -> (u64, Vec<u8>) {
     let k = kernel(seed, FaultProfile::default());
     k.prepare_dir(&db()).unwrap();
     let path = db().join("f");
@@ -397,7 +397,7 @@ fn retried_sync(seed: u64, profile: FaultProfile, uring: bool) -> (u64, Vec<u8>)
     k.pwrite(fd, &pattern(4096, 3), 8192).unwrap();
     k.set_faults(FaultProfile {
         sync_eio_ppm: 1_000_000,
-        ..profile
+        ..profile.clone()
     });
     if uring {
         let fsync = SqeOp::Fsync {
@@ -435,7 +435,7 @@ fn with_ext4s_rule_a_failed_fsync_loses_the_dirty_data_and_a_retry_succeeds() {
     expected.extend([0u8; 4096]); // ... and zeros in the appended block: its size is durable
     for seed in 0..10 {
         for uring in [false, true] {
-            let (written, survived) = retried_sync(seed, ext4.clone(), uring);
+            let (written, survived) = retried_sync(seed, &ext4, uring);
             assert_eq!(
                 written, 4096,
                 "the retry writes only its journal block: the pages are clean"
@@ -447,7 +447,7 @@ fn with_ext4s_rule_a_failed_fsync_loses_the_dirty_data_and_a_retry_succeeds() {
     let mut current = pattern(4096, 2);
     current.extend(&pattern(8192, 1)[4096..]);
     current.extend(pattern(4096, 3));
-    let (written, survived) = retried_sync(1, FaultProfile::default(), false);
+    let (written, survived) = retried_sync(1, &FaultProfile::default(), false);
     assert_eq!((written, survived), (8192 + 4096, current));
 
     // Writing the bytes again after the failure dirties them again: then a sync keeps them.
