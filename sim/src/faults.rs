@@ -50,6 +50,10 @@ pub struct FaultProfile {
     pub latency_spike_ns: u64,
     /// A device read flips one bit of the bytes it delivers, on the media, per read request.
     pub bit_flip_ppm: u32,
+    /// ext4's rule after a failed sync (`EIO`): the file's dirty pages are marked clean
+    /// without reaching the device, so a later sync succeeds without writing them and a
+    /// crash shows them missing. Off: they stay dirty and a later sync writes them.
+    pub fsync_eio_drops_dirty: bool,
 }
 
 impl FaultProfile {
@@ -407,6 +411,11 @@ impl Faults {
                     return Err(Errno::ENOSPC);
                 }
             }
+            // The namespace itself full: the device is full whatever the profile says.
+            if fs.namespace_full_for(file, offset + n as u64) {
+                self.inject(FaultKind::DiskFull, file.ino(), offset, extension);
+                return Err(Errno::ENOSPC);
+            }
             if self.fire(enospc) {
                 self.inject(FaultKind::Enospc, file.ino(), offset, extension);
                 return Err(Errno::ENOSPC);
@@ -419,10 +428,14 @@ impl Faults {
     }
 
     /// [`FileSystem::sync_ref`] under the profile: `EIO` leaves everything as it was (the
-    /// dirty data stays in the cache, not durable).
+    /// dirty data stays in the cache, not durable), or with
+    /// [`FaultProfile::fsync_eio_drops_dirty`] marks the dirty data clean and lost.
     pub fn sync(&mut self, fs: &mut FileSystem, file: FileRef) -> Result<SyncCost, Errno> {
         if self.fire(self.profile.sync_eio_ppm) {
             self.inject(FaultKind::SyncEio, file.ino(), 0, 0);
+            if self.profile.fsync_eio_drops_dirty {
+                fs.drop_dirty(file);
+            }
             return Err(Errno::EIO);
         }
         Ok(fs.sync_ref(file))

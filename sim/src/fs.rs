@@ -12,6 +12,11 @@
 //!
 //! Memory stays near one copy of the data: a file holds its current bytes, plus the durable
 //! contents of only those sectors overwritten since its last sync.
+//!
+//! Every file's bytes also have a place on the device: extents of blocks allocated from the
+//! [`Namespace`] when a write extends the file (see `namespace.rs` for the policy), freed when
+//! the file dies or shrinks below both its current and its durable size. Device requests
+//! (direct I/O, page-cache misses, write-back) go to the addresses the extents give.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Component, Path, PathBuf};
@@ -22,6 +27,7 @@ use resystance_traces::{Errno, Fd, OpenFlags};
 
 use crate::clock::PPM;
 use crate::cost::PAGE_BYTES;
+use crate::namespace::{BlockRun, Namespace, BLOCK_BYTES, NAMESPACE_BYTES_DEFAULT};
 
 /// Sector size: the granularity of `O_DIRECT` alignment and of torn writes.
 pub const SECTOR_BYTES: u64 = 512;
@@ -50,6 +56,8 @@ pub const EFBIG: Errno = Errno(27);
 pub const ENAMETOOLONG: Errno = Errno(36);
 /// `ENOTEMPTY`.
 pub const ENOTEMPTY: Errno = Errno(39);
+/// `ENOSPC`.
+pub const ENOSPC: Errno = Errno(28);
 
 type Ino = u64;
 const ROOT: Ino = 0;
@@ -109,9 +117,24 @@ struct FileNode {
     saved: BTreeMap<u64, Vec<u8>>,
     /// Shrunk below `durable_len` since the last sync.
     shrunk: bool,
-    /// Bytes written through the page cache since the last sync (write-back cost).
-    dirty_bytes: u64,
+    /// Byte ranges written through the page cache since the last sync (start → end, disjoint
+    /// and merged): what the next sync writes back.
+    dirty: BTreeMap<u64, u64>,
+    /// Sectors whose write-back failed under `fsync_eio_drops_dirty` (ext4's rule): the page
+    /// cache holds newer bytes, marked clean, that no sync will write; the device holds these
+    /// [`SECTOR_BYTES`] bytes until the sector is written again.
+    stale: BTreeMap<u64, Vec<u8>>,
     cached: PageSet,
+    /// Where the file's blocks are on the device, in file order. Invariant: they cover
+    /// `max(len, durable_len)` rounded up to blocks, no more.
+    extents: Vec<Extent>,
+}
+
+/// Blocks of a file on the device: file block `file_block` onwards lives at `run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Extent {
+    file_block: u64,
+    run: BlockRun,
 }
 
 impl FileNode {
@@ -132,11 +155,15 @@ impl FileNode {
             }
             let lo = sector * SECTOR_BYTES;
             let hi = (lo + SECTOR_BYTES).min(self.durable_len);
-            let bytes = self
-                .data
-                .get(to_usize(lo)..to_usize(hi))
-                .expect("an unsaved durable sector is in the data")
-                .to_vec();
+            // A stale sector's durable bytes are the device's, not the cache's.
+            let bytes = match self.stale.get(&sector) {
+                Some(device) => device[..to_usize(hi - lo)].to_vec(),
+                None => self
+                    .data
+                    .get(to_usize(lo)..to_usize(hi))
+                    .expect("an unsaved durable sector is in the data")
+                    .to_vec(),
+            };
             self.saved.insert(sector, bytes);
         }
     }
@@ -152,21 +179,116 @@ impl FileNode {
             for page in len.div_ceil(PAGE_BYTES)..old_len.div_ceil(PAGE_BYTES) {
                 self.cached.remove(page);
             }
-            self.dirty_bytes = self.dirty_bytes.min(len);
+            clip_ranges(&mut self.dirty, len);
+            let partial = len % SECTOR_BYTES != 0;
+            let first_gone = len.div_ceil(SECTOR_BYTES);
+            self.stale.retain(|&sector, _| sector < first_gone);
+            if partial && self.stale.remove(&(len / SECTOR_BYTES)).is_some() {
+                // Linux zeroes the cut block's tail in the cache, which dirties its page: the
+                // cached bytes before the cut go out at the next sync after all.
+                add_range(&mut self.dirty, len / SECTOR_BYTES * SECTOR_BYTES, len);
+            }
         }
     }
 
-    /// Makes the current contents durable; returns (bytes to write back, metadata changed).
-    fn sync(&mut self) -> SyncCost {
-        let cost = SyncCost {
-            write_back_bytes: self.dirty_bytes.min(self.len()),
-            metadata: self.shrunk || self.len() != self.durable_len,
-        };
+    /// Makes the current contents durable (but for stale sectors); returns whether metadata
+    /// changed (the caller takes the write-back from `dirty` first).
+    fn sync(&mut self) -> bool {
+        let metadata = self.shrunk || self.len() != self.durable_len;
         self.durable_len = self.len();
         self.saved.clear();
         self.shrunk = false;
-        self.dirty_bytes = 0;
-        cost
+        self.dirty.clear();
+        metadata
+    }
+
+    /// ext4's answer to a failed write-back: the dirty pages are marked clean, so their bytes
+    /// stay in the cache but never reach the device; the device keeps what it had (the
+    /// durable bytes, zeros past the durable size).
+    fn drop_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for (&lo, &hi) in &dirty {
+            for sector in lo / SECTOR_BYTES..=(hi - 1) / SECTOR_BYTES {
+                if self.stale.contains_key(&sector) {
+                    continue;
+                }
+                let start = sector * SECTOR_BYTES;
+                let mut device = vec![0u8; to_usize(SECTOR_BYTES)];
+                let durable_end = self.durable_len.min(start + SECTOR_BYTES);
+                if durable_end > start {
+                    let n = to_usize(durable_end - start);
+                    match self.saved.get(&sector) {
+                        Some(old) => device[..n].copy_from_slice(&old[..n]),
+                        None => device[..n]
+                            .copy_from_slice(&self.data[to_usize(start)..to_usize(start) + n]),
+                    }
+                }
+                self.stale.insert(sector, device);
+            }
+        }
+    }
+
+    /// A write of `[start, end)` reaches the device (direct) or will at the next sync
+    /// (buffered): the sectors it touches are no longer stale. Call after `save_durable`.
+    fn unstale(&mut self, start: u64, end: u64) {
+        if self.stale.is_empty() || start >= end {
+            return;
+        }
+        let first = start / SECTOR_BYTES;
+        let last = (end - 1) / SECTOR_BYTES;
+        let touched: Vec<u64> = self.stale.range(first..=last).map(|(&s, _)| s).collect();
+        for sector in touched {
+            self.stale.remove(&sector);
+            // The whole sector goes out from the cache, its untouched bytes included.
+            let lo = sector * SECTOR_BYTES;
+            let hi = (lo + SECTOR_BYTES).min(self.len());
+            add_range(&mut self.dirty, lo, hi);
+        }
+    }
+
+    /// Blocks allocated to the file.
+    fn blocks(&self) -> u64 {
+        self.extents
+            .last()
+            .map_or(0, |e| e.file_block + e.run.blocks)
+    }
+
+    /// Blocks the file must hold: its current or its durable bytes, whichever is longer (a
+    /// truncation's blocks stay until it is synced, so a crash can bring them back).
+    fn blocks_needed(&self) -> u64 {
+        self.len().max(self.durable_len).div_ceil(BLOCK_BYTES)
+    }
+
+    /// The device ranges `(address, bytes)` of file bytes `[offset, offset + len)`, in file
+    /// order, neighbours on the device merged. The range lies inside the file's blocks.
+    fn device_ranges(&self, offset: u64, len: u64) -> Vec<(u64, u64)> {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        if len == 0 {
+            return out;
+        }
+        let end = offset + len;
+        assert!(
+            end <= self.blocks() * BLOCK_BYTES,
+            "bytes up to {end} lie in the file's {} blocks",
+            self.blocks()
+        );
+        let first = self
+            .extents
+            .partition_point(|e| (e.file_block + e.run.blocks) * BLOCK_BYTES <= offset);
+        for e in &self.extents[first..] {
+            let file_lo = e.file_block * BLOCK_BYTES;
+            if file_lo >= end {
+                break;
+            }
+            let lo = offset.max(file_lo);
+            let hi = end.min(file_lo + e.run.blocks * BLOCK_BYTES);
+            let addr = e.run.start * BLOCK_BYTES + (lo - file_lo);
+            match out.last_mut() {
+                Some(last) if last.0 + last.1 == addr => last.1 += hi - lo,
+                _ => out.push((addr, hi - lo)),
+            }
+        }
+        out
     }
 
     /// What survives a crash (see the module docs), decided by `rng`.
@@ -200,9 +322,18 @@ impl FileNode {
                 self.data.truncate(to_usize(keep));
             }
         }
+        // What never left the cache is gone whatever else survived.
+        let len = self.len();
+        for (sector, device) in std::mem::take(&mut self.stale) {
+            let lo = sector * SECTOR_BYTES;
+            if lo < len {
+                let n = to_usize((len - lo).min(SECTOR_BYTES));
+                self.data[to_usize(lo)..to_usize(lo) + n].copy_from_slice(&device[..n]);
+            }
+        }
         self.durable_len = self.len();
         self.shrunk = false;
-        self.dirty_bytes = 0;
+        self.dirty.clear();
         self.cached.clear();
     }
 
@@ -252,7 +383,7 @@ struct OpenFile {
 }
 
 /// What a read cost the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReadCost {
     /// Bytes read.
     pub bytes: usize,
@@ -262,10 +393,12 @@ pub struct ReadCost {
     pub pages: u64,
     /// Of those, pages that were not cached and came from the device.
     pub missed_pages: u64,
+    /// Device reads `(address, bytes)`: the direct transfer, or the missed pages.
+    pub device: Vec<(u64, u64)>,
 }
 
 /// What a write cost the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteCost {
     /// Bytes written.
     pub bytes: usize,
@@ -273,15 +406,18 @@ pub struct WriteCost {
     pub direct: bool,
     /// Page-cache pages touched (buffered only).
     pub pages: u64,
+    /// Device writes `(address, bytes)` of a direct write (none when buffered).
+    pub device: Vec<(u64, u64)>,
 }
 
 /// What a sync cost the model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SyncCost {
-    /// Dirty page-cache bytes written back.
-    pub write_back_bytes: u64,
-    /// Metadata (a size, directory entries) changed and needs a journal write.
-    pub metadata: bool,
+    /// Dirty page-cache bytes written back, as device writes `(address, bytes)`.
+    pub write_back: Vec<(u64, u64)>,
+    /// The journal write's device address, when metadata (a size, directory entries)
+    /// changed.
+    pub journal: Option<u64>,
 }
 
 /// The file system and the descriptor table of the simulated process.
@@ -295,17 +431,20 @@ pub struct FileSystem {
     anon_fds: BTreeSet<i32>,
     /// Inodes held by [`FileRef`]s (registered io_uring files), with their hold counts.
     held: BTreeMap<Ino, u32>,
+    /// The device's blocks the files live on.
+    namespace: Namespace,
 }
 
 impl Default for FileSystem {
     fn default() -> Self {
-        FileSystem::new()
+        FileSystem::new(NAMESPACE_BYTES_DEFAULT)
     }
 }
 
 impl FileSystem {
-    /// A file system holding only a durable, empty root directory.
-    pub fn new() -> FileSystem {
+    /// A file system holding only a durable, empty root directory, on a namespace of
+    /// `namespace_bytes`.
+    pub fn new(namespace_bytes: u64) -> FileSystem {
         let mut nodes = BTreeMap::new();
         nodes.insert(ROOT, Node::Dir(DirNode::default()));
         FileSystem {
@@ -314,6 +453,7 @@ impl FileSystem {
             fds: BTreeMap::new(),
             anon_fds: BTreeSet::new(),
             held: BTreeMap::new(),
+            namespace: Namespace::new(namespace_bytes),
         }
     }
 
@@ -347,6 +487,7 @@ impl FileSystem {
                 }
                 if flags.truncate && !is_dir {
                     self.file_mut(ino).truncate(0);
+                    self.trim_blocks(ino);
                 }
                 ino
             }
@@ -401,12 +542,29 @@ impl FileSystem {
             direct: of.direct,
             pages: 0,
             missed_pages: 0,
+            device: Vec::new(),
         };
-        if !of.direct && n > 0 {
+        if of.direct {
+            cost.device = file.device_ranges(offset, n as u64);
+        } else if n > 0 {
+            // Runs of missed pages, each read whole from where its pages are.
+            let mut missed: Vec<(u64, u64)> = Vec::new();
             for page in pages(offset, n) {
                 cost.pages += 1;
                 if file.cached.insert(page) {
                     cost.missed_pages += 1;
+                    match missed.last_mut() {
+                        Some(run) if run.1 == page => run.1 += 1,
+                        _ => missed.push((page, page + 1)),
+                    }
+                }
+            }
+            for (lo, hi) in missed {
+                for range in file.device_ranges(lo * PAGE_BYTES, (hi - lo) * PAGE_BYTES) {
+                    match cost.device.last_mut() {
+                        Some(last) if last.0 + last.1 == range.0 => last.1 += range.1,
+                        _ => cost.device.push(range),
+                    }
                 }
             }
         }
@@ -444,12 +602,15 @@ impl FileSystem {
             bytes: n,
             direct: of.direct,
             pages: 0,
+            device: Vec::new(),
         };
         if n == 0 {
             return Ok(cost);
         }
-        let file = self.file_mut(of.ino);
         let end = offset + n as u64;
+        // Blocks first: a write the namespace cannot hold changes nothing.
+        self.grow(of.ino, end)?;
+        let file = self.file_mut(of.ino);
         file.save_durable(offset, end);
         if file.len() < end {
             file.data.resize(to_usize(end), 0);
@@ -463,8 +624,15 @@ impl FileSystem {
                 cost.pages += 1;
             }
         }
-        if !of.direct {
-            file.dirty_bytes += n as u64;
+        if of.direct {
+            // The device now has the newest bytes of the range (whole sectors: O_DIRECT is
+            // aligned), so nothing of it is stale or left to write back.
+            file.unstale(offset, end);
+            remove_range(&mut file.dirty, offset, end);
+            cost.device = file.device_ranges(offset, n as u64);
+        } else {
+            add_range(&mut file.dirty, offset, end);
+            file.unstale(offset, end);
         }
         Ok(cost)
     }
@@ -489,21 +657,150 @@ impl FileSystem {
     /// model (see sim/README.md).
     pub fn sync_ref(&mut self, file: FileRef) -> SyncCost {
         let FileRef(of) = file;
-        let cost = match self.nodes.get_mut(&of.ino).expect("open inode exists") {
-            Node::File(f) => f.sync(),
+        let (write_back, metadata) = match self.nodes.get_mut(&of.ino).expect("open inode exists") {
+            Node::File(f) => {
+                let ranges: Vec<(u64, u64)> = f.dirty.iter().map(|(&a, &b)| (a, b)).collect();
+                let mut write_back: Vec<(u64, u64)> = Vec::new();
+                for (lo, hi) in ranges {
+                    for range in f.device_ranges(lo, hi - lo) {
+                        match write_back.last_mut() {
+                            Some(last) if last.0 + last.1 == range.0 => last.1 += range.1,
+                            _ => write_back.push(range),
+                        }
+                    }
+                }
+                (write_back, f.sync())
+            }
             Node::Dir(d) => {
                 let changed = d.entries != d.durable;
                 d.durable.clone_from(&d.entries);
-                SyncCost {
-                    write_back_bytes: 0,
-                    metadata: changed,
-                }
+                (Vec::new(), changed)
             }
         };
-        if cost.metadata {
+        self.trim_blocks(of.ino);
+        let journal = metadata.then(|| self.namespace.journal_write());
+        if metadata {
             self.collect_garbage();
         }
-        cost
+        SyncCost {
+            write_back,
+            journal,
+        }
+    }
+
+    /// ext4's rule for a failed sync (`FaultProfile::fsync_eio_drops_dirty`): the file's
+    /// dirty bytes are marked clean without reaching the device (see `FileNode::drop_dirty`).
+    pub fn drop_dirty(&mut self, file: FileRef) {
+        if let Some(Node::File(f)) = self.nodes.get_mut(&file.0.ino) {
+            f.drop_dirty();
+        }
+    }
+
+    /// Whether the namespace lacks the blocks `file` needs to grow to `end` bytes.
+    pub fn namespace_full_for(&self, file: FileRef, end: u64) -> bool {
+        match self.nodes.get(&file.0.ino) {
+            Some(Node::File(f)) => {
+                let need = end.max(f.len()).max(f.durable_len).div_ceil(BLOCK_BYTES);
+                need.saturating_sub(f.blocks()) > self.namespace.free_blocks()
+            }
+            _ => false,
+        }
+    }
+
+    /// Where file `ino`'s bytes are on the device: `(file offset, device address, bytes)` per
+    /// extent, in file order (empty for a directory or a file without blocks).
+    pub fn extents_of(&self, ino: u64) -> Vec<(u64, u64, u64)> {
+        match self.nodes.get(&ino) {
+            Some(Node::File(f)) => f
+                .extents
+                .iter()
+                .map(|e| {
+                    (
+                        e.file_block * BLOCK_BYTES,
+                        e.run.start * BLOCK_BYTES,
+                        e.run.blocks * BLOCK_BYTES,
+                    )
+                })
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The inode `path` names (`ENOENT`...), for the harness.
+    pub fn ino_of(&self, path: &Path) -> Result<u64, Errno> {
+        let comps = components(path)?;
+        match comps.split_last() {
+            None => Ok(ROOT),
+            Some((name, parents)) => {
+                let dir = self.dir_ino(parents)?;
+                self.dir(dir)
+                    .entries
+                    .get(name)
+                    .copied()
+                    .ok_or(Errno::ENOENT)
+            }
+        }
+    }
+
+    /// Data blocks of the namespace not allocated.
+    pub fn free_blocks(&self) -> u64 {
+        self.namespace.free_blocks()
+    }
+
+    /// Allocates the blocks file `ino` needs to hold `end` bytes (`ENOSPC`, nothing
+    /// allocated, when the namespace lacks them).
+    fn grow(&mut self, ino: Ino, end: u64) -> Result<(), Errno> {
+        let FileSystem {
+            nodes, namespace, ..
+        } = self;
+        let Some(Node::File(f)) = nodes.get_mut(&ino) else {
+            panic!("inode {ino} is a file");
+        };
+        let need = end
+            .max(f.blocks_needed() * BLOCK_BYTES)
+            .div_ceil(BLOCK_BYTES);
+        let have = f.blocks();
+        if need <= have {
+            return Ok(());
+        }
+        let goal = f.extents.last().map(|e| e.run.start + e.run.blocks);
+        let runs = namespace.allocate(goal, need - have).ok_or(ENOSPC)?;
+        let mut file_block = have;
+        for run in runs {
+            match f.extents.last_mut() {
+                Some(last) if last.run.start + last.run.blocks == run.start => {
+                    last.run.blocks += run.blocks;
+                }
+                _ => f.extents.push(Extent { file_block, run }),
+            }
+            file_block += run.blocks;
+        }
+        Ok(())
+    }
+
+    /// Frees the blocks file `ino` holds beyond what it needs (after a truncation, a sync or
+    /// a crash).
+    fn trim_blocks(&mut self, ino: Ino) {
+        let FileSystem {
+            nodes, namespace, ..
+        } = self;
+        let Some(Node::File(f)) = nodes.get_mut(&ino) else {
+            return;
+        };
+        let keep = f.blocks_needed();
+        while f.blocks() > keep {
+            let last = f.extents.last_mut().expect("blocks() > 0");
+            let excess = (last.file_block + last.run.blocks - keep).min(last.run.blocks);
+            let freed = BlockRun {
+                start: last.run.start + last.run.blocks - excess,
+                blocks: excess,
+            };
+            last.run.blocks -= excess;
+            if last.run.blocks == 0 {
+                f.extents.pop();
+            }
+            namespace.release(freed);
+        }
     }
 
     /// `fstat(2)`'s size.
@@ -655,6 +952,10 @@ impl FileSystem {
                 f.crash(rng);
             }
         }
+        let inos: Vec<Ino> = self.nodes.keys().copied().collect();
+        for ino in inos {
+            self.trim_blocks(ino);
+        }
     }
 
     /// The parts of `[offset, offset + len)` whose pages are not in the page cache, as byte
@@ -753,7 +1054,19 @@ impl FileSystem {
                 stack.extend(d.entries.values().chain(d.durable.values()));
             }
         }
-        self.nodes.retain(|ino, _| live.contains(ino));
+        let dead: Vec<Ino> = self
+            .nodes
+            .keys()
+            .filter(|ino| !live.contains(ino))
+            .copied()
+            .collect();
+        for ino in dead {
+            if let Some(Node::File(f)) = self.nodes.remove(&ino) {
+                for e in f.extents {
+                    self.namespace.release(e.run);
+                }
+            }
+        }
     }
 
     fn new_node(&mut self, node: Node) -> Ino {
@@ -888,6 +1201,54 @@ fn check_offset(offset: u64, len: usize, direct: bool) -> Result<(), Errno> {
 /// The page indices `[offset, offset + len)` touches (`len` > 0).
 fn pages(offset: u64, len: usize) -> std::ops::RangeInclusive<u64> {
     offset / PAGE_BYTES..=(offset + len as u64 - 1) / PAGE_BYTES
+}
+
+/// Adds `[lo, hi)` to a set of disjoint, merged ranges (start → end).
+fn add_range(ranges: &mut BTreeMap<u64, u64>, lo: u64, hi: u64) {
+    if lo >= hi {
+        return;
+    }
+    let (mut lo, mut hi) = (lo, hi);
+    if let Some((&a, &b)) = ranges.range(..=lo).next_back() {
+        if b >= lo {
+            lo = a;
+            hi = hi.max(b);
+            ranges.remove(&a);
+        }
+    }
+    let after: Vec<(u64, u64)> = ranges.range(lo..=hi).map(|(&a, &b)| (a, b)).collect();
+    for (a, b) in after {
+        hi = hi.max(b);
+        ranges.remove(&a);
+    }
+    ranges.insert(lo, hi);
+}
+
+/// Removes `[lo, hi)` from a set of disjoint ranges.
+fn remove_range(ranges: &mut BTreeMap<u64, u64>, lo: u64, hi: u64) {
+    if lo >= hi {
+        return;
+    }
+    let hit: Vec<(u64, u64)> = ranges
+        .range(..hi)
+        .rev()
+        .take_while(|(_, &b)| b > lo)
+        .map(|(&a, &b)| (a, b))
+        .collect();
+    for (a, b) in hit {
+        ranges.remove(&a);
+        if a < lo {
+            ranges.insert(a, lo);
+        }
+        if b > hi {
+            ranges.insert(hi, b);
+        }
+    }
+}
+
+/// Cuts a set of ranges at `len`.
+fn clip_ranges(ranges: &mut BTreeMap<u64, u64>, len: u64) {
+    remove_range(ranges, len, u64::MAX);
 }
 
 /// True with probability `ppm` parts per million.

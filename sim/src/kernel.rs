@@ -15,12 +15,13 @@ use resystance_traces::{
 
 use crate::bpf::{map_errno, vm_spec, Bpf, BpfObject, VirtualTime};
 use crate::clock::Clock;
-use crate::cost::{CpuModel, PAGE_BYTES};
+use crate::cost::CpuModel;
 use crate::events::{digest, result_code, EventLog, Op, SimEvent};
 use crate::faults::{BitFlip, FaultCounts, FaultProfile, Faults};
 use crate::fs::{FileSystem, ReadCost, SyncCost, WriteCost};
 use crate::mem::Regions;
-use crate::nvme::{sync_file, Nvme, NvmeModel, SUBMITTER_SYNC};
+use crate::namespace::NAMESPACE_BYTES_DEFAULT;
+use crate::nvme::{sync_file, DeviceStats, Nvme, NvmeModel, SUBMITTER_SYNC};
 use crate::uring::{Machine, Ring, RING_MMAPS, SQPOLL_SPIN_NS_MAX, SQPOLL_STALL_NS_MAX};
 
 /// The ChaCha stream of the clock's jitter.
@@ -40,6 +41,17 @@ const EFAULT: Errno = Errno(14);
 const BTF_MAGIC: u16 = 0xeb9f;
 /// Bytes of `struct btf_header`.
 const BTF_HEADER_BYTES: usize = 24;
+
+/// One extent of a file on the device ([`SimKernel::file_extents`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileExtent {
+    /// Where in the file it starts.
+    pub file_offset: u64,
+    /// Its device address.
+    pub device_offset: u64,
+    /// Its length (whole 4 KiB blocks).
+    pub bytes: u64,
+}
 
 /// How a [`SimKernel`] behaves: its seed and cost models.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +75,10 @@ pub struct SimConfig {
     /// Injected faults (the default: none); [`SimKernel::with_config`] panics on a profile
     /// [`FaultProfile::validate`] refuses.
     pub faults: FaultProfile,
+    /// Bytes of the NVMe namespace files are allocated from (a 1 MiB journal first); a write
+    /// that needs blocks it no longer has fails with `ENOSPC`. [`SimKernel::with_config`]
+    /// panics below 1 MiB + 4 KiB.
+    pub namespace_bytes: u64,
 }
 
 impl SimConfig {
@@ -77,6 +93,7 @@ impl SimConfig {
             crash_at_syscall: None,
             keep_events: true,
             faults: FaultProfile::default(),
+            namespace_bytes: NAMESPACE_BYTES_DEFAULT,
         }
     }
 }
@@ -112,7 +129,9 @@ impl State {
         self.rings.clear();
         // Power loss: the device restarts idle (what its cache held is the file system's
         // crash rule's business).
+        let stats = self.nvme.stats();
         self.nvme = Nvme::new(self.cfg.device.clone());
+        self.nvme.keep_stats(stats);
         self.down = true;
         self.crashes += 1;
         self.cfg.crash_at_syscall = None;
@@ -301,7 +320,7 @@ impl SimKernel {
             r.set_stream(stream);
             r
         };
-        let mut fs = FileSystem::new();
+        let mut fs = FileSystem::new(cfg.namespace_bytes);
         for dir in BOOT_DIRS {
             fs.prepare_dir(Path::new(dir))
                 .expect("boot directories are well formed");
@@ -429,6 +448,33 @@ impl SimKernel {
     /// The current names of inode `ino` (of a [`BitFlip`]), sorted; empty when it has none.
     pub fn paths_of_inode(&self, ino: u64) -> Vec<PathBuf> {
         self.lock().fs.paths_of(ino)
+    }
+
+    /// Where the file at `path` lives on the device: one [`FileExtent`] per extent, in file
+    /// order (harness inspection: no system call, no event).
+    pub fn file_extents(&self, path: &Path) -> Result<Vec<FileExtent>, Errno> {
+        let st = self.lock();
+        let ino = st.fs.ino_of(path)?;
+        Ok(st
+            .fs
+            .extents_of(ino)
+            .into_iter()
+            .map(|(file_offset, device_offset, bytes)| FileExtent {
+                file_offset,
+                device_offset,
+                bytes,
+            })
+            .collect())
+    }
+
+    /// Data blocks (4 KiB) of the namespace not allocated to any file.
+    pub fn namespace_free_blocks(&self) -> u64 {
+        self.lock().fs.free_blocks()
+    }
+
+    /// The device requests served so far (across crashes).
+    pub fn device_stats(&self) -> DeviceStats {
+        self.lock().nvme.stats()
     }
 
     /// The configuration this kernel runs with.
@@ -677,30 +723,19 @@ impl State {
     // request of the sync submitter and wait for it; they return 0 for `syscall` to charge
     // (a zero charge draws no jitter).
 
-    fn sync_read(&mut self, c: ReadCost, offset: u64) -> u64 {
+    fn sync_read(&mut self, c: &ReadCost) -> u64 {
         let cpu = &self.cfg.cpu;
-        let (cpu_ns, device) = if c.direct {
-            (
-                cpu.syscall_ns,
-                (c.bytes > 0).then_some((offset, c.bytes as u64)),
-            )
+        let cpu_ns = if c.direct {
+            cpu.syscall_ns
         } else {
-            // The misses are read as one request from the read's first page.
-            let misses = (c.missed_pages > 0).then_some((
-                offset / PAGE_BYTES * PAGE_BYTES,
-                c.missed_pages * PAGE_BYTES,
-            ));
-            (
-                cpu.syscall_ns + page_cache_ns(cpu, c.pages, c.bytes),
-                misses,
-            )
+            cpu.syscall_ns + page_cache_ns(cpu, c.pages, c.bytes)
         };
         self.clock.charge(cpu_ns);
-        if let Some((at, bytes)) = device {
+        if !c.device.is_empty() {
             let now = self.clock.now_ns();
             let done = self
                 .nvme
-                .read(&mut self.clock, now, SUBMITTER_SYNC, at, bytes);
+                .read_ranges(&mut self.clock, now, SUBMITTER_SYNC, &c.device);
             self.clock.advance_to(done);
             let spike = self.faults.spike_ns(true);
             self.clock.advance(spike);
@@ -708,7 +743,7 @@ impl State {
         0
     }
 
-    fn sync_write(&mut self, c: WriteCost, offset: u64) -> u64 {
+    fn sync_write(&mut self, c: &WriteCost) -> u64 {
         let cpu = &self.cfg.cpu;
         if !c.direct {
             self.clock
@@ -716,11 +751,11 @@ impl State {
             return 0;
         }
         self.clock.charge(cpu.syscall_ns);
-        if c.bytes > 0 {
+        if !c.device.is_empty() {
             let now = self.clock.now_ns();
-            let done =
-                self.nvme
-                    .write(&mut self.clock, now, SUBMITTER_SYNC, offset, c.bytes as u64);
+            let done = self
+                .nvme
+                .write_ranges(&mut self.clock, now, SUBMITTER_SYNC, &c.device);
             self.clock.advance_to(done);
             let spike = self.faults.spike_ns(true);
             self.clock.advance(spike);
@@ -728,7 +763,7 @@ impl State {
         0
     }
 
-    fn file_sync(&mut self, c: SyncCost) -> u64 {
+    fn file_sync(&mut self, c: &SyncCost) -> u64 {
         self.clock.charge(self.cfg.cpu.syscall_ns);
         let now = self.clock.now_ns();
         let done = sync_file(&mut self.nvme, &mut self.clock, now, SUBMITTER_SYNC, c);
@@ -745,7 +780,7 @@ impl State {
 fn sync_fd(st: &mut State, fd: Fd) -> CallResult<()> {
     let file = st.fs.file_ref(fd)?;
     let c = st.faults.sync(&mut st.fs, file)?;
-    Ok(((), st.file_sync(c)))
+    Ok(((), st.file_sync(&c)))
 }
 
 impl Kernel for SimKernel {
@@ -799,7 +834,7 @@ impl Kernel for SimKernel {
                 let file = st.fs.file_ref(fd)?;
                 let c = st.faults.read(&mut st.fs, file, buf, offset)?;
                 args[3] = digest(&buf[..c.bytes]);
-                Ok((c.bytes, st.sync_read(c, offset)))
+                Ok((c.bytes, st.sync_read(&c)))
             },
         )
     }
@@ -813,7 +848,7 @@ impl Kernel for SimKernel {
             |st, _| {
                 let file = st.fs.file_ref(fd)?;
                 let c = st.faults.write(&mut st.fs, file, buf, offset)?;
-                Ok((c.bytes, st.sync_write(c, offset)))
+                Ok((c.bytes, st.sync_write(&c)))
             },
         )
     }

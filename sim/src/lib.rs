@@ -1,8 +1,8 @@
 //! The simulated kernel of resystance: a deterministic [`SimKernel`] behind the
 //! [`resystance_traces::Kernel`] trait.
 //!
-//! What is modeled so far (issue #5, first part): an in-memory file system with page-cache and
-//! `O_DIRECT` semantics and Linux's errnos, fsync durability and crashes that lose or tear
+//! What is modeled so far (issue #5, first part): an in-memory file system whose files are
+//! extents on the NVMe namespace, with page-cache and `O_DIRECT` semantics and Linux's errnos, fsync durability and crashes that lose or tear
 //! what was not durable, memory regions, a virtual clock charged by a cost model calibrated on
 //! this machine kind, syscall accounting like the real kernel's, and an event log whose xxh3
 //! digest is the same for the same seed, and an io_uring model (rings, links, fixed files and
@@ -21,6 +21,7 @@ mod faults;
 mod fs;
 mod kernel;
 mod mem;
+mod namespace;
 mod nvme;
 mod uring;
 
@@ -30,9 +31,12 @@ pub use cost::{CpuModel, WorkCost, PAGE_BYTES};
 pub use events::{Op, SimEvent, RESULT_UNSUPPORTED};
 pub use faults::{BitFlip, FaultCounts, FaultKind, FaultProfile};
 pub use fs::{FDS_MAX, FD_FIRST, FILE_BYTES_MAX, NAME_BYTES_MAX, SECTOR_BYTES};
-pub use kernel::{SimConfig, SimKernel};
+pub use kernel::{FileExtent, SimConfig, SimKernel};
 pub use mem::MEM_BYTES_MAX;
-pub use nvme::{NvmeModel, DIES_MAX, QUEUE_DEPTH_MAX, QUEUE_PAIRS_MAX, RESERVATIONS_MAX};
+pub use namespace::{BLOCK_BYTES, EXTENT_ALIGN_BYTES, JOURNAL_BYTES, NAMESPACE_BYTES_DEFAULT};
+pub use nvme::{
+    DeviceStats, NvmeModel, DIES_MAX, QUEUE_DEPTH_MAX, QUEUE_PAIRS_MAX, RESERVATIONS_MAX,
+};
 pub use uring::{
     CQ_ENTRIES_MAX, ECANCELED, RING_MMAPS, SQPOLL_SPIN_NS_MAX, SQPOLL_STALL_NS_MAX, SQ_ENTRIES_MAX,
 };

@@ -46,9 +46,6 @@ pub const DIES_MAX: u32 = 4_096;
 /// beyond are forgotten.
 pub const RESERVATIONS_MAX: usize = 1 << 16;
 
-/// Where the file system's journal lives on the device (file offsets stand for device
-/// addresses; the journal is one fixed region).
-pub const JOURNAL_OFFSET: u64 = 1 << 30;
 /// The submitter synchronous system calls use (io_uring rings use 1, 2, ...).
 pub const SUBMITTER_SYNC: u32 = 0;
 
@@ -314,6 +311,22 @@ pub struct Nvme {
     /// Cached writes by (programmed, sequence) → entered the cache: what a flush waits for.
     cached: BTreeMap<(u64, u64), u64>,
     seq: u64,
+    stats: DeviceStats,
+}
+
+/// What a device was asked to do: requests and bytes by kind, for tests and reports.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Read requests.
+    pub reads: u64,
+    /// Bytes read.
+    pub read_bytes: u64,
+    /// Write requests.
+    pub writes: u64,
+    /// Bytes written.
+    pub write_bytes: u64,
+    /// Flushes.
+    pub flushes: u64,
 }
 
 impl Nvme {
@@ -332,8 +345,47 @@ impl Nvme {
             cache: Usage::default(),
             cached: BTreeMap::new(),
             seq: 0,
+            stats: DeviceStats::default(),
             model,
         }
+    }
+
+    /// The requests served so far.
+    pub fn stats(&self) -> DeviceStats {
+        self.stats
+    }
+
+    /// Carries the counts of a device this one replaces (a power cycle).
+    pub fn keep_stats(&mut self, stats: DeviceStats) {
+        self.stats = stats;
+    }
+
+    /// Reads of device `ranges` `(address, bytes)`, all issued at `issue_ns` (one request
+    /// each, as the block layer splits a transfer at extent boundaries); returns when the
+    /// last completes (`issue_ns` for none).
+    pub fn read_ranges(
+        &mut self,
+        clock: &mut Clock,
+        issue_ns: u64,
+        submitter: u32,
+        ranges: &[(u64, u64)],
+    ) -> u64 {
+        ranges.iter().fold(issue_ns, |done, &(at, bytes)| {
+            done.max(self.read(clock, issue_ns, submitter, at, bytes))
+        })
+    }
+
+    /// Writes of device `ranges`, as [`Nvme::read_ranges`].
+    pub fn write_ranges(
+        &mut self,
+        clock: &mut Clock,
+        issue_ns: u64,
+        submitter: u32,
+        ranges: &[(u64, u64)],
+    ) -> u64 {
+        ranges.iter().fold(issue_ns, |done, &(at, bytes)| {
+            done.max(self.write(clock, issue_ns, submitter, at, bytes))
+        })
     }
 
     /// A read of `bytes` at `offset` issued at `issue_ns` by `submitter`; returns its
@@ -359,6 +411,8 @@ impl Nvme {
         }
         let done = last.saturating_add(clock.jittered(self.model.read_latency_ns));
         self.slots[queue].add(admitted, done, 1);
+        self.stats.reads += 1;
+        self.stats.read_bytes += bytes;
         done
     }
 
@@ -393,6 +447,8 @@ impl Nvme {
             entered.saturating_add(clock.jittered(self.model.write_latency_ns))
         };
         self.slots[queue].add(admitted, done, 1);
+        self.stats.writes += 1;
+        self.stats.write_bytes += bytes;
         done
     }
 
@@ -403,6 +459,7 @@ impl Nvme {
         let drained = self.drained(commanded);
         let done = drained.saturating_add(clock.jittered(self.model.flush_ns));
         self.slots[queue].add(admitted, done, 1);
+        self.stats.flushes += 1;
         done
     }
 
@@ -474,22 +531,20 @@ impl Nvme {
     }
 }
 
-/// A file sync issued at `issue_ns`: the dirty bytes written back (if any), then the journal
-/// block (if metadata changed), each after the previous completes, then a flush. Returns its
-/// completion time.
+/// A file sync issued at `issue_ns`: the dirty bytes written back where their extents are
+/// (one write per device range, all issued together), then the journal block (if metadata
+/// changed), each stage after the previous completes, then a flush. Returns its completion
+/// time.
 pub fn sync_file(
     nvme: &mut Nvme,
     clock: &mut Clock,
     issue_ns: u64,
     submitter: u32,
-    c: SyncCost,
+    c: &SyncCost,
 ) -> u64 {
-    let mut t = issue_ns;
-    if c.write_back_bytes > 0 {
-        t = nvme.write(clock, t, submitter, 0, c.write_back_bytes);
-    }
-    if c.metadata {
-        t = nvme.write(clock, t, submitter, JOURNAL_OFFSET, PAGE_BYTES);
+    let mut t = nvme.write_ranges(clock, issue_ns, submitter, &c.write_back);
+    if let Some(at) = c.journal {
+        t = nvme.write(clock, t, submitter, at, PAGE_BYTES);
     }
     nvme.flush(clock, t, submitter)
 }

@@ -39,7 +39,7 @@ use std::collections::{BTreeMap, VecDeque};
 use resystance_traces::{CqState, Errno, Fd, MemId, Sqe, SqeFile, SqeMemory, SqeOp, UringParams};
 
 use crate::clock::Clock;
-use crate::cost::{CpuModel, PAGE_BYTES};
+use crate::cost::CpuModel;
 use crate::faults::Faults;
 use crate::fs::{FileRef, FileSystem, SyncCost, SECTOR_BYTES};
 use crate::mem::Regions;
@@ -388,18 +388,18 @@ impl Ring {
                     cursor += cpu; // issued inline, in order
                 }
                 let ready = issue + cpu;
-                let done = match device {
+                let done = match &device {
                     Device::None => ready,
-                    Device::Read { offset, bytes } => {
-                        m.nvme.read(m.clock, ready, self.submitter, offset, bytes)
+                    Device::Read(ranges) => {
+                        m.nvme.read_ranges(m.clock, ready, self.submitter, ranges)
                     }
-                    Device::Write { offset, bytes } => {
-                        m.nvme.write(m.clock, ready, self.submitter, offset, bytes)
+                    Device::Write(ranges) => {
+                        m.nvme.write_ranges(m.clock, ready, self.submitter, ranges)
                     }
                     Device::Sync(c) => sync_file(m.nvme, m.clock, ready, self.submitter, c),
                 };
                 // A spike delays this request's completion; the device serves the others.
-                let done = done + m.faults.spike_ns(!matches!(device, Device::None));
+                let done = done + m.faults.spike_ns(device.requests());
                 (res, done)
             };
             let failed = res < 0 || short(&q.sqe.op, res);
@@ -470,28 +470,21 @@ impl Ring {
             let c = m.faults.write(m.fs, file, data, offset)?;
             let res = i32::try_from(c.bytes).expect("at most RW_BYTES_MAX");
             if c.direct {
-                return Ok((res, 0, Device::direct(true, offset, c.bytes)));
+                return Ok((res, 0, Device::Write(c.device)));
             }
             let cpu = c.pages * m.cpu.page_cache_ns_per_page + m.cpu.copy_ns(c.bytes as u64);
-            Ok((res, cpu, Device::None))
+            Ok((res, cpu, Device::Write(Vec::new())))
         } else {
             let buf = m.mem.slice_mut(mem, mem_offset, len)?;
             let c = m.faults.read(m.fs, file, buf, offset)?;
             let res = i32::try_from(c.bytes).expect("at most RW_BYTES_MAX");
-            if c.direct {
-                return Ok((res, 0, Device::direct(false, offset, c.bytes)));
-            }
-            let cpu = c.pages * m.cpu.page_cache_ns_per_page + m.cpu.copy_ns(c.bytes as u64);
-            // The misses are read as one request from the read's first page.
-            let device = if c.missed_pages > 0 {
-                Device::Read {
-                    offset: offset / PAGE_BYTES * PAGE_BYTES,
-                    bytes: c.missed_pages * PAGE_BYTES,
-                }
+            let cpu = if c.direct {
+                0
             } else {
-                Device::None
+                c.pages * m.cpu.page_cache_ns_per_page + m.cpu.copy_ns(c.bytes as u64)
             };
-            Ok((res, cpu, device))
+            // The direct transfer, or the missed pages, where their extents are.
+            Ok((res, cpu, Device::Read(c.device)))
         }
     }
 
@@ -538,30 +531,24 @@ impl Ring {
 }
 
 /// The device work an SQE needs after its inline CPU work.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 enum Device {
     None,
-    Read {
-        offset: u64,
-        bytes: u64,
-    },
-    Write {
-        offset: u64,
-        bytes: u64,
-    },
+    /// Reads of device ranges `(address, bytes)` (none: a page-cache hit).
+    Read(Vec<(u64, u64)>),
+    /// Writes of device ranges (none: a buffered write).
+    Write(Vec<(u64, u64)>),
     /// A file sync: write-back, journal, flush.
     Sync(SyncCost),
 }
 
 impl Device {
-    /// An `O_DIRECT` transfer of `bytes` at `offset`: the device moves them all (none, if
-    /// nothing moved).
-    fn direct(write: bool, offset: u64, bytes: usize) -> Device {
-        let bytes = bytes as u64;
-        match (bytes, write) {
-            (0, _) => Device::None,
-            (_, true) => Device::Write { offset, bytes },
-            (_, false) => Device::Read { offset, bytes },
+    /// Whether it makes any device request (a spike can hit only those).
+    fn requests(&self) -> bool {
+        match self {
+            Device::None => false,
+            Device::Read(r) | Device::Write(r) => !r.is_empty(),
+            Device::Sync(_) => true,
         }
     }
 }

@@ -144,6 +144,14 @@ fn presets_parse_and_an_unknown_name_lists_them() {
     let heavy = FaultProfile::preset("heavy").unwrap();
     assert!(light.read_eio_ppm > 0 && heavy.read_eio_ppm > light.read_eio_ppm);
     assert!(heavy.bit_flip_ppm > light.bit_flip_ppm && light.latency_spike_ns > 0);
+    assert!(
+        light.fsync_eio_drops_dirty && heavy.fsync_eio_drops_dirty,
+        "ext4's rule"
+    );
+    assert!(
+        !FaultProfile::default().fsync_eio_drops_dirty,
+        "off unless asked for"
+    );
     assert_eq!(
         FaultProfile::preset("small-disk").unwrap().capacity_bytes,
         Some(64 << 20)
@@ -366,6 +374,120 @@ fn a_failed_fsync_leaves_the_data_not_durable() {
     k.crash();
     k.restart();
     assert_eq!(read_file(&k, &path), pattern(4096, 1));
+}
+
+/// What a crash leaves of a file whose rewrite's first sync failed (with `profile`), after a
+/// second sync that works: (the second sync's write-back bytes, the bytes that survived).
+fn retried_sync(seed: u64, profile: &FaultProfile, uring: bool) -> (u64, Vec<u8>) {
+    let k = kernel(seed, FaultProfile::default());
+    k.prepare_dir(&db()).unwrap();
+    let path = db().join("f");
+    durable_file(&k, &path, &pattern(8192, 1));
+    let fd = k
+        .open(
+            &path,
+            OpenFlags {
+                truncate: false,
+                ..RW
+            },
+        )
+        .unwrap();
+    // Overwrite a durable block and append one.
+    k.pwrite(fd, &pattern(4096, 2), 0).unwrap();
+    k.pwrite(fd, &pattern(4096, 3), 8192).unwrap();
+    k.set_faults(FaultProfile {
+        sync_eio_ppm: 1_000_000,
+        ..profile.clone()
+    });
+    if uring {
+        let fsync = SqeOp::Fsync {
+            file: SqeFile::Fd(fd),
+            datasync: true,
+        };
+        assert_eq!(run_sqes(&k, &[fsync], false), [-5]);
+    } else {
+        assert_eq!(errno(k.fdatasync(fd)), Errno::EIO);
+    }
+    let mut current = pattern(4096, 2);
+    current.extend(&pattern(8192, 1)[4096..]);
+    current.extend(pattern(4096, 3));
+    assert_eq!(
+        read_file(&k, &path),
+        current,
+        "the cache keeps the newer bytes"
+    );
+    k.set_faults(FaultProfile::default());
+    let before = k.device_stats();
+    k.fsync(fd).unwrap();
+    let written = k.device_stats().write_bytes - before.write_bytes;
+    k.crash();
+    k.restart();
+    (written, read_file(&k, &path))
+}
+
+#[test]
+fn with_ext4s_rule_a_failed_fsync_loses_the_dirty_data_and_a_retry_succeeds() {
+    let ext4 = FaultProfile {
+        fsync_eio_drops_dirty: true,
+        ..FaultProfile::default()
+    };
+    let mut expected = pattern(8192, 1); // the old bytes where they were durable ...
+    expected.extend([0u8; 4096]); // ... and zeros in the appended block: its size is durable
+    for seed in 0..10 {
+        for uring in [false, true] {
+            let (written, survived) = retried_sync(seed, &ext4, uring);
+            assert_eq!(
+                written, 4096,
+                "the retry writes only its journal block: the pages are clean"
+            );
+            assert_eq!(survived, expected, "seed {seed}, io_uring {uring}");
+        }
+    }
+    // Without the rule (the default) the retry writes them and they survive.
+    let mut current = pattern(4096, 2);
+    current.extend(&pattern(8192, 1)[4096..]);
+    current.extend(pattern(4096, 3));
+    let (written, survived) = retried_sync(1, &FaultProfile::default(), false);
+    assert_eq!((written, survived), (8192 + 4096, current));
+
+    // Writing the bytes again after the failure dirties them again: then a sync keeps them.
+    let k = kernel(3, FaultProfile::default());
+    k.prepare_dir(&db()).unwrap();
+    let path = db().join("g");
+    durable_file(&k, &path, &pattern(1024, 4));
+    let fd = k
+        .open(
+            &path,
+            OpenFlags {
+                truncate: false,
+                ..RW
+            },
+        )
+        .unwrap();
+    k.pwrite(fd, &pattern(1000, 5), 1024).unwrap();
+    k.set_faults(FaultProfile {
+        sync_eio_ppm: 1_000_000,
+        ..ext4.clone()
+    });
+    assert_eq!(errno(k.fsync(fd)), Errno::EIO);
+    k.set_faults(ext4);
+    // Only the first 100 bytes again: their sector goes out whole, the rest stays lost.
+    k.pwrite(fd, &pattern(1000, 5)[..100], 1024).unwrap();
+    k.fsync(fd).unwrap();
+    k.crash();
+    k.restart();
+    let got = read_file(&k, &path);
+    assert_eq!(got.len(), 2024);
+    assert_eq!(got[..1024], pattern(1024, 4)[..]);
+    assert_eq!(
+        got[1024..1536],
+        pattern(1000, 5)[..512],
+        "the rewritten sector"
+    );
+    assert!(
+        got[1536..].iter().all(|&b| b == 0),
+        "the sectors never rewritten"
+    );
 }
 
 #[test]
