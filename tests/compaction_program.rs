@@ -1,6 +1,8 @@
 //! The compaction program against its Rust twin and against the engine's own semantics.
 //!
-//! Generated compactions (proptest): 1 to 64 runs, keys with long shared prefixes, many
+//! Generated compactions (proptest): 1 to 64 runs (near 64 often: the pool then holds only
+//! the smallest windows), windows of every valid size (the smallest, the largest the pool holds for the run
+//! count, and between), keys with long shared prefixes, many
 //! versions per key, deletions, snapshots, empty runs, tiny and large blocks, values up to
 //! 5 KB, file cuts, windows of one block to many, output drained often, small per-call
 //! budgets. Each case is encoded into input data blocks with the engine's block builder and:
@@ -32,7 +34,7 @@ use resystance_programs::driver::{Machine, TwinMachine};
 use resystance_vm::exec::Tier;
 
 mod program_support;
-use program_support::{env_u64, kernel_machine, Transcript};
+use program_support::{env_u64, kernel_machine, window_bytes_pick, Transcript};
 
 /// One generated compaction.
 #[derive(Clone, Debug)]
@@ -62,10 +64,16 @@ struct Raw {
     entries_per_call: u32,
     blocks_per_window: usize,
     first_offset: u32,
+    window_pick: u32,
 }
 
 fn raw_strategy() -> impl Strategy<Value = Raw> {
-    let runs = prop_oneof![6 => 1usize..=4, 3 => 5usize..=12, 1 => 13usize..=RUNS_MAX];
+    let runs = prop_oneof![
+        12 => 1usize..=4,
+        6 => 5usize..=12,
+        1 => 13usize..=RUNS_MAX,
+        1 => RUNS_MAX - 3..=RUNS_MAX
+    ];
     let value_len = prop_oneof![8 => 0usize..24, 3 => 24usize..300, 1 => 1000usize..5000];
     let entry = (
         0usize..1000,
@@ -93,6 +101,7 @@ fn raw_strategy() -> impl Strategy<Value = Raw> {
             prop_oneof![1 => 1u32..4, 2 => 4u32..200, 2 => Just(1u32 << 20)],
             prop_oneof![1 => Just(1usize), 1 => 2usize..6, 2 => Just(usize::MAX)],
             0u32..64,
+            any::<u32>(),
         ),
     )
         .prop_map(
@@ -107,6 +116,7 @@ fn raw_strategy() -> impl Strategy<Value = Raw> {
                     entries_per_call,
                     blocks_per_window,
                     first_offset,
+                    window_pick,
                 ),
             )| Raw {
                 prefix_len,
@@ -122,6 +132,7 @@ fn raw_strategy() -> impl Strategy<Value = Raw> {
                 entries_per_call,
                 blocks_per_window,
                 first_offset,
+                window_pick,
             },
         )
 }
@@ -190,6 +201,7 @@ fn build_case(raw: &Raw) -> Case {
             bottommost: raw.bottommost,
             snapshots,
             entries_per_call: raw.entries_per_call,
+            window_bytes: window_bytes_pick(raw.runs.len() as u32, raw.window_pick),
         },
         runs,
         input_block_size: raw.input_block_size,

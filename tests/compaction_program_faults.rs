@@ -17,9 +17,10 @@
 //!   repeated in another run (or the same one) → `ERR_ORDER`;
 //! * `long`: a key over 512 bytes or a value over 65,536 bytes → `ERR_KEY_TOO_LONG` /
 //!   `ERR_VALUE_TOO_LONG`; exactly at the limits → success;
-//! * `params`: `num_runs` 0 or over 32, `block_size`, `restart_interval`,
+//! * `params`: `num_runs` 0 or over 64, `block_size`, `restart_interval`,
 //!   `target_file_size`, `entries_per_call` out of range, snapshots unsorted, repeated or too
-//!   many → `ERR_ABI` (with its detail) / `ERR_TOO_MANY_RUNS`.
+//!   many, `window_bytes` not a power of two, out of range or more than the pool holds for
+//!   the runs → `ERR_ABI` (with its detail) / `ERR_TOO_MANY_RUNS`.
 //!
 //! The three transcripts (every status, the result or error with its run/block/offset, every
 //! output block and record) must be equal. `PROGRAM_FAULT_CASES` sets the number of cases
@@ -39,8 +40,8 @@ use resystance::sst::block::BlockBuilder;
 use resystance::sst::format::{block_checksum, block_trailer, ChecksumType};
 use resystance_programs::abi::{
     detail, status, JobParams, Record, BLOCK_SIZE_MAX, BLOCK_TRAILER_BYTES, ENTRIES_PER_CALL_MAX,
-    KEY_BYTES_MAX, RESTART_INTERVAL_MAX, RUNS_MAX, SNAPSHOTS_MAX, VALUE_BYTES_MAX,
-    WINDOW_BLOCKS_MAX, WINDOW_BYTES,
+    KEY_BYTES_MAX, POOL_BYTES, RESTART_INTERVAL_MAX, RUNS_MAX, SNAPSHOTS_MAX, VALUE_BYTES_MAX,
+    WINDOW_BLOCKS_MAX, WINDOW_BYTES_MAX, WINDOW_BYTES_MIN,
 };
 use resystance_programs::driver::{
     drive, BlockSource, BoxError, DriveError, DriveSummary, Machine, MemorySink, TwinMachine,
@@ -48,7 +49,7 @@ use resystance_programs::driver::{
 };
 
 mod program_support;
-use program_support::{env_u64, kernel_machine};
+use program_support::{env_u64, kernel_machine, window_bytes_pick};
 
 type Entry = (Vec<u8>, Vec<u8>);
 
@@ -188,6 +189,7 @@ fn generate(rng: &mut ChaCha8Rng) -> Case {
             1 | 2 => rng.gen_range(4..200),
             _ => ENTRIES_PER_CALL_MAX as u32,
         },
+        window_bytes: window_bytes_pick(num_runs as u32, rng.gen()),
     };
     let mut case = Case {
         blocks: vec![Vec::new(); entries.len()],
@@ -298,10 +300,11 @@ fn damage(rng: &mut ChaCha8Rng, case: &mut Case, kind: &'static str) -> Option<(
             let old = case.blocks[r][b].declared as usize;
             if rng.gen_bool(0.1) {
                 // Past the end of any window: the program refuses the window fields.
+                let window_bytes = case.params.window_bytes;
                 let new = *[
-                    WINDOW_BYTES as u32 - 4,
-                    WINDOW_BYTES as u32,
-                    WINDOW_BYTES as u32 + 1,
+                    window_bytes - 4,
+                    window_bytes,
+                    window_bytes + 1,
                     u32::MAX - 4,
                     u32::MAX,
                 ]
@@ -593,7 +596,7 @@ fn damage_params(rng: &mut ChaCha8Rng, case: &mut Case) -> (String, Expect) {
             Some(vec![resystance_programs::abi::NO_RUN]),
         )
     };
-    match rng.gen_range(0..7) {
+    match rng.gen_range(0..8) {
         0 => {
             p.num_runs = 0;
             ("num_runs 0".into(), abi(detail::NUM_RUNS))
@@ -646,6 +649,49 @@ fn damage_params(rng: &mut ChaCha8Rng, case: &mut Case) -> (String, Expect) {
                 abi(detail::ENTRIES_PER_CALL),
             )
         }
+        6 => {
+            let min = WINDOW_BYTES_MIN as u32;
+            let max = WINDOW_BYTES_MAX as u32;
+            let largest = resystance_programs::abi::window_bytes_for(p.num_runs)
+                .expect("a generated case's runs fit the pool");
+            let what = match rng.gen_range(0..7) {
+                0 => {
+                    p.window_bytes = 0;
+                    "window_bytes 0".to_string()
+                }
+                1 => {
+                    p.window_bytes = min / 2;
+                    "window_bytes under the minimum".to_string()
+                }
+                2 => {
+                    p.window_bytes = min + 4096 * rng.gen_range(1..64);
+                    "window_bytes not a power of two".to_string()
+                }
+                3 => {
+                    p.window_bytes = *[max * 2, u32::MAX, 1 << 31].choose(rng).expect("non-empty");
+                    "window_bytes over the maximum".to_string()
+                }
+                4 if largest < max => {
+                    // A power of two in range, but num_runs such windows overflow the pool.
+                    p.window_bytes = largest * 2;
+                    "window_bytes: the runs' windows exceed the pool".to_string()
+                }
+                _ => {
+                    // The largest window, and more runs than the pool holds of it (the runs
+                    // past the case's own are empty).
+                    p.num_runs = rng.gen_range(POOL_BYTES / WINDOW_BYTES_MAX + 1..=RUNS_MAX) as u32;
+                    p.window_bytes = max;
+                    "the largest window for too many runs".to_string()
+                }
+            };
+            (
+                format!(
+                    "{what} ({} runs, window_bytes {})",
+                    p.num_runs, p.window_bytes
+                ),
+                abi(detail::WINDOW_BYTES),
+            )
+        }
         _ => {
             let mut s: Vec<u64> = match rng.gen_range(0..3) {
                 0 => {
@@ -693,7 +739,11 @@ impl BlockSource for FaultSource<'_> {
         window: Window<'_>,
         block_len: &mut [u32; WINDOW_BLOCKS_MAX],
     ) -> Result<WindowFill, BoxError> {
-        let Window::Host(window) = window else {
+        let Window::Host {
+            bytes: window,
+            window_bytes,
+        } = window
+        else {
             return Err("FaultSource writes host windows only".into());
         };
         window.fill(0);
@@ -710,7 +760,7 @@ impl BlockSource for FaultSource<'_> {
         let limit = self.blocks_per_window.clamp(1, WINDOW_BLOCKS_MAX);
         while placed < limit && self.next[run] < blocks.len() {
             let block = &blocks[self.next[run]];
-            if at + block.bytes.len() > WINDOW_BYTES {
+            if at + block.bytes.len() > window_bytes {
                 if placed == 0 {
                     return Err(format!("run {run}: a block of {} bytes", block.bytes.len()).into());
                 }
@@ -846,6 +896,7 @@ fn detail_name(d: u32) -> &'static str {
         detail::ENTRY_OVERRUN => "entry_overrun",
         detail::VALUE_TYPE => "value_type",
         detail::STATE => "state",
+        detail::WINDOW_BYTES => "window_bytes",
         _ => "unknown",
     }
 }

@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use resystance_programs::abi::{
-    Job, Record, Run, KEY_BUF_BYTES, OUTPUT_VALUE_BYTES, RECORDS_MAX, RESTARTS_MAX, RUNS_MAX,
-    SNAPSHOTS_MAX, WINDOW_BLOCKS_MAX, WINDOW_VALUE_BYTES,
+    Job, Record, Run, CHUNK_VALUE_BYTES, KEY_BUF_BYTES, OUTPUT_VALUE_BYTES, POOL_CHUNKS,
+    RECORDS_MAX, RESTARTS_MAX, RUNS_MAX, SNAPSHOTS_MAX, WINDOW_BLOCKS_MAX,
 };
 use resystance_programs::{maps, COMPACT_OBJECT};
 use resystance_vm::object::{BtfStruct, MapOrigin, MapType, Object};
@@ -135,7 +135,7 @@ fn job_fields() -> Vec<Field> {
         field!(Job, bottommost),
         field!(Job, num_snapshots),
         field!(Job, entries_per_call),
-        field!(Job, pad0),
+        field!(Job, window_bytes),
         field!(Job, snapshots),
         field!(Job, status),
         field!(Job, status_run),
@@ -274,7 +274,7 @@ fn compare_struct(object: &Object, name: &str, rust_size: usize, rust: &[Field])
     c.members.len()
 }
 
-/// A struct wrapping one array (`cj_window`, `cj_output`, `cj_records`): its size and its
+/// A struct wrapping one array (`cj_window_chunk`, `cj_output`, `cj_records`): its size and its
 /// single member.
 fn compare_wrapper(object: &Object, name: &str, member: &str, size: usize) -> usize {
     let c = btf_struct(object, name);
@@ -296,7 +296,7 @@ fn abi_layout_matches_the_object_btf() {
     members += compare_struct(&object, "cj_job", size_of::<Job>(), &job_fields());
     members += compare_struct(&object, "cj_run", size_of::<Run>(), &run_fields());
     members += compare_struct(&object, "cj_record", size_of::<Record>(), &record_fields());
-    members += compare_wrapper(&object, "cj_window", "bytes", WINDOW_VALUE_BYTES);
+    members += compare_wrapper(&object, "cj_window_chunk", "bytes", CHUNK_VALUE_BYTES);
     members += compare_wrapper(&object, "cj_output", "bytes", OUTPUT_VALUE_BYTES);
     members += compare_wrapper(
         &object,
@@ -317,7 +317,7 @@ fn abi_layout_matches_the_object_btf() {
     // The maps: (name, value size, max_entries).
     let expected = [
         (maps::JOB, size_of::<Job>(), 1),
-        (maps::WINDOWS, WINDOW_VALUE_BYTES, RUNS_MAX),
+        (maps::WINDOWS, CHUNK_VALUE_BYTES, POOL_CHUNKS),
         (maps::OUTPUT, OUTPUT_VALUE_BYTES, 1),
         (maps::RECORDS, RECORDS_MAX * size_of::<Record>(), 1),
     ];

@@ -18,7 +18,7 @@ use resystance_sim::SimKernel;
 use resystance_traces::{Kernel, SyscallKind};
 
 mod program_support;
-use program_support::Transcript;
+use program_support::{window_bytes_pick, Transcript};
 
 /// Generated compactions checked against the twin.
 const CASES: u32 = 200;
@@ -63,12 +63,22 @@ fn case_strategy() -> impl Strategy<Value = Case> {
             prop_oneof![1 => 1u32..4, 2 => 4u32..200, 2 => Just(1u32 << 20)],
             prop_oneof![1 => Just(1usize), 1 => 2usize..6, 2 => Just(usize::MAX)],
             0u32..64,
+            any::<u32>(),
         ),
     )
         .prop_map(
             |(
                 (prefix_len, suffixes, runs, picks, bottommost),
-                (input_block, block_size, restart, target, per_call, per_window, first_offset),
+                (
+                    input_block,
+                    block_size,
+                    restart,
+                    target,
+                    per_call,
+                    per_window,
+                    first_offset,
+                    window_pick,
+                ),
             )| {
                 build_case(
                     prefix_len,
@@ -84,6 +94,7 @@ fn case_strategy() -> impl Strategy<Value = Case> {
                         bottommost,
                         snapshots: Vec::new(),
                         entries_per_call: per_call,
+                        window_bytes: window_bytes_pick(runs.len() as u32, window_pick),
                     },
                     input_block,
                     per_window,

@@ -79,6 +79,11 @@ impl MergeWorkload {
             bottommost: true,
             snapshots: Vec::new(),
             entries_per_call: 1 << 20,
+            // The engine's choice for this many runs (src/compaction/program_io.rs).
+            window_bytes: resystance_programs::abi::window_bytes_for(
+                u32::try_from(self.runs).expect("runs fit the ABI"),
+            )
+            .expect("the window pool holds the runs"),
         };
         (runs, params, bytes)
     }

@@ -40,8 +40,8 @@ struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(map_flags, BPF_F_MMAPABLE);
 	__type(key, __u32);
-	__type(value, struct cj_window);
-	__uint(max_entries, CJ_RUNS_MAX);
+	__type(value, struct cj_window_chunk);
+	__uint(max_entries, CJ_POOL_CHUNKS);
 } cj_windows SEC(".maps");
 
 struct {
@@ -61,7 +61,7 @@ struct {
 } cj_records SEC(".maps");
 
 #define RUN_MASK (CJ_RUNS_MAX - 1)
-#define WIN_MASK (CJ_WINDOW_BYTES - 1)
+#define CHUNK_MASK (CJ_CHUNK_BYTES - 1)
 #define OUT_MASK (CJ_OUTPUT_BYTES - 1)
 #define KEY_MASK (CJ_KEY_BYTES_MAX - 1)
 #define KEY_WORD_MASK (CJ_KEY_BYTES_MAX - 8)
@@ -71,15 +71,47 @@ struct {
 #define RECORDS_MASK (CJ_RECORDS_MAX - 1)
 
 _Static_assert((CJ_RUNS_MAX & RUN_MASK) == 0 && CJ_RUNS_MAX <= 64, "runs: power of two, u64 masks");
-_Static_assert((CJ_WINDOW_BYTES & WIN_MASK) == 0, "window: power of two");
+_Static_assert((CJ_CHUNK_BYTES & CHUNK_MASK) == 0, "chunk: power of two");
+_Static_assert((CJ_WINDOW_BYTES_MIN & (CJ_WINDOW_BYTES_MIN - 1)) == 0 &&
+		       (CJ_WINDOW_BYTES_MAX & (CJ_WINDOW_BYTES_MAX - 1)) == 0,
+	       "window sizes: powers of two");
+_Static_assert(CJ_WINDOW_BYTES_MAX <= CJ_CHUNK_BYTES, "a window lies in one chunk");
+_Static_assert(CJ_RUNS_MAX * CJ_WINDOW_BYTES_MIN <= CJ_POOL_BYTES,
+	       "the pool holds every run's smallest window");
+_Static_assert(CJ_CHUNK_SLACK_BYTES >= 64, "value copies read 64 bytes past a masked offset");
 _Static_assert((CJ_OUTPUT_BYTES & OUT_MASK) == 0, "output: power of two");
 _Static_assert((CJ_KEY_BYTES_MAX & KEY_MASK) == 0, "key: power of two");
 _Static_assert((CJ_WINDOW_BLOCKS_MAX & BLOCKS_MASK) == 0, "blocks: power of two");
 _Static_assert((CJ_RESTARTS_MAX & RESTARTS_MASK) == 0, "restarts: power of two");
 _Static_assert((CJ_SNAPSHOTS_MAX & SNAPSHOTS_MASK) == 0, "snapshots: power of two");
 _Static_assert((CJ_RECORDS_MAX & RECORDS_MASK) == 0, "records: power of two");
-_Static_assert(CJ_BLOCK_BYTES_MAX <= CJ_WINDOW_BYTES, "a largest block fits a window");
+_Static_assert(CJ_BLOCK_BYTES_MAX <= CJ_WINDOW_BYTES_MIN, "a largest block fits a window");
 _Static_assert(CJ_BLOCK_BYTES_MAX <= CJ_OUTPUT_BYTES, "a largest block fits the output");
+
+/* Byte `p` of the window at offset `base` of `chunk`, whose size is `wmask` + 1 (the job's
+ * window_bytes). For valid jobs both masks leave the offset as it is (p < window_bytes, the
+ * window inside the chunk); for the verifier the chunk mask bounds every access, and the
+ * chunk's slack holds the words read past it. */
+#define WIN_AT(chunk, base, wmask, p) ((chunk)->bytes + (((base) + ((p) & (wmask))) & CHUNK_MASK))
+
+/* Runs' windows lie back to back in the pool's data: run r's at r * window_bytes (< 2^32:
+ * r < CJ_RUNS_MAX, window_bytes <= CJ_WINDOW_BYTES_MAX, checked at the start). The chunk it
+ * lies in, NULL past the pool: */
+static __always_inline struct cj_window_chunk *window_chunk(struct cj_job *job, __u32 r)
+{
+	__u32 c = r * job->window_bytes / CJ_CHUNK_BYTES;
+
+	return bpf_map_lookup_elem(&cj_windows, &c);
+}
+
+/* ... and its offset in that chunk. Functions that read a window compute this and the window
+ * mask from the job when they start, rather than take them from a caller: values reloaded
+ * from map memory are unknown scalars to the verifier, which keeps its state pruning working
+ * (held in registers through the merge loops they cost it 3.5x the processed instructions). */
+static __always_inline __u32 window_base(struct cj_job *job, __u32 r)
+{
+	return (r * job->window_bytes) & CHUNK_MASK;
+}
 
 /* job->cur[] slots: one per loop that can be live at the same time. */
 #define CUR_CRC 0
@@ -207,11 +239,13 @@ static __always_inline __u64 crc_step1(const __u8 *tbl, __u64 crc, __u8 byte)
 		return (__u32)~crc;                                                \
 	} while (0)
 
-__noinline __u64 cj_crc_window(struct cj_job *job, struct cj_window *w, __u32 off, __u32 len)
+/* `off` is a chunk offset: the window's base plus the window offset. */
+__noinline __u64 cj_crc_window(struct cj_job *job, struct cj_window_chunk *chunk, __u32 off,
+			       __u32 len)
 {
-	if (!job || !w)
+	if (!job || !chunk)
 		return CRC_LOOP;
-	CRC_BODY(job, w->bytes, WIN_MASK, off, len);
+	CRC_BODY(job, chunk->bytes, CHUNK_MASK, off, len);
 }
 
 __noinline __u64 cj_crc_output(struct cj_job *job, struct cj_output *out, __u32 off, __u32 len)
@@ -476,8 +510,8 @@ __noinline int cj_stripe(struct cj_job *job, __u64 seq)
 }
 
 /* Reads a varint32 at *pos (< limit). 0 on success. */
-static __always_inline int read_varint32(struct cj_window *w, __u32 *pos, __u32 limit,
-					 __u32 *out)
+static __always_inline int read_varint32(struct cj_window_chunk *chunk, __u32 base, __u32 wmask,
+					 __u32 *pos, __u32 limit, __u32 *out)
 {
 	__u32 p = *pos;
 	__u32 result = 0;
@@ -488,7 +522,7 @@ static __always_inline int read_varint32(struct cj_window *w, __u32 *pos, __u32 
 
 		if (p >= limit)
 			return -1;
-		b = w->bytes[p & WIN_MASK];
+		b = *WIN_AT(chunk, base, wmask, p);
 		p++;
 		if (k == 4 && b > 0x0f)
 			return -1;
@@ -513,28 +547,31 @@ static __always_inline void copy32(__u8 *d, const __u8 *k)
 
 /* Checks block `run->block` of run `r` and positions the run on its first entry. */
 static __always_inline int enter_block(struct cj_job *job, struct cj_run *run,
-				       struct cj_window *w, __u32 r)
+				       struct cj_window_chunk *chunk, __u32 r)
 {
+	__u32 base = window_base(job, r);
+	__u32 wmask = job->window_bytes - 1;
 	__u32 b = run->block & BLOCKS_MASK;
 	__u32 off = run->block_off;
 	__u32 len = run->block_len[b];
+	__u32 wbytes = wmask + 1;
 	__u32 stored, nr, entries_end;
 	__u64 crc;
 
-	if (off > CJ_WINDOW_BYTES || len > CJ_WINDOW_BYTES ||
-	    off + len + CJ_BLOCK_TRAILER_BYTES > CJ_WINDOW_BYTES)
+	/* wbytes <= CJ_WINDOW_BYTES_MAX (checked at the start): the sum cannot wrap. */
+	if (off > wbytes || len > wbytes || off + len + CJ_BLOCK_TRAILER_BYTES > wbytes)
 		return fail(job, CJ_ERR_ABI, CJ_DETAIL_WINDOW, r, b, off);
-	crc = cj_crc_window(job, w, off, len + 1);
+	crc = cj_crc_window(job, chunk, base + off, len + 1);
 	if (crc & CRC_LOOP)
 		return fail(job, CJ_ERR_LOOP, CJ_DETAIL_NONE, r, b, off);
-	stored = load32(w->bytes + ((off + len + 1) & WIN_MASK));
+	stored = load32(WIN_AT(chunk, base, wmask, off + len + 1));
 	if (stored != crc_mask((__u32)crc))
 		return fail(job, CJ_ERR_CHECKSUM, CJ_DETAIL_NONE, r, b, off);
-	if (w->bytes[(off + len) & WIN_MASK] != 0)
+	if (*WIN_AT(chunk, base, wmask, off + len) != 0)
 		return fail(job, CJ_ERR_CORRUPT, CJ_DETAIL_COMPRESSED, r, b, off);
 	if (len < 4)
 		return fail(job, CJ_ERR_CORRUPT, CJ_DETAIL_BLOCK_SHORT, r, b, off);
-	nr = load32(w->bytes + ((off + len - 4) & WIN_MASK));
+	nr = load32(WIN_AT(chunk, base, wmask, off + len - 4));
 	if (nr == 0 || nr > (len - 4) / 4)
 		return fail(job, CJ_ERR_CORRUPT, CJ_DETAIL_RESTARTS, r, b, off);
 	entries_end = off + len - 4 - 4 * nr;
@@ -549,24 +586,27 @@ static __always_inline int enter_block(struct cj_job *job, struct cj_run *run,
 
 /* Decodes the entry at run->next_off into the run's head. */
 static __always_inline int decode_entry(struct cj_job *job, struct cj_run *run,
-					struct cj_window *w, __u32 r)
+					struct cj_window_chunk *chunk, __u32 r)
 {
+	__u32 base = window_base(job, r);
+	__u32 wmask = job->window_bytes - 1;
 	__u32 b = run->block;
 	__u32 p = run->next_off;
 	__u32 limit = run->entries_end;
 	__u32 shared, non_shared, value_len, key_len, hdr;
 	__u8 type;
 
-	/* Three one-byte varints, the common case: one load (the window has slack). */
-	hdr = load32(w->bytes + (p & WIN_MASK));
+	/* Three one-byte varints, the common case: one load (words past the window are the next
+	 * window's or the chunk's slack, and discarded). */
+	hdr = load32(WIN_AT(chunk, base, wmask, p));
 	if (!(hdr & 0x808080) && p + 3 <= limit) {
 		shared = hdr & 0xff;
 		non_shared = (hdr >> 8) & 0xff;
 		value_len = (hdr >> 16) & 0xff;
 		p += 3;
-	} else if (read_varint32(w, &p, limit, &shared) ||
-		   read_varint32(w, &p, limit, &non_shared) ||
-		   read_varint32(w, &p, limit, &value_len)) {
+	} else if (read_varint32(chunk, base, wmask, &p, limit, &shared) ||
+		   read_varint32(chunk, base, wmask, &p, limit, &non_shared) ||
+		   read_varint32(chunk, base, wmask, &p, limit, &value_len)) {
 		return fail(job, CJ_ERR_CORRUPT, CJ_DETAIL_VARINT, r, b, run->next_off);
 	}
 	if (run->next_off == run->block_off ? shared != 0 : shared > run->key_len)
@@ -584,9 +624,9 @@ static __always_inline int decode_entry(struct cj_job *job, struct cj_run *run,
 	if (non_shared <= 16 && shared <= CJ_KEY_BYTES_MAX - 16) {
 		/* A short key delta, the common case: two words, no loop (the key buffer may
 		 * hold any bytes past the key's length, and stays inside its size here). */
-		*(__u64 *)(run->key + (shared & KEY_MASK)) = *(__u64 *)(w->bytes + (p & WIN_MASK));
+		*(__u64 *)(run->key + (shared & KEY_MASK)) = *(__u64 *)WIN_AT(chunk, base, wmask, p);
 		*(__u64 *)(run->key + ((shared + 8) & KEY_MASK)) =
-			*(__u64 *)(w->bytes + ((p + 8) & WIN_MASK));
+			*(__u64 *)WIN_AT(chunk, base, wmask, p + 8);
 		job->cur[CUR_KEY] = non_shared;
 	}
 	while (can_loop) {
@@ -595,10 +635,10 @@ static __always_inline int decode_entry(struct cj_job *job, struct cj_run *run,
 		if (i >= non_shared)
 			break;
 		*(__u64 *)(run->key + ((shared + i) & KEY_MASK)) =
-			*(__u64 *)(w->bytes + ((p + i) & WIN_MASK));
+			*(__u64 *)WIN_AT(chunk, base, wmask, p + i);
 		if (i + 8 < non_shared)
 			*(__u64 *)(run->key + ((shared + i + 8) & KEY_MASK)) =
-				*(__u64 *)(w->bytes + ((p + i + 8) & WIN_MASK));
+				*(__u64 *)WIN_AT(chunk, base, wmask, p + i + 8);
 		job->cur[CUR_KEY] = i + 16;
 	}
 	if (job->cur[CUR_KEY] < non_shared)
@@ -614,9 +654,12 @@ static __always_inline int decode_entry(struct cj_job *job, struct cj_run *run,
 }
 
 /* Gives run `r` a head entry, or marks it exhausted. 0, CJ_NEED_INPUT or an error. */
-static __always_inline int cj_fill(struct cj_job *job, __u32 r)
+
+/* A function of its own (verified once, apart from the merge loop that calls it): inlined,
+ * its window arithmetic multiplied the states of that loop. */
+__noinline int cj_fill(struct cj_job *job, __u32 r)
 {
-	struct cj_window *w;
+	struct cj_window_chunk *chunk;
 	struct cj_run *run;
 	__u32 key = r & RUN_MASK;
 	int rc;
@@ -624,8 +667,8 @@ static __always_inline int cj_fill(struct cj_job *job, __u32 r)
 	if (!job)
 		return CJ_ERR_ABI;
 	run = &job->runs[key];
-	w = bpf_map_lookup_elem(&cj_windows, &key);
-	if (!w)
+	chunk = window_chunk(job, key);
+	if (!chunk)
 		return fail(job, CJ_ERR_ABI, CJ_DETAIL_MAPS, key, 0, 0);
 	while (can_loop) {
 		__u32 b;
@@ -641,7 +684,7 @@ static __always_inline int cj_fill(struct cj_job *job, __u32 r)
 				return fail(job, CJ_ERR_ABI, CJ_DETAIL_WINDOW, key, 0, 0);
 			run->block = 0;
 			run->block_off = run->window_first;
-			rc = enter_block(job, run, w, key);
+			rc = enter_block(job, run, chunk, key);
 			if (rc)
 				return rc;
 			run->state = CJ_RUN_IN_BLOCK;
@@ -650,7 +693,7 @@ static __always_inline int cj_fill(struct cj_job *job, __u32 r)
 		if (run->state != CJ_RUN_IN_BLOCK)
 			return fail(job, CJ_ERR_ABI, CJ_DETAIL_STATE, key, 0, 0);
 		if (run->next_off < run->entries_end)
-			return decode_entry(job, run, w, key);
+			return decode_entry(job, run, chunk, key);
 		b = run->block + 1;
 		if (b >= run->window_blocks) {
 			if (run->more) {
@@ -662,7 +705,7 @@ static __always_inline int cj_fill(struct cj_job *job, __u32 r)
 		}
 		run->block_off += run->block_len[run->block & BLOCKS_MASK] + CJ_BLOCK_TRAILER_BYTES;
 		run->block = b;
-		rc = enter_block(job, run, w, key);
+		rc = enter_block(job, run, chunk, key);
 		if (rc)
 			return rc;
 	}
@@ -764,11 +807,11 @@ static __always_inline __u32 put_varint32(struct cj_output *out, __u32 pos, __u3
 __noinline int cj_emit(struct cj_job *job, __u32 m, int same_user_key)
 {
 	struct cj_output *out;
-	struct cj_window *w;
+	struct cj_window_chunk *chunk;
 	struct cj_run *run;
 	__u32 zero = 0;
 	__u32 key = m & RUN_MASK;
-	__u32 key_len, value_len, value_off, shared, non_shared, pos, n;
+	__u32 key_len, value_len, value_off, shared, non_shared, pos, n, base, wmask;
 	__u64 trailer;
 	int new_user_key = 1;
 	int rc;
@@ -777,15 +820,17 @@ __noinline int cj_emit(struct cj_job *job, __u32 m, int same_user_key)
 		return CJ_ERR_ABI;
 	run = &job->runs[key];
 	out = bpf_map_lookup_elem(&cj_output, &zero);
-	w = bpf_map_lookup_elem(&cj_windows, &key);
-	if (!out || !w)
+	chunk = window_chunk(job, key);
+	if (!out || !chunk)
 		return fail(job, CJ_ERR_ABI, CJ_DETAIL_MAPS, key, 0, 0);
 	key_len = run->key_len;
 	value_len = run->value_len;
 	value_off = run->value_off;
 	if (key_len < 8 || key_len > CJ_KEY_BYTES_MAX || value_len > CJ_VALUE_BYTES_MAX ||
-	    value_off > CJ_WINDOW_BYTES)
+	    value_off > job->window_bytes)
 		return fail(job, CJ_ERR_ABI, CJ_DETAIL_STATE, key, 0, 0);
+	base = window_base(job, key);
+	wmask = job->window_bytes - 1;
 
 	/* out_last_key is a merged key, so at most the last merged key (in_last_key): when the
 	 * head's user key is greater than in_last_key's, it is new for the output too. Only when
@@ -905,7 +950,7 @@ __noinline int cj_emit(struct cj_job *job, __u32 m, int same_user_key)
 		/* Eight words a turn: window and output have slack; later bytes overwrite the
 		 * excess. */
 		d = out->bytes + ((pos + i) & OUT_MASK);
-		v = w->bytes + ((value_off + i) & WIN_MASK);
+		v = WIN_AT(chunk, base, wmask, value_off + i);
 		*(__u64 *)d = *(__u64 *)v;
 		*(__u64 *)(d + 8) = *(__u64 *)(v + 8);
 		*(__u64 *)(d + 16) = *(__u64 *)(v + 16);
@@ -1111,6 +1156,11 @@ __noinline int cj_start(struct cj_job *job)
 		return fail(job, CJ_ERR_ABI, CJ_DETAIL_TARGET_FILE_SIZE, CJ_NO_RUN, 0, 0);
 	if (job->entries_per_call == 0 || job->entries_per_call > CJ_ENTRIES_PER_CALL_MAX)
 		return fail(job, CJ_ERR_ABI, CJ_DETAIL_ENTRIES_PER_CALL, CJ_NO_RUN, 0, 0);
+	/* Every run's window inside the pool (num_runs <= CJ_RUNS_MAX here: no overflow). */
+	n = job->window_bytes;
+	if (n < CJ_WINDOW_BYTES_MIN || n > CJ_WINDOW_BYTES_MAX || (n & (n - 1)) ||
+	    (__u64)job->num_runs * n > CJ_POOL_BYTES)
+		return fail(job, CJ_ERR_ABI, CJ_DETAIL_WINDOW_BYTES, CJ_NO_RUN, 0, 0);
 	n = job->num_snapshots;
 	if (n > CJ_SNAPSHOTS_MAX)
 		return fail(job, CJ_ERR_ABI, CJ_DETAIL_SNAPSHOTS, CJ_NO_RUN, 0, 0);

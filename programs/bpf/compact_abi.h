@@ -2,14 +2,18 @@
  *
  * Everything here lives in BPF_F_MMAPABLE array maps that user space mmaps:
  *   cj_job      1 x struct cj_job      parameters, cursors, status, the block being built
- *   cj_windows  CJ_RUNS_MAX x struct cj_window   raw data blocks of each input run
+ *   cj_windows  CJ_POOL_CHUNKS x struct cj_window_chunk   the window pool: raw data blocks
+ *               of every input run. Run r's window of window_bytes (a job parameter) is bytes
+ *               [r * window_bytes, + window_bytes) of the pool's data, which lies in the
+ *               chunks CJ_CHUNK_BYTES at a time (see struct cj_window_chunk).
  *   cj_output   1 x struct cj_output   finished output data blocks, back to back
  *   cj_records  1 x struct cj_records  one record per finished output block
  * The Rust mirrors are in programs/src/abi.rs; tests/program_object.rs compares every struct
  * size and member offset and size with the BTF clang wrote into compact.bpf.o.
  *
  * Protocol (see programs/README.md):
- *   1. user space zeroes struct cj_job, sets the parameters and each run's first window;
+ *   1. user space zeroes struct cj_job, sets the parameters (window_bytes among them) and
+ *      each run's first window;
  *   2. it runs the program; the status says what to do next:
  *      CJ_DONE         every output block is in cj_output / cj_records;
  *      CJ_NEED_INPUT   run status_run consumed its window: set that run's window fields
@@ -25,12 +29,17 @@
 #ifndef RESYSTANCE_COMPACT_ABI_H
 #define RESYSTANCE_COMPACT_ABI_H
 
-#define CJ_ABI_VERSION 1
+#define CJ_ABI_VERSION 2 /* 2: one window pool, windows sized per job (window_bytes) */
 
 /* Limits. Sizes are bytes; the power-of-two ones are used as masks by the program. */
 #define CJ_RUNS_MAX 64                   /* input sorted runs per job (power of two, <= 64) */
-#define CJ_WINDOW_BYTES 262144           /* data bytes of one run's window (power of two) */
-#define CJ_WINDOW_SLACK_BYTES 4096       /* room for 8-byte over-reads; keeps windows page-aligned */
+#define CJ_CHUNK_BYTES 2097152           /* data bytes of one pool chunk (power of two) */
+#define CJ_CHUNK_SLACK_BYTES 4096        /* after each chunk: room for over-reads past the mask;
+                                          * keeps chunks page-aligned */
+#define CJ_POOL_CHUNKS 8                 /* chunks in the pool */
+#define CJ_POOL_BYTES (CJ_POOL_CHUNKS * CJ_CHUNK_BYTES) /* data bytes of the pool: 16 MiB */
+#define CJ_WINDOW_BYTES_MIN 262144       /* smallest window_bytes: a largest block fits */
+#define CJ_WINDOW_BYTES_MAX CJ_CHUNK_BYTES /* largest window_bytes: a window lies in one chunk */
 #define CJ_WINDOW_BLOCKS_MAX 512         /* blocks in one window */
 #define CJ_KEY_BYTES_MAX 512             /* internal key, 8-byte trailer included (power of two) */
 #define CJ_KEY_BUF_BYTES (CJ_KEY_BYTES_MAX + 8) /* key buffers: room for 8-byte over-writes */
@@ -86,6 +95,8 @@
 #define CJ_DETAIL_ENTRY_OVERRUN 17   /* key delta or value runs past the entries */
 #define CJ_DETAIL_VALUE_TYPE 18      /* type other than 0 (deletion) or 1 (value) */
 #define CJ_DETAIL_STATE 19           /* program state fields inconsistent */
+#define CJ_DETAIL_WINDOW_BYTES 20    /* window_bytes not a power of two in MIN..MAX, or
+                                      * num_runs windows exceed the pool */
 
 /* cj_run.state */
 #define CJ_RUN_NEW_WINDOW 0 /* the window user space set has not been entered */
@@ -135,7 +146,8 @@ struct cj_job {
 	__u32 bottommost;        /* 1: tombstones in the oldest stripe are dropped */
 	__u32 num_snapshots;     /* 0..CJ_SNAPSHOTS_MAX */
 	__u32 entries_per_call;  /* 1..CJ_ENTRIES_PER_CALL_MAX merged entries per call */
-	__u32 pad0;
+	__u32 window_bytes;      /* each run's window: a power of two, CJ_WINDOW_BYTES_MIN..MAX,
+	                          * num_runs * window_bytes <= CJ_POOL_BYTES */
 	__u64 snapshots[CJ_SNAPSHOTS_MAX]; /* ascending, distinct sequence numbers */
 
 	/* Status: program. */
@@ -186,8 +198,15 @@ struct cj_job {
 	struct cj_run runs[CJ_RUNS_MAX];
 };
 
-struct cj_window {
-	__u8 bytes[CJ_WINDOW_BYTES + CJ_WINDOW_SLACK_BYTES];
+/* One chunk of the window pool: pool data bytes [c * CJ_CHUNK_BYTES, + CJ_CHUNK_BYTES) of
+ * chunk c, then slack. Windows are powers of two of at most a chunk, aligned to their size, so
+ * a window never straddles two chunks; the slack lets the program mask every access with
+ * CJ_CHUNK_BYTES - 1 and still read a few words past the mask (words past a window's blocks
+ * are read only to be discarded). In the mmapped map, chunk c starts at
+ * c * (CJ_CHUNK_BYTES + CJ_CHUNK_SLACK_BYTES). (Chunks, not one 16 MiB value: the vm, like
+ * older kernels, refuses array values over KMALLOC_MAX_SIZE, 4 MiB; Linux 6.18 allows them.) */
+struct cj_window_chunk {
+	__u8 bytes[CJ_CHUNK_BYTES + CJ_CHUNK_SLACK_BYTES];
 };
 
 struct cj_output {

@@ -4,11 +4,15 @@
 #![allow(missing_docs)] // every field is documented in compact_abi.h, the single source
 
 /// ABI version the program accepts in [`Job::abi_version`].
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 pub const RUNS_MAX: usize = 64;
-pub const WINDOW_BYTES: usize = 262_144;
-pub const WINDOW_SLACK_BYTES: usize = 4096;
+pub const CHUNK_BYTES: usize = 2_097_152;
+pub const CHUNK_SLACK_BYTES: usize = 4096;
+pub const POOL_CHUNKS: usize = 8;
+pub const POOL_BYTES: usize = POOL_CHUNKS * CHUNK_BYTES;
+pub const WINDOW_BYTES_MIN: usize = 262_144;
+pub const WINDOW_BYTES_MAX: usize = CHUNK_BYTES;
 pub const WINDOW_BLOCKS_MAX: usize = 512;
 pub const KEY_BYTES_MAX: usize = 512;
 pub const KEY_BUF_BYTES: usize = KEY_BYTES_MAX + 8;
@@ -24,18 +28,54 @@ pub const ENTRIES_PER_CALL_MAX: usize = 1_048_576;
 pub const BLOCK_TRAILER_BYTES: usize = 5;
 pub const ENTRY_BYTES_MAX: usize = 15 + KEY_BYTES_MAX + VALUE_BYTES_MAX;
 pub const BLOCK_BYTES_MAX: usize = BLOCK_SIZE_MAX + ENTRY_BYTES_MAX + 4 + BLOCK_TRAILER_BYTES;
-/// Bytes of one `cj_windows` map value.
-pub const WINDOW_VALUE_BYTES: usize = WINDOW_BYTES + WINDOW_SLACK_BYTES;
+/// Bytes of one `cj_windows` map value (a pool chunk and its slack).
+pub const CHUNK_VALUE_BYTES: usize = CHUNK_BYTES + CHUNK_SLACK_BYTES;
+/// Bytes of the mmapped `cj_windows` map: every chunk with its slack, back to back.
+pub const POOL_MAP_BYTES: usize = POOL_CHUNKS * CHUNK_VALUE_BYTES;
 /// Bytes of the `cj_output` map value.
 pub const OUTPUT_VALUE_BYTES: usize = OUTPUT_BYTES + OUTPUT_SLACK_BYTES;
 /// Longest user key the program accepts.
 pub const USER_KEY_BYTES_MAX: usize = KEY_BYTES_MAX - 8;
 
 const _: () = assert!(RUNS_MAX.is_power_of_two() && RUNS_MAX <= 64); // `pending`/`live` are u64
-const _: () = assert!(WINDOW_BYTES.is_power_of_two() && KEY_BYTES_MAX.is_power_of_two());
+const _: () = assert!(CHUNK_BYTES.is_power_of_two() && KEY_BYTES_MAX.is_power_of_two());
+const _: () = assert!(WINDOW_BYTES_MIN.is_power_of_two() && WINDOW_BYTES_MAX.is_power_of_two());
+const _: () = assert!(WINDOW_BYTES_MAX <= CHUNK_BYTES); // a window lies in one chunk
+const _: () = assert!(RUNS_MAX * WINDOW_BYTES_MIN <= POOL_BYTES); // every run fits
 const _: () = assert!(OUTPUT_BYTES.is_power_of_two());
-const _: () = assert!(BLOCK_BYTES_MAX <= WINDOW_BYTES && BLOCK_BYTES_MAX <= OUTPUT_BYTES);
-const _: () = assert!(WINDOW_SLACK_BYTES >= 8 && OUTPUT_SLACK_BYTES >= 8);
+const _: () = assert!(BLOCK_BYTES_MAX <= WINDOW_BYTES_MIN && BLOCK_BYTES_MAX <= OUTPUT_BYTES);
+const _: () = assert!(CHUNK_SLACK_BYTES >= 64 && OUTPUT_SLACK_BYTES >= 8);
+
+/// Whether the program accepts windows of `window_bytes` for a job of `num_runs` runs
+/// (`CJ_DETAIL_WINDOW_BYTES` otherwise): a power of two in
+/// [`WINDOW_BYTES_MIN`]..=[`WINDOW_BYTES_MAX`], every run's window inside the pool.
+pub fn window_bytes_valid(num_runs: u32, window_bytes: u32) -> bool {
+    let w = window_bytes as usize;
+    (WINDOW_BYTES_MIN..=WINDOW_BYTES_MAX).contains(&w)
+        && w.is_power_of_two()
+        && (num_runs as usize).saturating_mul(w) <= POOL_BYTES
+}
+
+/// The largest valid `window_bytes` for a job of `num_runs` runs (1..=[`RUNS_MAX`]).
+pub fn window_bytes_for(num_runs: u32) -> Option<u32> {
+    let mut w = WINDOW_BYTES_MAX;
+    while w >= WINDOW_BYTES_MIN {
+        let w32 = u32::try_from(w).expect("WINDOW_BYTES_MAX fits u32");
+        if num_runs >= 1 && window_bytes_valid(num_runs, w32) {
+            return Some(w32);
+        }
+        w /= 2;
+    }
+    None
+}
+
+/// Offset of run `run`'s window in the mmapped `cj_windows` map when windows are
+/// `window_bytes` long: the run's place in the pool's data, in its chunk (a window never
+/// straddles two: both are powers of two, the window at most a chunk).
+pub fn window_offset(run: usize, window_bytes: usize) -> usize {
+    let at = run * window_bytes;
+    (at / CHUNK_BYTES) * CHUNK_VALUE_BYTES + at % CHUNK_BYTES
+}
 
 /// What one program run returned (`cj_job.status`).
 pub mod status {
@@ -118,6 +158,7 @@ pub mod detail {
     pub const ENTRY_OVERRUN: u32 = 17;
     pub const VALUE_TYPE: u32 = 18;
     pub const STATE: u32 = 19;
+    pub const WINDOW_BYTES: u32 = 20;
 
     /// What a detail code means, for error messages.
     pub fn describe(detail: u32) -> &'static str {
@@ -142,6 +183,9 @@ pub mod detail {
             ENTRY_OVERRUN => "key or value runs past the block's entries",
             VALUE_TYPE => "entry type is neither a value nor a deletion",
             STATE => "program state fields are inconsistent",
+            WINDOW_BYTES => {
+                "window_bytes is not a power of two in range, or the runs' windows exceed the pool"
+            }
             _ => "unknown detail",
         }
     }
@@ -199,7 +243,7 @@ pub struct Job {
     pub bottommost: u32,
     pub num_snapshots: u32,
     pub entries_per_call: u32,
-    pub pad0: u32,
+    pub window_bytes: u32,
     pub snapshots: [u64; SNAPSHOTS_MAX],
 
     pub status: u32,
@@ -369,6 +413,7 @@ impl Job {
         job.target_file_size = params.target_file_size;
         job.bottommost = u32::from(params.bottommost);
         job.entries_per_call = params.entries_per_call;
+        job.window_bytes = params.window_bytes;
         let n = params.snapshots.len().min(SNAPSHOTS_MAX);
         job.num_snapshots = u32::try_from(params.snapshots.len()).unwrap_or(u32::MAX);
         job.snapshots[..n].copy_from_slice(&params.snapshots[..n]);
@@ -387,6 +432,8 @@ pub struct JobParams {
     /// Ascending, distinct.
     pub snapshots: Vec<u64>,
     pub entries_per_call: u32,
+    /// Each run's window: see [`window_bytes_valid`]; [`window_bytes_for`] picks the largest.
+    pub window_bytes: u32,
 }
 
 #[cfg(test)]
@@ -403,5 +450,46 @@ mod tests {
         assert_eq!(size_of::<Record>(), record_fields);
         assert_eq!(offset_of!(Job, runs) % 8, 0);
         assert_eq!(size_of::<Job>() % 8, 0);
+    }
+
+    #[test]
+    fn window_bytes_rule_follows_the_pool() {
+        let min = WINDOW_BYTES_MIN as u32;
+        let max = WINDOW_BYTES_MAX as u32;
+        assert_eq!(window_bytes_for(1), Some(max));
+        assert_eq!(window_bytes_for(8), Some(max));
+        assert_eq!(window_bytes_for(9), Some(max / 2));
+        assert_eq!(window_bytes_for(17), Some(max / 4));
+        assert_eq!(window_bytes_for(33), Some(min));
+        assert_eq!(window_bytes_for(RUNS_MAX as u32), Some(min));
+        assert_eq!(window_bytes_for(RUNS_MAX as u32 + 1), None);
+        assert_eq!(window_bytes_for(0), None);
+        for runs in 1..=RUNS_MAX as u32 {
+            let w = window_bytes_for(runs).expect("fits");
+            assert!(window_bytes_valid(runs, w));
+            assert!(
+                w == max || !window_bytes_valid(runs, w * 2),
+                "{runs} runs: {w}"
+            );
+            // Every window inside one chunk's data, none overlapping the next.
+            let w = w as usize;
+            for r in 0..runs as usize {
+                let at = window_offset(r, w);
+                let chunk = at / CHUNK_VALUE_BYTES;
+                assert!(chunk < POOL_CHUNKS);
+                assert!(
+                    at % CHUNK_VALUE_BYTES + w <= CHUNK_BYTES,
+                    "run {r}, window {w}"
+                );
+                if r > 0 {
+                    assert!(window_offset(r - 1, w) + w <= at);
+                }
+            }
+        }
+        assert!(!window_bytes_valid(1, min - 1));
+        assert!(!window_bytes_valid(1, min + 4096));
+        assert!(!window_bytes_valid(1, max * 2));
+        assert!(!window_bytes_valid(1, 0));
+        assert!(!window_bytes_valid(9, max));
     }
 }

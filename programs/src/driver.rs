@@ -8,18 +8,26 @@
 use std::fmt;
 
 use crate::abi::{
-    bytes_of_mut, detail, status, Job, JobParams, Record, RECORDS_MAX, RECORD_STARTS_FILE,
-    WINDOW_BLOCKS_MAX, WINDOW_BYTES, WINDOW_VALUE_BYTES,
+    bytes_of_mut, detail, status, window_bytes_valid, Job, JobParams, Record, RECORDS_MAX,
+    RECORD_STARTS_FILE, WINDOW_BLOCKS_MAX,
 };
 
 /// An error of the source, sink or machine, with its own message.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// Where a run's window lies, as the source sees it.
+/// Where a run's window lies, as the source sees it: either way the job's `window_bytes`,
+/// which nothing the source writes may pass (the next run's window may follow at once; an
+/// `O_DIRECT` read's aligned end stays inside too, the window being a multiple of the
+/// alignment).
 #[derive(Debug)]
 pub enum Window<'a> {
-    /// Host memory the source writes into ([`WINDOW_VALUE_BYTES`] long).
-    Host(&'a mut [u8]),
+    /// Host memory the source writes into: exactly `window_bytes` long.
+    Host {
+        /// The window.
+        bytes: &'a mut [u8],
+        /// Bytes blocks may occupy.
+        window_bytes: usize,
+    },
     /// Memory the source reaches only through the kernel (e.g. an mmapped BPF map that
     /// io_uring reads into): an opaque region handle of the machine's kernel and the window's
     /// offset in it.
@@ -28,14 +36,28 @@ pub enum Window<'a> {
         region: u32,
         /// Byte offset of the window in the region.
         offset: usize,
+        /// Bytes blocks may occupy.
+        window_bytes: usize,
     },
+}
+
+impl Window<'_> {
+    /// Bytes blocks may occupy: the job's `window_bytes`.
+    pub fn window_bytes(&self) -> usize {
+        match self {
+            Window::Host { window_bytes, .. } | Window::Region { window_bytes, .. } => {
+                *window_bytes
+            }
+        }
+    }
 }
 
 /// Runs the compaction program over shared memory.
 pub trait Machine {
     /// The job as user space sees it between runs.
     fn job_mut(&mut self) -> &mut Job;
-    /// The window of run `run`, for the source to fill.
+    /// The window of run `run`, for the source to fill, laid out for the job's
+    /// `window_bytes` (which the driver has set, and checked against the pool, before).
     fn window(&mut self, run: usize) -> Window<'_>;
     /// The output region after the last run.
     fn output(&self) -> &[u8];
@@ -63,8 +85,8 @@ pub struct WindowFill {
 
 /// The input runs' data blocks, in order.
 pub trait BlockSource {
-    /// Places the next blocks of run `run` into `window` (at most [`WINDOW_BYTES`] of it is
-    /// used) and their contents sizes into `block_len`; must place at least one block unless
+    /// Places the next blocks of run `run` into `window` (at most its `window_bytes` hold
+    /// blocks) and their contents sizes into `block_len`; must place at least one block unless
     /// the run has none left. A source that cannot write the kind of window it is given
     /// returns an error.
     fn fill(
@@ -196,8 +218,13 @@ pub fn drive(
         *job = *Job::new_boxed(params);
     }
     // Every run's first window before the first run: the program then asks only for refills.
-    for run in 0..runs.min(crate::abi::RUNS_MAX) {
-        fill_window(machine, source, run, &mut summary)?;
+    // Windows the pool cannot hold have no layout: the program must then refuse the job before
+    // it reads any (CJ_DETAIL_WINDOW_BYTES), and a refill request is a protocol error below.
+    let windows_valid = window_bytes_valid(params.num_runs, params.window_bytes);
+    if windows_valid {
+        for run in 0..runs.min(crate::abi::RUNS_MAX) {
+            fill_window(machine, source, run, &mut summary)?;
+        }
     }
     loop {
         let rc = machine.run().map_err(DriveError::Machine)?;
@@ -207,6 +234,12 @@ pub fn drive(
             status::NEED_INPUT => {
                 summary.need_input += 1;
                 let run = machine.job_mut().status_run as usize;
+                if !windows_valid {
+                    return Err(DriveError::Protocol(format!(
+                        "NEED_INPUT for run {run} of a job whose window_bytes {} the pool cannot hold",
+                        params.window_bytes
+                    )));
+                }
                 if run >= runs {
                     return Err(DriveError::Protocol(format!(
                         "NEED_INPUT for run {run} of {runs}"
@@ -255,15 +288,17 @@ fn fill_window(
     summary: &mut DriveSummary,
 ) -> Result<(), DriveError> {
     let mut block_len = [0u32; WINDOW_BLOCKS_MAX];
+    let expected = machine.job_mut().window_bytes as usize;
     let fill = {
-        let window = match machine.window(run) {
-            Window::Host(bytes) => {
-                assert!(bytes.len() >= WINDOW_BYTES, "window under WINDOW_BYTES");
-                let len = WINDOW_VALUE_BYTES.min(bytes.len());
-                Window::Host(&mut bytes[..len])
-            }
-            region => region,
-        };
+        let window = machine.window(run);
+        assert_eq!(
+            window.window_bytes(),
+            expected,
+            "the machine laid run {run}'s window out for another window_bytes"
+        );
+        if let Window::Host { bytes, .. } = &window {
+            assert_eq!(bytes.len(), expected, "a host window is window_bytes long");
+        }
         source
             .fill(run, window, &mut block_len)
             .map_err(DriveError::Source)?
@@ -317,7 +352,8 @@ fn drain(machine: &mut dyn Machine, sink: &mut dyn BlockSink) -> Result<(), Driv
 /// The twin as a [`Machine`]: everything in host memory.
 pub struct TwinMachine {
     job: Box<Job>,
-    windows: Vec<Box<[u8]>>,
+    /// One buffer per run, grown to the largest window a job used and kept.
+    windows: Vec<Vec<u8>>,
     output: Box<[u8]>,
     records: Vec<Record>,
 }
@@ -331,14 +367,13 @@ impl fmt::Debug for TwinMachine {
 }
 
 impl TwinMachine {
-    /// Memory for jobs of up to `runs` runs (at most [`crate::abi::RUNS_MAX`]).
+    /// Memory for jobs of up to `runs` runs (at most [`crate::abi::RUNS_MAX`]); windows are
+    /// allocated as jobs size them.
     pub fn new(runs: usize) -> Self {
         let runs = runs.min(crate::abi::RUNS_MAX);
         TwinMachine {
             job: crate::abi::boxed_zeroed(),
-            windows: (0..runs)
-                .map(|_| vec![0u8; WINDOW_VALUE_BYTES].into_boxed_slice())
-                .collect(),
+            windows: vec![Vec::new(); runs],
             output: vec![0u8; crate::abi::OUTPUT_VALUE_BYTES].into_boxed_slice(),
             records: vec![*crate::abi::boxed_zeroed::<Record>(); RECORDS_MAX],
         }
@@ -351,7 +386,13 @@ impl Machine for TwinMachine {
     }
 
     fn window(&mut self, run: usize) -> Window<'_> {
-        Window::Host(&mut self.windows[run])
+        let window_bytes = self.job.window_bytes as usize;
+        assert!(
+            window_bytes_valid(self.job.num_runs, self.job.window_bytes),
+            "a window of {window_bytes} bytes for {} runs",
+            self.job.num_runs
+        );
+        host_window(&mut self.windows[run], window_bytes)
     }
 
     fn output(&self) -> &[u8] {
@@ -370,6 +411,18 @@ impl Machine for TwinMachine {
             &mut self.output,
             &mut self.records,
         ))
+    }
+}
+
+/// `buffer` as a host window of `window_bytes`, grown first if needed (a grown buffer keeps
+/// its bytes: stale bytes past a window's blocks are never read).
+pub fn host_window(buffer: &mut Vec<u8>, window_bytes: usize) -> Window<'_> {
+    if buffer.len() < window_bytes {
+        buffer.resize(window_bytes, 0);
+    }
+    Window::Host {
+        bytes: &mut buffer[..window_bytes],
+        window_bytes,
     }
 }
 
@@ -433,7 +486,11 @@ impl BlockSource for MemorySource {
         window: Window<'_>,
         block_len: &mut [u32; WINDOW_BLOCKS_MAX],
     ) -> Result<WindowFill, BoxError> {
-        let Window::Host(window) = window else {
+        let Window::Host {
+            bytes: window,
+            window_bytes,
+        } = window
+        else {
             return Err("MemorySource writes host windows only".into());
         };
         let blocks = &self.runs[run];
@@ -445,7 +502,7 @@ impl BlockSource for MemorySource {
             if block.len() < crate::abi::BLOCK_TRAILER_BYTES {
                 return Err(format!("run {run}: a block of {} bytes", block.len()).into());
             }
-            if at + block.len() > WINDOW_BYTES {
+            if at + block.len() > window_bytes {
                 if placed == 0 {
                     return Err(format!(
                         "run {run}: a block of {} bytes does not fit a window",

@@ -18,7 +18,8 @@ pub const COMPACT_PROGRAM: &str = "compact";
 pub mod maps {
     /// One [`crate::abi::Job`].
     pub const JOB: &str = "cj_job";
-    /// [`crate::abi::RUNS_MAX`] windows of [`crate::abi::WINDOW_VALUE_BYTES`].
+    /// The window pool: [`crate::abi::POOL_CHUNKS`] chunks of
+    /// [`crate::abi::CHUNK_VALUE_BYTES`] holding every run's window, sized per job.
     pub const WINDOWS: &str = "cj_windows";
     /// One output region of [`crate::abi::OUTPUT_VALUE_BYTES`].
     pub const OUTPUT: &str = "cj_output";

@@ -14,12 +14,14 @@ use crate::abi::{
     detail, phase, run_state, status, Job, Record, Run, BLOCK_BYTES_MAX, BLOCK_SIZE_MAX,
     BLOCK_TRAILER_BYTES, ENTRIES_PER_CALL_MAX, KEY_BYTES_MAX, NO_RUN, OUTPUT_BYTES, RECORDS_MAX,
     RECORD_STARTS_FILE, RESTARTS_MAX, RESTART_INTERVAL_MAX, RUNS_MAX, SNAPSHOTS_MAX,
-    VALUE_BYTES_MAX, WINDOW_BLOCKS_MAX, WINDOW_BYTES,
+    VALUE_BYTES_MAX, WINDOW_BLOCKS_MAX,
 };
 
 /// Runs the program once over `job`, the windows of its runs (`windows[i]` is run `i`'s,
-/// at least [`WINDOW_BYTES`] long), the output region (at least [`OUTPUT_BYTES`]) and the
-/// records (at least [`RECORDS_MAX`]). Returns the status, also left in `job.status`.
+/// at least `job.window_bytes` long: the program's pool holds them back to back; here each is
+/// a buffer of its own), the output region (at least
+/// [`OUTPUT_BYTES`]) and the records (at least [`RECORDS_MAX`]). Returns the status, also
+/// left in `job.status`.
 ///
 /// # Panics
 /// If a buffer is shorter than the ABI's size or fewer windows than runs are given: the
@@ -51,9 +53,10 @@ pub fn run(job: &mut Job, windows: &[&[u8]], output: &mut [u8], records: &mut [R
         "{runs} runs but {} windows",
         windows.len()
     );
+    let window_bytes = job.window_bytes as usize;
     assert!(
-        windows[..runs].iter().all(|w| w.len() >= WINDOW_BYTES),
-        "a window under WINDOW_BYTES"
+        windows[..runs].iter().all(|w| w.len() >= window_bytes),
+        "a window under window_bytes ({window_bytes})"
     );
     job.call_entries = 0;
     let mut out = Output {
@@ -120,6 +123,9 @@ fn start(job: &mut Job) -> Result<(), u32> {
     }
     if job.entries_per_call == 0 || job.entries_per_call as usize > ENTRIES_PER_CALL_MAX {
         return abi(job, detail::ENTRIES_PER_CALL);
+    }
+    if !crate::abi::window_bytes_valid(job.num_runs, job.window_bytes) {
+        return abi(job, detail::WINDOW_BYTES);
     }
     let n = job.num_snapshots as usize;
     if n > SNAPSHOTS_MAX || job.snapshots[..n].windows(2).any(|p| p[0] >= p[1]) {
@@ -302,7 +308,7 @@ fn enter_block(job: &mut Job, r: u32, window: &[u8]) -> Result<(), u32> {
     let off = run.block_off;
     let len = run.block_len[b as usize];
     let corrupt = |job: &mut Job, d| Err(fail(job, status::ERR_CORRUPT, d, r, b, off));
-    let w = WINDOW_BYTES as u64;
+    let w = u64::from(job.window_bytes);
     if u64::from(off) > w || u64::from(len) > w || u64::from(off) + u64::from(len) + 5 > w {
         return Err(fail(job, status::ERR_ABI, detail::WINDOW, r, b, off));
     }

@@ -6,16 +6,19 @@
 //! Both keep a host copy of the job that the driver edits between runs and write it into the
 //! program's map before each run (118 KiB; small next to a window's work), and read it back
 //! after. Windows are written only when the source touched them.
+//!
+//! The windows live in one pool (`cj_windows`, one value): run `r`'s window starts at
+//! [`window_offset`]`(r, window_bytes)`, `window_bytes` being the job's parameter.
 
 use std::sync::Arc;
 
 use std::mem::offset_of;
 
 use resystance_programs::abi::{
-    bytes_of, phase, status, Job, Record, Run, OUTPUT_VALUE_BYTES, RECORDS_MAX, RUNS_MAX,
-    WINDOW_BLOCKS_MAX, WINDOW_VALUE_BYTES,
+    bytes_of, phase, status, window_bytes_valid, window_offset, Job, Record, Run,
+    BLOCK_TRAILER_BYTES, OUTPUT_VALUE_BYTES, RECORDS_MAX, RUNS_MAX, WINDOW_BLOCKS_MAX,
 };
-use resystance_programs::driver::{read_pod, BoxError, Machine, Window};
+use resystance_programs::driver::{host_window, read_pod, BoxError, Machine, Window};
 use resystance_programs::{maps, COMPACT_OBJECT, COMPACT_PROGRAM};
 use resystance_traces::{Kernel, MemId};
 use resystance_vm::exec::{Limits, Tier};
@@ -40,6 +43,18 @@ pub const VM_INSNS_PER_RUN_MAX: u64 = 1 << 36;
 pub fn compact_object() -> Object {
     Object::parse("compact.bpf.o", COMPACT_OBJECT)
         .expect("the committed compaction object parses (tests/compaction_program.rs)")
+}
+
+/// The job's `window_bytes`, which the driver checked against the pool before asking for a
+/// window (a window it cannot lay out is a broken invariant).
+fn checked_window_bytes(job: &Job) -> usize {
+    assert!(
+        window_bytes_valid(job.num_runs, job.window_bytes),
+        "a window of {} bytes for {} runs",
+        job.window_bytes,
+        job.num_runs
+    );
+    job.window_bytes as usize
 }
 
 fn records_from(bytes: &[u8], n: usize, out: &mut [Record]) {
@@ -106,11 +121,16 @@ impl Machine for VmMachine {
 
     fn window(&mut self, run: usize) -> Window<'_> {
         assert!(run < RUNS_MAX);
-        let all = self
+        let window_bytes = checked_window_bytes(&self.job);
+        let pool = self
             .loaded
             .map_mmap_mut(maps::WINDOWS)
             .expect("cj_windows is mmapable");
-        Window::Host(&mut all[run * WINDOW_VALUE_BYTES..(run + 1) * WINDOW_VALUE_BYTES])
+        let start = window_offset(run, window_bytes);
+        Window::Host {
+            bytes: &mut pool[start..start + window_bytes],
+            window_bytes,
+        }
     }
 
     fn output(&self) -> &[u8] {
@@ -148,7 +168,8 @@ pub struct KernelMachine {
     output_mem: MemId,
     records_mem: MemId,
     job: Box<Job>,
-    windows: Vec<Box<[u8]>>,
+    /// Host windows (unless `direct_windows`), one per run, grown as jobs size them.
+    windows: Vec<Vec<u8>>,
     dirty: Vec<bool>,
     output: Vec<u8>,
     records: Vec<Record>,
@@ -188,9 +209,7 @@ impl KernelMachine {
             output_mem,
             records_mem,
             job: resystance_programs::abi::boxed_zeroed(),
-            windows: (0..runs)
-                .map(|_| vec![0u8; WINDOW_VALUE_BYTES].into_boxed_slice())
-                .collect(),
+            windows: vec![Vec::new(); runs],
             dirty: vec![false; runs],
             output: vec![0u8; OUTPUT_VALUE_BYTES],
             records: vec![*resystance_programs::abi::boxed_zeroed::<Record>(); RECORDS_MAX],
@@ -209,7 +228,9 @@ impl KernelMachine {
         self
     }
 
-    /// The mmapped `cj_windows` map (all runs' windows, [`WINDOW_VALUE_BYTES`] apart).
+    /// The mmapped `cj_windows` map: the pool of all runs' windows
+    /// ([`resystance_programs::abi::POOL_MAP_BYTES`]; run `r`'s at
+    /// [`window_offset`]`(r, window_bytes)`).
     pub fn windows_region(&self) -> MemId {
         self.windows_mem
     }
@@ -238,14 +259,16 @@ impl Machine for KernelMachine {
 
     fn window(&mut self, run: usize) -> Window<'_> {
         self.refilled[run] = true;
+        let window_bytes = checked_window_bytes(&self.job);
         if self.direct_windows {
             return Window::Region {
                 region: self.windows_mem.0,
-                offset: run * WINDOW_VALUE_BYTES,
+                offset: window_offset(run, window_bytes),
+                window_bytes,
             };
         }
         self.dirty[run] = true;
-        Window::Host(&mut self.windows[run])
+        host_window(&mut self.windows[run], window_bytes)
     }
 
     fn output(&self) -> &[u8] {
@@ -257,12 +280,24 @@ impl Machine for KernelMachine {
     }
 
     fn run(&mut self) -> Result<u32, BoxError> {
+        let window_bytes = self.job.window_bytes as usize;
         for (run, dirty) in self.dirty.iter_mut().enumerate() {
             if std::mem::take(dirty) {
+                // The program reads (other than words it discards) only the blocks the window
+                // fields name: copy the window up to their end, not the whole (up to 2 MiB)
+                // window, so the map equals the host window wherever the program looks.
+                let r = &self.job.runs[run];
+                let blocks = (r.window_blocks as usize).min(WINDOW_BLOCKS_MAX);
+                let end = r.block_len[..blocks]
+                    .iter()
+                    .fold(r.window_first as usize, |at, &len| {
+                        at.saturating_add(len as usize + BLOCK_TRAILER_BYTES)
+                    })
+                    .min(window_bytes);
                 self.kernel.mem_write(
                     self.windows_mem,
-                    run * WINDOW_VALUE_BYTES,
-                    &self.windows[run],
+                    window_offset(run, window_bytes),
+                    &self.windows[run][..end],
                 )?;
             }
         }

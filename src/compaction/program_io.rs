@@ -10,9 +10,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use resystance_programs::abi::{
-    JobParams, Record, BLOCK_SIZE_MAX, ENTRIES_PER_CALL_MAX, RECORD_STARTS_FILE,
-    RESTART_INTERVAL_MAX, RUNS_MAX, SNAPSHOTS_MAX, WINDOW_BLOCKS_MAX, WINDOW_BYTES,
-    WINDOW_VALUE_BYTES,
+    window_bytes_for, JobParams, Record, BLOCK_SIZE_MAX, ENTRIES_PER_CALL_MAX, RECORD_STARTS_FILE,
+    RESTART_INTERVAL_MAX, RUNS_MAX, SNAPSHOTS_MAX, WINDOW_BLOCKS_MAX, WINDOW_BYTES_MIN,
 };
 use resystance_programs::driver::{
     drive, BlockSink, BlockSource, BoxError, DriveError, Machine, Window, WindowFill,
@@ -31,10 +30,12 @@ use crate::sst::{BlockHandle, ChecksumType, DataBlockMeta, Table};
 /// a multiple of the logical block sizes met in practice (512 B here, 4 KiB on most NVMe).
 pub const DIRECT_ALIGN_BYTES: usize = 4096;
 
-// An aligned read covering a window's blocks may start up to an alignment unit before the first
-// block and end up to one after the last: the window's slack holds the latter.
-const _: () = assert!(WINDOW_VALUE_BYTES >= WINDOW_BYTES + DIRECT_ALIGN_BYTES);
-const _: () = assert!(WINDOW_BYTES % DIRECT_ALIGN_BYTES == 0);
+// An aligned read covering a window's blocks starts at the window (the first block lies
+// `offset % DIRECT_ALIGN_BYTES` into it) and ends at the first alignment boundary at or after
+// the last block: inside the window, since windows (powers of two of at least
+// WINDOW_BYTES_MIN) are multiples of the alignment. So are their places in the pool.
+const _: () = assert!(WINDOW_BYTES_MIN % DIRECT_ALIGN_BYTES == 0);
+const _: () = assert!(resystance_programs::abi::CHUNK_VALUE_BYTES % DIRECT_ALIGN_BYTES == 0);
 
 /// The program's parameters for `job`, or why the program cannot run it.
 pub fn job_params(job: &CompactionJob) -> Result<JobParams> {
@@ -45,12 +46,15 @@ pub fn job_params(job: &CompactionJob) -> Result<JobParams> {
             job.id
         )))
     };
-    if job.runs.is_empty() || job.runs.len() > RUNS_MAX {
+    let num_runs = u32::try_from(job.runs.len()).unwrap_or(u32::MAX);
+    // The largest window the pool holds for this many runs: fewer, longer windows mean fewer
+    // refills (each one an io_uring submission and another program run).
+    let Some(window_bytes) = window_bytes_for(num_runs) else {
         return unsupported(format!(
             "{} sorted runs; the compaction program merges 1 to {RUNS_MAX}",
             job.runs.len()
         ));
-    }
+    };
     if o.block_size_bytes == 0 || o.block_size_bytes > BLOCK_SIZE_MAX {
         return unsupported(format!(
             "block_size {} outside 1..={BLOCK_SIZE_MAX}",
@@ -73,13 +77,14 @@ pub fn job_params(job: &CompactionJob) -> Result<JobParams> {
         ));
     }
     Ok(JobParams {
-        num_runs: u32::try_from(job.runs.len()).expect("at most RUNS_MAX"),
+        num_runs,
         block_size: u32::try_from(o.block_size_bytes).expect("at most BLOCK_SIZE_MAX"),
         restart_interval: u32::try_from(o.block_restart_interval).expect("bounded"),
         target_file_size: job.target_file_size.max(1),
         bottommost: job.bottommost,
         snapshots,
         entries_per_call: u32::try_from(ENTRIES_PER_CALL_MAX).expect("fits u32"),
+        window_bytes,
     })
 }
 
@@ -91,10 +96,9 @@ pub fn run_job(
     env: &JobEnv<'_>,
     blocks_per_read: usize,
 ) -> Result<JobOutput> {
+    let window_bytes = job_params(job)?.window_bytes as usize;
     let inputs = InputRuns::open(job, env)?;
-    let bounce = inputs
-        .direct()
-        .then(|| AlignedBuf::zeroed(WINDOW_VALUE_BYTES));
+    let bounce = inputs.direct().then(|| AlignedBuf::zeroed(window_bytes));
     let mut source = PreadSource {
         kernel: Arc::clone(&env.kernel),
         inputs,
@@ -302,19 +306,25 @@ impl InputRuns {
         )
     }
 
-    /// Plans run `run`'s next window: at most `blocks_max` blocks in at most [`WINDOW_BYTES`],
+    /// Plans run `run`'s next window: at most `blocks_max` blocks in at most `window_bytes`,
     /// consecutive blocks of one table merged into one read. Fills `block_len`, marks the
     /// blocks as handed out, and returns the reads and the window fill.
     ///
     /// With direct reads a window holds blocks of one table only, read with one aligned span
     /// into the window's start: the first block lies `offset % DIRECT_ALIGN_BYTES` into it
-    /// (the fill's `first`), and the read may run into the window's slack.
+    /// (the fill's `first`), and the read's aligned end stays inside the window (a multiple
+    /// of the alignment), never in the next run's.
     pub fn plan(
         &mut self,
         run: usize,
         blocks_max: usize,
+        window_bytes: usize,
         block_len: &mut [u32; WINDOW_BLOCKS_MAX],
     ) -> Result<(Vec<Span>, WindowFill)> {
+        assert!(
+            window_bytes >= WINDOW_BYTES_MIN && window_bytes % DIRECT_ALIGN_BYTES == 0,
+            "a window of {window_bytes} bytes"
+        );
         let direct = self.direct();
         let blocks_max = blocks_max.clamp(1, WINDOW_BLOCKS_MAX);
         let first_block = self.runs[run].blocks.get(self.runs[run].next);
@@ -336,7 +346,7 @@ impl InputRuns {
                 let next_end = h.end_with_trailer().unwrap_or(u64::MAX);
                 if !Arc::ptr_eq(t, table)
                     || h.offset != end
-                    || next_end - first.offset > (WINDOW_BYTES - at) as u64
+                    || next_end - first.offset > (window_bytes - at) as u64
                 {
                     break;
                 }
@@ -344,12 +354,12 @@ impl InputRuns {
                 n += 1;
             }
             let bytes = end.saturating_sub(first.offset);
-            if bytes > (WINDOW_BYTES - at) as u64 {
+            if bytes > (window_bytes - at) as u64 {
                 if placed > 0 {
                     break;
                 }
                 return Err(Error::NotSupported(format!(
-                    "{}: data block at {} of {} bytes exceeds the program's {WINDOW_BYTES}-byte window",
+                    "{}: data block at {} of {} bytes exceeds the program's {window_bytes}-byte window",
                     table.path().display(),
                     first.offset,
                     first.size
@@ -382,6 +392,11 @@ impl InputRuns {
                     let start = offset - offset % align;
                     let needed = len + skip;
                     let end = (offset + len as u64).div_ceil(align) * align;
+                    // skip + len <= window_bytes, a multiple of `align`: so is the rounded end.
+                    assert!(
+                        end - start <= window_bytes as u64,
+                        "a direct read past its window"
+                    );
                     Span {
                         number,
                         table,
@@ -513,10 +528,16 @@ impl BlockSource for PreadSource {
         window: Window<'_>,
         block_len: &mut [u32; WINDOW_BLOCKS_MAX],
     ) -> std::result::Result<WindowFill, BoxError> {
-        let Window::Host(window) = window else {
+        let Window::Host {
+            bytes: window,
+            window_bytes,
+        } = window
+        else {
             return Err("the pread source writes host windows only".into());
         };
-        let (spans, fill) = self.inputs.plan(run, self.blocks_per_read, block_len)?;
+        let (spans, fill) = self
+            .inputs
+            .plan(run, self.blocks_per_read, window_bytes, block_len)?;
         for span in spans {
             match self.bounce.as_mut() {
                 Some(bounce) => {

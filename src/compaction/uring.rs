@@ -4,7 +4,8 @@
 //!   whatever its number of blocks and files) into a registered staging buffer and copied into
 //!   the twin's window; the merge runs in user space (the twin).
 //! * `resystance`: io_uring reads land straight in the compaction program's mmapped
-//!   `cj_windows` map (a registered buffer), and the program runs in the kernel over them
+//!   `cj_windows` map (the window pool, one registered buffer; each run's window at its
+//!   offset), and the program runs in the kernel over them
 //!   (`BPF_PROG_TEST_RUN`); user space only moves windows and writes the finished blocks,
 //!   index blocks, properties and footers.
 //!
@@ -13,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use resystance_programs::abi::{WINDOW_BLOCKS_MAX, WINDOW_VALUE_BYTES};
+use resystance_programs::abi::WINDOW_BLOCKS_MAX;
 use resystance_programs::driver::{BlockSource, BoxError, Window, WindowFill};
 use resystance_traces::{
     Cqe, Errno, Kernel, KernelError, MemId, RingId, Sqe, SqeFile, SqeOp, SyscallKind, UringParams,
@@ -21,7 +22,9 @@ use resystance_traces::{
 
 use crate::compaction::job::{CompactionExecutor, CompactionJob, JobEnv, JobOutput};
 use crate::compaction::machines::KernelMachine;
-use crate::compaction::program_io::{run_job_with, InputRuns, InputSource, DIRECT_ALIGN_BYTES};
+use crate::compaction::program_io::{
+    job_params, run_job_with, InputRuns, InputSource, DIRECT_ALIGN_BYTES,
+};
 use crate::error::{Error, Result};
 use crate::options::CompactionMode;
 
@@ -89,10 +92,12 @@ impl UringSource {
         let buffer = match target {
             Target::Region(region) => region,
             Target::Staging => {
-                // The window's slack too: a direct read's aligned end may run into it.
+                // One window of the job's size (a direct read's aligned end stays inside it):
+                // the merge's windows are host buffers, filled from here.
+                let window_bytes = job_params(job)?.window_bytes as usize;
                 let staging = source
                     .kernel
-                    .mem_alloc(WINDOW_VALUE_BYTES)
+                    .mem_alloc(window_bytes)
                     .map_err(uring_err("staging buffer"))?;
                 source.staging = Some(staging);
                 staging
@@ -138,13 +143,19 @@ impl BlockSource for UringSource {
     ) -> std::result::Result<WindowFill, BoxError> {
         let ring = self.ring.expect("open ring");
         let base = match (self.target, &window) {
-            (Target::Region(region), Window::Region { region: r, offset }) if region.0 == *r => {
-                *offset
-            }
-            (Target::Staging, Window::Host(_)) => 0,
+            (
+                Target::Region(region),
+                Window::Region {
+                    region: r, offset, ..
+                },
+            ) if region.0 == *r => *offset,
+            (Target::Staging, Window::Host { .. }) => 0,
             _ => return Err("the io_uring source was set up for another kind of window".into()),
         };
-        let (spans, fill) = self.inputs.plan(run, WINDOW_BLOCKS_MAX, block_len)?;
+        let window_bytes = window.window_bytes();
+        let (spans, fill) = self
+            .inputs
+            .plan(run, WINDOW_BLOCKS_MAX, window_bytes, block_len)?;
         // A direct read's short read goes on from the aligned offset at or below where it
         // stopped (O_DIRECT needs aligned offsets); a buffered one exactly where it stopped.
         let align = if self.inputs.direct() {
@@ -249,7 +260,7 @@ impl BlockSource for UringSource {
                     .unwrap_or(0),
             );
         }
-        if let (Target::Staging, Window::Host(bytes)) = (self.target, window) {
+        if let (Target::Staging, Window::Host { bytes, .. }) = (self.target, window) {
             let staging = self.staging.expect("staging buffer in host mode");
             self.kernel
                 .mem_read(staging, 0, &mut bytes[..total])
@@ -341,7 +352,6 @@ impl CompactionExecutor for ResystanceExecutor {
             None => guard.insert(Self::load(&env.kernel)?),
         };
         let mut source = UringSource::open(job, env, Target::Region(machine.windows_region()))?;
-        debug_assert_eq!(WINDOW_VALUE_BYTES % 4096, 0, "windows stay page-aligned");
         run_job_with(machine, job, env, &mut source)
     }
 }

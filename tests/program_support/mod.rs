@@ -6,7 +6,9 @@
 use std::sync::Arc;
 
 use resystance::compaction::machines::KernelMachine;
-use resystance_programs::abi::{JobParams, Record, RUNS_MAX};
+use resystance_programs::abi::{
+    window_bytes_for, window_bytes_valid, JobParams, Record, RUNS_MAX, WINDOW_BYTES_MIN,
+};
 use resystance_programs::driver::{
     drive, DriveError, DriveSummary, Machine, MemorySink, MemorySource,
 };
@@ -40,6 +42,21 @@ pub fn kernel_machine(what: &str) -> Option<KernelMachine> {
     }
     let kernel: Arc<dyn Kernel> = Arc::new(kernel);
     Some(KernelMachine::new(kernel, RUNS_MAX).expect("Linux accepts compact.bpf.o"))
+}
+
+/// A valid `window_bytes` for `num_runs` runs (1..=`RUNS_MAX`) chosen by `pick`: the
+/// smallest a third of the time, the largest the pool holds a third, any power between else.
+pub fn window_bytes_pick(num_runs: u32, pick: u32) -> u32 {
+    let largest = window_bytes_for(num_runs).expect("the pool holds the runs");
+    let min = u32::try_from(WINDOW_BYTES_MIN).expect("fits u32");
+    let steps = (largest / min).trailing_zeros(); // largest = min << steps
+    let w = match pick % 3 {
+        0 => min,
+        1 => largest,
+        _ => min << ((pick / 3) % (steps + 1)),
+    };
+    assert!(window_bytes_valid(num_runs, w), "{num_runs} runs, {w}");
+    w
 }
 
 /// Everything a run of the protocol shows: every run's status, the result, the output files.
