@@ -1280,6 +1280,7 @@ impl DbInner {
             tables: &self.tables,
             new_file_number: &alloc,
             direct_reads: self.options.use_direct_reads,
+            uring_sqpoll: self.options.uring_sqpoll,
         };
         let t0 = self.kernel.now_ns();
         let result = self.executor.run(&job, &env).and_then(|out| {

@@ -171,6 +171,9 @@ pub struct Options {
     /// `use_direct_reads`, for the compaction reads): aligned reads from the device, no page
     /// cache. Other reads stay buffered.
     pub use_direct_reads: bool,
+    /// The io_uring compaction modes set their rings up with `IORING_SETUP_SQPOLL`: a kernel
+    /// thread takes submissions, so no `io_uring_enter` is needed while it is awake.
+    pub uring_sqpoll: bool,
     /// Create the database if it does not exist.
     pub create_if_missing: bool,
     /// `fdatasync` the WAL after every write (RocksDB: off; writes survive a process crash,
@@ -200,6 +203,7 @@ impl Default for Options {
             delayed_write_rate_bytes_per_sec: 16 << 20,
             compaction_mode: CompactionMode::Baseline,
             use_direct_reads: false,
+            uring_sqpoll: false,
             create_if_missing: true,
             sync_wal: false,
             wal_recovery_mode: WalRecoveryMode::PointInTimeRecovery,

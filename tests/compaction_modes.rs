@@ -1,5 +1,5 @@
 //! The three compaction modes on the real kernel produce byte-identical tables, with
-//! buffered and with `O_DIRECT` input reads.
+//! buffered input reads and with `O_DIRECT` reads through SQPOLL rings.
 //!
 //! One workload (flushes, L0 compactions, leveled compactions, a full manual compaction with
 //! snapshots and deletions), run with background work inline so every mode sees the same jobs
@@ -25,6 +25,8 @@ macro_rules! say {
 fn options(mode: CompactionMode, direct: bool) -> Options {
     let mut o = Options {
         use_direct_reads: direct,
+        // O_DIRECT runs also poll their rings' submissions with SQPOLL (a third read path).
+        uring_sqpoll: direct,
         write_buffer_size: 64 << 10,
         target_file_size_base: 64 << 10,
         max_bytes_for_level_base: 256 << 10,
@@ -100,7 +102,11 @@ fn baseline_uring_and_resystance_write_identical_tables() {
     .into_iter()
     .enumerate()
     {
-        let reads = if direct { "O_DIRECT" } else { "buffered" };
+        let reads = if direct {
+            "O_DIRECT+SQPOLL"
+        } else {
+            "buffered"
+        };
         if mode == CompactionMode::Resystance {
             if let Some(why) = &missing {
                 say!("SKIP the resystance mode ({reads}) of compaction_modes: {why}");

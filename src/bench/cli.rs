@@ -180,6 +180,11 @@ pub struct BenchArgs {
           default_value_t = false, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub direct: bool,
 
+    /// The io_uring compaction modes' rings poll submissions with a kernel thread (IORING_SETUP_SQPOLL)
+    #[arg(long = "sqpoll", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_value_t = false, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub sqpoll: bool,
+
     /// Which kernel runs the engine
     #[arg(long = "backend", value_enum, default_value_t = Backend::Sim)]
     pub backend: Backend,

@@ -220,10 +220,11 @@ fn header(
         args.value_size,
         args.num,
         args.effective_seed(),
-        if args.direct {
-            ", inputs read with O_DIRECT"
-        } else {
-            ""
+        match (args.direct, args.sqpoll) {
+            (true, true) => ", inputs read with O_DIRECT, SQPOLL rings",
+            (true, false) => ", inputs read with O_DIRECT",
+            (false, true) => ", SQPOLL rings",
+            (false, false) => "",
         },
     )
 }

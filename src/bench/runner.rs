@@ -56,6 +56,7 @@ pub fn options_for(args: &BenchArgs, mode: CompactionMode) -> Result<Options, Be
         max_bytes_for_level_base: args.max_bytes_for_level_base,
         compaction_mode: mode,
         use_direct_reads: args.direct,
+        uring_sqpoll: args.sqpoll,
         create_if_missing: true,
         wal_recovery_mode: WalRecoveryMode::from_db_bench(u64::from(args.wal_recovery_mode))
             .ok_or_else(|| {

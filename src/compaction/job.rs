@@ -58,6 +58,8 @@ pub struct JobEnv<'a> {
     pub new_file_number: &'a (dyn Fn() -> u64 + Sync),
     /// Read the inputs' data blocks with `O_DIRECT` ([`crate::options::Options::use_direct_reads`]).
     pub direct_reads: bool,
+    /// Set rings up with SQPOLL ([`crate::options::Options::uring_sqpoll`]).
+    pub uring_sqpoll: bool,
 }
 
 impl std::fmt::Debug for JobEnv<'_> {

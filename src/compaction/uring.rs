@@ -77,6 +77,7 @@ impl UringSource {
         let ring = kernel
             .uring_setup(&UringParams {
                 sq_entries: QUEUE_DEPTH,
+                sqpoll: env.uring_sqpoll,
                 ..UringParams::default()
             })
             .map_err(uring_err("setup"))?;
