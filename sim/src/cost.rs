@@ -140,34 +140,19 @@ impl CpuModel {
 
     /// The built-in profile called `name` (one of [`CpuModel::PRESETS`]).
     pub fn preset(name: &str) -> Result<CpuModel, String> {
-        let (_, text) = CPU_PRESETS
-            .iter()
-            .find(|(n, _)| *n == name)
-            .ok_or_else(|| {
-                format!(
-                    "unknown CPU profile {name:?}; known profiles: {}",
-                    CpuModel::PRESETS.join(", ")
-                )
-            })?;
-        CpuModel::from_ron(text).map_err(|e| format!("profile {name:?}: {e}"))
+        crate::profile::preset("CPU", name, CPU_PRESETS, CpuModel::from_ron)
     }
 
     /// A profile from RON text (every field required, unknown ones refused), validated.
     pub fn from_ron(text: &str) -> Result<CpuModel, String> {
-        let model: CpuModel = ron::from_str(text).map_err(|e| {
-            format!(
-                "CPU profile RON at line {}, column {}: {}",
-                e.span.start.line, e.span.start.col, e.code
-            )
-        })?;
+        let model: CpuModel = crate::profile::parse("CPU profile", text)?;
         model.validate()?;
         Ok(model)
     }
 
     /// The profile as RON text that [`CpuModel::from_ron`] reads back.
     pub fn to_ron(&self) -> String {
-        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
-            .expect("a struct of integers serialises")
+        crate::profile::to_ron(self)
     }
 
     /// Checks the limits a run depends on; the error names the field.

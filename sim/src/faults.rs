@@ -62,31 +62,20 @@ impl FaultProfile {
 
     /// The built-in preset `name`; the error lists the names there are.
     pub fn preset(name: &str) -> Result<FaultProfile, String> {
-        let (_, text) = PRESET_FILES
-            .iter()
-            .find(|(n, _)| *n == name)
-            .ok_or_else(|| {
-                format!(
-                    "no fault preset {name:?}; the presets are {}",
-                    FaultProfile::PRESETS.join(", ")
-                )
-            })?;
-        FaultProfile::from_ron(text).map_err(|e| format!("fault preset {name:?}: {e}"))
+        crate::profile::preset("fault", name, PRESET_FILES, FaultProfile::from_ron)
     }
 
     /// A profile from RON text (missing fields are 0 / `None`); the error names the problem:
     /// a syntax error or an unknown field with its position, or a rate above 100%.
     pub fn from_ron(text: &str) -> Result<FaultProfile, String> {
-        let profile: FaultProfile =
-            ron::from_str(text).map_err(|e| format!("fault profile is not valid RON: {e}"))?;
+        let profile: FaultProfile = crate::profile::parse("fault profile", text)?;
         profile.validate()?;
         Ok(profile)
     }
 
     /// The profile as RON, as [`FaultProfile::from_ron`] reads it.
     pub fn to_ron(&self) -> String {
-        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
-            .expect("a fault profile is plain numbers")
+        crate::profile::to_ron(self)
     }
 
     /// Every rate is at most 1,000,000 ppm (100%), and a spike rate has a spike length.

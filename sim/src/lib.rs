@@ -23,6 +23,7 @@ mod kernel;
 mod mem;
 mod namespace;
 mod nvme;
+mod profile;
 mod uring;
 
 pub use bpf::BPF_INSNS_PER_RUN_MAX;
@@ -37,6 +38,7 @@ pub use namespace::{BLOCK_BYTES, EXTENT_ALIGN_BYTES, JOURNAL_BYTES, NAMESPACE_BY
 pub use nvme::{
     DeviceStats, NvmeModel, DIES_MAX, QUEUE_DEPTH_MAX, QUEUE_PAIRS_MAX, RESERVATIONS_MAX,
 };
+pub use profile::preset_or_file;
 pub use uring::{
     CQ_ENTRIES_MAX, ECANCELED, RING_MMAPS, SQPOLL_SPIN_NS_MAX, SQPOLL_STALL_NS_MAX, SQ_ENTRIES_MAX,
 };

@@ -97,13 +97,7 @@ impl NvmeModel {
 
     /// The preset called `name` (one of [`NvmeModel::PRESETS`]).
     pub fn preset(name: &str) -> Result<NvmeModel, String> {
-        let (_, text) = PRESETS.iter().find(|(n, _)| *n == name).ok_or_else(|| {
-            format!(
-                "unknown NVMe preset {name:?}; known presets: {}",
-                NvmeModel::PRESETS.join(", ")
-            )
-        })?;
-        NvmeModel::from_ron(text).map_err(|e| format!("preset {name:?}: {e}"))
+        crate::profile::preset("NVMe", name, PRESETS, NvmeModel::from_ron)
     }
 
     /// The virtio disk of this machine kind (the `this-host` preset).
@@ -113,20 +107,14 @@ impl NvmeModel {
 
     /// A model from RON text (the preset format), checked by [`NvmeModel::validate`].
     pub fn from_ron(text: &str) -> Result<NvmeModel, String> {
-        let model: NvmeModel = ron::from_str(text).map_err(|e| {
-            format!(
-                "NVMe model RON at line {}, column {}: {}",
-                e.span.start.line, e.span.start.col, e.code
-            )
-        })?;
+        let model: NvmeModel = crate::profile::parse("NVMe model", text)?;
         model.validate()?;
         Ok(model)
     }
 
     /// The model as RON text that [`NvmeModel::from_ron`] reads back.
     pub fn to_ron(&self) -> String {
-        ron::ser::to_string_pretty(self, ron::ser::PrettyConfig::default())
-            .expect("a struct of integers serialises")
+        crate::profile::to_ron(self)
     }
 
     /// Checks every limit; the error names the field.

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use resystance_real_kernel::RealKernel;
-use resystance_sim::{CpuModel, NvmeModel, SimConfig, SimKernel};
+use resystance_sim::{preset_or_file, CpuModel, NvmeModel, SimConfig, SimKernel};
 use resystance_traces::Kernel;
 
 pub use cli::{Backend, BenchArgs, Benchmark, Cli, Command};
@@ -61,36 +61,26 @@ pub fn kernel_for(args: &BenchArgs) -> Result<Arc<dyn Kernel>, BenchError> {
 
 /// The NVMe model `--nvme` names: a preset, or else a RON file.
 pub fn nvme_model(name: &str) -> Result<NvmeModel, BenchError> {
-    if NvmeModel::PRESETS.contains(&name) {
-        return NvmeModel::preset(name).map_err(BenchError::InvalidFlags);
-    }
-    let path = Path::new(name);
-    if !path.exists() {
-        return Err(BenchError::InvalidFlags(format!(
-            "--nvme={name}: neither a preset ({}) nor a file",
-            NvmeModel::PRESETS.join(", ")
-        )));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| BenchError::InvalidFlags(format!("--nvme={name}: {e}")))?;
-    NvmeModel::from_ron(&text).map_err(|e| BenchError::InvalidFlags(format!("--nvme={name}: {e}")))
+    preset_or_file(
+        "nvme",
+        name,
+        NvmeModel::PRESETS,
+        NvmeModel::preset,
+        NvmeModel::from_ron,
+    )
+    .map_err(BenchError::InvalidFlags)
 }
 
 /// The CPU cost profile `--cpu` names: a preset, or else a RON file.
 pub fn cpu_model(name: &str) -> Result<CpuModel, BenchError> {
-    if CpuModel::PRESETS.contains(&name) {
-        return CpuModel::preset(name).map_err(BenchError::InvalidFlags);
-    }
-    let path = Path::new(name);
-    if !path.exists() {
-        return Err(BenchError::InvalidFlags(format!(
-            "--cpu={name}: neither a profile ({}) nor a file",
-            CpuModel::PRESETS.join(", ")
-        )));
-    }
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| BenchError::InvalidFlags(format!("--cpu={name}: {e}")))?;
-    CpuModel::from_ron(&text).map_err(|e| BenchError::InvalidFlags(format!("--cpu={name}: {e}")))
+    preset_or_file(
+        "cpu",
+        name,
+        CpuModel::PRESETS,
+        CpuModel::preset,
+        CpuModel::from_ron,
+    )
+    .map_err(BenchError::InvalidFlags)
 }
 
 /// Runs `resystance bench`: text to standard output, then the JSON report if `--json`.

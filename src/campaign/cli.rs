@@ -2,7 +2,6 @@
 
 use std::io::{IsTerminal, Write};
 use std::ops::Range;
-use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -93,18 +92,13 @@ fn parse_sabotage(s: &str) -> Result<Sabotage, String> {
 
 /// The profile `--faults` names: a preset, or else a RON file.
 pub fn fault_profile(name: &str) -> Result<FaultProfile, String> {
-    if FaultProfile::PRESETS.contains(&name) {
-        return FaultProfile::preset(name);
-    }
-    let path = Path::new(name);
-    if !path.exists() {
-        return Err(format!(
-            "--faults {name}: neither a preset ({}) nor a file",
-            FaultProfile::PRESETS.join(", ")
-        ));
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| format!("--faults {name}: {e}"))?;
-    FaultProfile::from_ron(&text).map_err(|e| format!("--faults {name}: {e}"))
+    resystance_sim::preset_or_file(
+        "faults",
+        name,
+        FaultProfile::PRESETS,
+        FaultProfile::preset,
+        FaultProfile::from_ron,
+    )
 }
 
 /// `word` as one shell word (quoted when it holds anything but safe characters).
