@@ -35,6 +35,11 @@ impl DbDir {
         &self.path
     }
 
+    /// The directory's descriptor (held open for as long as the database is).
+    pub fn fd(&self) -> resystance_traces::Fd {
+        self.file.fd()
+    }
+
     /// The open tables of the database.
     pub fn tables(&self) -> &Arc<TableCache> {
         &self.tables

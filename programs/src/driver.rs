@@ -59,8 +59,15 @@ pub trait Machine {
     /// The window of run `run`, for the source to fill, laid out for the job's
     /// `window_bytes` (which the driver has set, and checked against the pool, before).
     fn window(&mut self, run: usize) -> Window<'_>;
-    /// The output region after the last run.
+    /// The output region after the last run, as host bytes (empty when the machine leaves
+    /// its output in a kernel region: [`Machine::output_region`]).
     fn output(&self) -> &[u8];
+    /// The kernel region the program's output lies in, when the machine leaves it there
+    /// rather than copying it into [`Machine::output`] (a `MemId` of the kernel boundary):
+    /// sinks then write blocks straight from it.
+    fn output_region(&self) -> Option<u32> {
+        None
+    }
     /// The records after the last run.
     fn records(&self) -> &[Record];
     /// Runs the program once; returns its status.
@@ -97,11 +104,38 @@ pub trait BlockSource {
     ) -> Result<WindowFill, BoxError>;
 }
 
+/// Where a drain's output blocks are: host bytes, or a kernel region.
+#[derive(Clone, Copy, Debug)]
+pub enum OutputBlocks<'a> {
+    /// The output region's bytes in host memory (at least through the last record's end).
+    Host(&'a [u8]),
+    /// A kernel region (a `MemId` of the kernel boundary) holding them at the records'
+    /// offsets.
+    Region(u32),
+}
+
 /// Receives finished output blocks in order.
 pub trait BlockSink {
     /// One block: `block` is its contents followed by the 5-byte trailer; `record` describes
     /// it (a new output file starts where `record.flags` has [`RECORD_STARTS_FILE`]).
     fn block(&mut self, block: &[u8], record: &Record) -> Result<(), BoxError>;
+
+    /// Every block of one drain: `records` (checked to tile the output back to back from
+    /// offset 0) describe them in order, in `output`. The program overwrites the output
+    /// region on its next run, so a sink that writes from it asynchronously must have
+    /// finished reading it when this returns. By default each block goes to
+    /// [`BlockSink::block`], which needs host bytes.
+    fn drain(&mut self, output: OutputBlocks<'_>, records: &[Record]) -> Result<(), BoxError> {
+        let OutputBlocks::Host(bytes) = output else {
+            return Err("this sink takes output blocks from host memory only".into());
+        };
+        for rec in records {
+            let from = rec.offset as usize;
+            let to = from + rec.size as usize + crate::abi::BLOCK_TRAILER_BYTES;
+            self.block(&bytes[from..to], rec)?;
+        }
+        Ok(())
+    }
 }
 
 /// The program failed the job.
@@ -326,7 +360,8 @@ fn drain(machine: &mut dyn Machine, sink: &mut dyn BlockSink) -> Result<(), Driv
         return Err(DriveError::Protocol(format!("{n} records")));
     }
     let mut end = 0usize;
-    for rec in &machine.records()[..n] {
+    let records = &machine.records()[..n];
+    for rec in records {
         let from = rec.offset as usize;
         let to = from + rec.size as usize + crate::abi::BLOCK_TRAILER_BYTES;
         if from != end || to > out_len {
@@ -334,14 +369,28 @@ fn drain(machine: &mut dyn Machine, sink: &mut dyn BlockSink) -> Result<(), Driv
                 "record at {from}..{to} does not follow {end} within {out_len}"
             )));
         }
-        sink.block(&machine.output()[from..to], rec)
-            .map_err(DriveError::Sink)?;
         end = to;
     }
     if end != out_len {
         return Err(DriveError::Protocol(format!(
             "records cover {end} of {out_len} output bytes"
         )));
+    }
+    let output = match machine.output_region() {
+        Some(region) => OutputBlocks::Region(region),
+        None => {
+            let bytes = machine.output();
+            if bytes.len() < out_len {
+                return Err(DriveError::Protocol(format!(
+                    "{out_len} output bytes but the machine holds {}",
+                    bytes.len()
+                )));
+            }
+            OutputBlocks::Host(bytes)
+        }
+    };
+    if !records.is_empty() {
+        sink.drain(output, records).map_err(DriveError::Sink)?;
     }
     let job = machine.job_mut();
     job.out_len = 0;

@@ -62,7 +62,22 @@ pub enum Op {
     SetFaults,
     /// `uring_cq_state` (last, so the codes of the calls before it stay as they were).
     UringCqState,
+    /// One SQE the kernel ran, inside the `io_uring_enter` whose event follows: `args` are
+    /// `[ring, URING_EXEC_*, fd (u64::MAX - index for a registered file), file offset]`,
+    /// `result` its `res`.
+    UringExec,
 }
+
+/// [`Op::UringExec`] kinds.
+pub const URING_EXEC_NOP: u64 = 0;
+/// A read (`READ`, `READ_FIXED`).
+pub const URING_EXEC_READ: u64 = 1;
+/// A write (`WRITE`, `WRITE_FIXED`).
+pub const URING_EXEC_WRITE: u64 = 2;
+/// `FSYNC`.
+pub const URING_EXEC_FSYNC: u64 = 3;
+/// `FSYNC` with `IORING_FSYNC_DATASYNC`.
+pub const URING_EXEC_FDATASYNC: u64 = 4;
 
 /// [`SimEvent::result`] of a call this kernel does not provide ([`KernelError::Unsupported`]).
 pub const RESULT_UNSUPPORTED: i64 = i64::MIN;

@@ -112,6 +112,8 @@ struct State {
     /// The device every request goes to, synchronous and io_uring alike.
     nvme: Nvme,
     log: EventLog,
+    /// SQEs run inside the current call, recorded just before its event.
+    executed: Vec<([u64; 4], i64)>,
     counts: SyscallCounts,
     /// Crashed and not yet restarted: the process is dead, every call fails with `EIO`.
     down: bool,
@@ -127,6 +129,7 @@ impl State {
         self.fs.crash(&mut self.crash_rng, ppm);
         self.mem.clear();
         self.rings.clear();
+        self.executed.clear();
         // Power loss: the device restarts idle (what its cache held is the file system's
         // crash rule's business).
         let stats = self.nvme.stats();
@@ -145,6 +148,9 @@ impl State {
         let t = self.clock.now_ns();
         for fault in self.faults.take_events() {
             self.log.record(t, Op::Fault, fault, 0);
+        }
+        for (exec, res) in std::mem::take(&mut self.executed) {
+            self.log.record(t, Op::UringExec, exec, res);
         }
         self.log.record(t, op, args, code);
     }
@@ -181,7 +187,9 @@ impl State {
             nvme,
             faults,
         };
-        ring.submit(&mut m, start_ns)
+        let submission = ring.submit(&mut m, start_ns);
+        self.executed.extend(ring.take_executed());
+        submission
     }
 
     /// Posts the completions of `ring` that are due (see [`post_due`]).
@@ -336,6 +344,7 @@ impl SimKernel {
                 next_ring: 0,
                 nvme: Nvme::new(cfg.device.clone()),
                 log: EventLog::new(cfg.keep_events),
+                executed: Vec::new(),
                 counts: SyscallCounts::default(),
                 down: false,
                 crashes: 0,

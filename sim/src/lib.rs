@@ -29,7 +29,10 @@ mod uring;
 pub use bpf::BPF_INSNS_PER_RUN_MAX;
 pub use clock::PPM;
 pub use cost::{CpuModel, WorkCost, PAGE_BYTES};
-pub use events::{Op, SimEvent, RESULT_UNSUPPORTED};
+pub use events::{
+    Op, SimEvent, RESULT_UNSUPPORTED, URING_EXEC_FDATASYNC, URING_EXEC_FSYNC, URING_EXEC_NOP,
+    URING_EXEC_READ, URING_EXEC_WRITE,
+};
 pub use faults::{BitFlip, FaultCounts, FaultKind, FaultProfile};
 pub use fs::{FDS_MAX, FD_FIRST, FILE_BYTES_MAX, NAME_BYTES_MAX, SECTOR_BYTES};
 pub use kernel::{FileExtent, SimConfig, SimKernel};

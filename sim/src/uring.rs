@@ -122,6 +122,8 @@ pub struct Ring {
     /// `GETEVENTS` enter moves them into `cq`.
     overflow: VecDeque<Completion>,
     seq: u64,
+    /// What each SQE run since the last [`Ring::take_executed`] was, for the event log.
+    executed: Vec<([u64; 4], i64)>,
 }
 
 /// The sizes `io_uring_setup` gives, or `EINVAL` (also for `cq_overcommit` with `sqpoll`,
@@ -171,6 +173,7 @@ impl Ring {
             cq: VecDeque::new(),
             overflow: VecDeque::new(),
             seq: 0,
+            executed: Vec::new(),
         })
     }
 
@@ -370,6 +373,42 @@ impl Ring {
         }
     }
 
+    /// The [`crate::Op::UringExec`] arguments of `op` run on this ring.
+    fn exec_args(&self, op: &SqeOp) -> [u64; 4] {
+        use crate::events::{
+            URING_EXEC_FDATASYNC, URING_EXEC_FSYNC, URING_EXEC_NOP, URING_EXEC_READ,
+            URING_EXEC_WRITE,
+        };
+        let file_code = |f: SqeFile| match f {
+            SqeFile::Fd(fd) => u64::try_from(fd.0).unwrap_or(u64::MAX),
+            SqeFile::Fixed(i) => u64::MAX - u64::from(i),
+        };
+        // The kernel numbers a ring's submitter as its id + 1.
+        let ring = u64::from(self.submitter.saturating_sub(1));
+        match *op {
+            SqeOp::Nop => [ring, URING_EXEC_NOP, 0, 0],
+            SqeOp::Read { file, offset, .. } | SqeOp::ReadFixed { file, offset, .. } => {
+                [ring, URING_EXEC_READ, file_code(file), offset]
+            }
+            SqeOp::Write { file, offset, .. } | SqeOp::WriteFixed { file, offset, .. } => {
+                [ring, URING_EXEC_WRITE, file_code(file), offset]
+            }
+            SqeOp::Fsync { file, datasync } => {
+                let kind = if datasync {
+                    URING_EXEC_FDATASYNC
+                } else {
+                    URING_EXEC_FSYNC
+                };
+                [ring, kind, file_code(file), 0]
+            }
+        }
+    }
+
+    /// What each SQE run since the last call was: ([`crate::Op::UringExec`] arguments, `res`).
+    pub fn take_executed(&mut self) -> Vec<([u64; 4], i64)> {
+        std::mem::take(&mut self.executed)
+    }
+
     /// Runs every queued SQE, issuing from `start_ns`; `inline` says the submitter's CPU does
     /// the issuing (without SQPOLL), which the caller then charges to its clock.
     pub fn submit(&mut self, m: &mut Machine<'_>, start_ns: u64) -> Submission {
@@ -402,6 +441,8 @@ impl Ring {
                 let done = done + m.faults.spike_ns(device.requests());
                 (res, done)
             };
+            let args = self.exec_args(&q.sqe.op);
+            self.executed.push((args, i64::from(res)));
             let failed = res < 0 || short(&q.sqe.op, res);
             cancel = q.sqe.link && (cancel || failed);
             link_from = q.sqe.link.then_some(done);

@@ -176,6 +176,9 @@ pub struct KernelMachine {
     /// Windows are handed to sources as the mmapped map region (io_uring reads straight into
     /// it) rather than as host buffers copied in before each run.
     direct_windows: bool,
+    /// The output is left in the mmapped `cj_output` region for sinks to write from
+    /// ([`Machine::output_region`]) rather than copied out after each run.
+    direct_output: bool,
     /// Runs whose window fields the driver may have set since the last run.
     refilled: Vec<bool>,
     /// Nanoseconds the kernel reported for all test runs so far.
@@ -214,6 +217,7 @@ impl KernelMachine {
             output: vec![0u8; OUTPUT_VALUE_BYTES],
             records: vec![*resystance_programs::abi::boxed_zeroed::<Record>(); RECORDS_MAX],
             direct_windows: false,
+            direct_output: false,
             refilled: vec![false; RUNS_MAX],
             run_ns: 0,
         })
@@ -226,6 +230,20 @@ impl KernelMachine {
         self.windows = Vec::new();
         self.dirty = Vec::new();
         self
+    }
+
+    /// Leaves each run's output blocks in the mmapped `cj_output` region
+    /// ([`Machine::output_region`]): the sink writes them from there (io_uring), and
+    /// nothing is copied out.
+    pub fn with_direct_output(mut self) -> Self {
+        self.direct_output = true;
+        self.output = Vec::new();
+        self
+    }
+
+    /// The mmapped `cj_output` map, where the program encodes output blocks.
+    pub fn output_region(&self) -> MemId {
+        self.output_mem
     }
 
     /// The mmapped `cj_windows` map: the pool of all runs' windows
@@ -273,6 +291,10 @@ impl Machine for KernelMachine {
 
     fn output(&self) -> &[u8] {
         &self.output
+    }
+
+    fn output_region(&self) -> Option<u32> {
+        self.direct_output.then_some(self.output_mem.0)
     }
 
     fn records(&self) -> &[Record] {
@@ -332,9 +354,11 @@ impl Machine for KernelMachine {
             .mem_read(self.job_mem, 0, &mut job_bytes[..JOB_HEADER_BYTES])?;
         let rc = result.retval;
         if rc == status::OUTPUT_FULL || rc == status::DONE {
-            let len = (self.job.out_len as usize).min(OUTPUT_VALUE_BYTES);
-            self.kernel
-                .mem_read(self.output_mem, 0, &mut self.output[..len])?;
+            if !self.direct_output {
+                let len = (self.job.out_len as usize).min(OUTPUT_VALUE_BYTES);
+                self.kernel
+                    .mem_read(self.output_mem, 0, &mut self.output[..len])?;
+            }
             let n = (self.job.num_records as usize).min(RECORDS_MAX);
             let mut bytes = vec![0u8; n * size_of::<Record>()];
             self.kernel.mem_read(self.records_mem, 0, &mut bytes)?;

@@ -16,6 +16,7 @@ pub mod machines;
 pub mod output;
 pub mod picker;
 pub mod program_io;
+pub mod ring_output;
 pub mod uring;
 pub mod visibility;
 
@@ -30,7 +31,7 @@ use crate::options::CompactionMode;
 pub fn executor_for(mode: CompactionMode) -> Result<Box<dyn CompactionExecutor>> {
     Ok(match mode {
         CompactionMode::Baseline => Box::new(BaselineExecutor),
-        CompactionMode::Uring => Box::new(uring::UringExecutor),
+        CompactionMode::Uring => Box::new(uring::UringExecutor::default()),
         CompactionMode::Resystance => Box::new(uring::ResystanceExecutor::default()),
     })
 }

@@ -18,13 +18,13 @@ use resystance_programs::driver::{
 };
 use resystance_traces::{Fd, Kernel, OpenFlags};
 
-use crate::coding::decode_varint32;
 use crate::compaction::job::{CompactionJob, JobEnv, JobOutput};
 use crate::compaction::output::OutputFiles;
+use crate::compaction::ring_output::first_key_of;
 use crate::error::{Error, Result};
 use crate::file::OpenFile;
-use crate::key;
 use crate::sst::{BlockHandle, ChecksumType, DataBlockMeta, Table};
+use crate::version::FileMeta;
 
 /// Alignment of `O_DIRECT` reads — file offset, length and buffer address: the page size,
 /// a multiple of the logical block sizes met in practice (512 B here, 4 KiB on most NVMe).
@@ -109,16 +109,14 @@ pub fn run_job(
 }
 
 /// Runs `job` through `machine` with input from `source`; outputs become tables in the
-/// job's directory.
+/// job's directory, written with `pwrite` from a buffer.
 pub fn run_job_with(
     machine: &mut dyn Machine,
     job: &CompactionJob,
     env: &JobEnv<'_>,
     source: &mut dyn InputSource,
 ) -> Result<JobOutput> {
-    let params = job_params(job)?;
-    let program_ns_before = machine.program_ns();
-    let mut sink = TableSink {
+    let sink = TableSink {
         files: OutputFiles::new(
             Arc::clone(&env.kernel),
             env.dir,
@@ -126,6 +124,21 @@ pub fn run_job_with(
             job.table_options.clone(),
         ),
     };
+    run_job_into(machine, job, env, source, sink, |s| s.files.finish())
+}
+
+/// Runs `job` through `machine` with input from `source` and output blocks into `sink`,
+/// which `finish` turns into the job's durable tables once the program is done.
+pub fn run_job_into<S: BlockSink>(
+    machine: &mut dyn Machine,
+    job: &CompactionJob,
+    env: &JobEnv<'_>,
+    source: &mut dyn InputSource,
+    mut sink: S,
+    finish: impl FnOnce(S) -> Result<Vec<FileMeta>>,
+) -> Result<JobOutput> {
+    let params = job_params(job)?;
+    let program_ns_before = machine.program_ns();
     let summary = drive(
         machine,
         &params,
@@ -144,7 +157,7 @@ pub fn run_job_with(
         }
         other => Error::Program(format!("compaction {}: {other}", job.id)),
     })?;
-    let files = sink.files.finish()?;
+    let files = finish(sink)?;
     let expected_in: u64 = job.inputs().map(|f| f.num_entries).sum();
     if summary.entries_in != expected_in {
         return Err(Error::corruption(
@@ -612,14 +625,4 @@ impl BlockSink for TableSink<'_> {
     fn block(&mut self, block: &[u8], record: &Record) -> std::result::Result<(), BoxError> {
         self.add(block, record).map_err(|e| Box::new(e) as BoxError)
     }
-}
-
-/// The first key of a block: its first entry shares nothing with a previous key.
-fn first_key_of(block: &[u8]) -> Option<&[u8]> {
-    let (shared, a) = decode_varint32(block)?;
-    let (non_shared, b) = decode_varint32(&block[a..])?;
-    let (_, c) = decode_varint32(&block[a + b..])?;
-    let start = a + b + c;
-    let key = block.get(start..start + non_shared as usize)?;
-    (shared == 0 && key::parse_internal_key(key).is_some()).then_some(key)
 }

@@ -11,20 +11,18 @@
 //!
 //! Outputs are written as in `baseline` (1 MiB buffered `pwrite`s, `fdatasync` per file).
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
-use resystance_programs::abi::WINDOW_BLOCKS_MAX;
-use resystance_programs::driver::{BlockSource, BoxError, Window, WindowFill};
+use resystance_programs::abi::{OUTPUT_VALUE_BYTES, WINDOW_BLOCKS_MAX, WINDOW_BYTES_MAX};
+use resystance_programs::driver::{BlockSource, BoxError, Machine, Window, WindowFill};
 use resystance_traces::{
     Cqe, Errno, Kernel, KernelError, MemId, RingId, Sqe, SqeFile, SqeOp, SyscallKind, UringParams,
 };
 
 use crate::compaction::job::{CompactionExecutor, CompactionJob, JobEnv, JobOutput};
 use crate::compaction::machines::KernelMachine;
-use crate::compaction::program_io::{
-    job_params, run_job_with, InputRuns, InputSource, DIRECT_ALIGN_BYTES,
-};
+use crate::compaction::program_io::{run_job_into, InputRuns, InputSource, DIRECT_ALIGN_BYTES};
+use crate::compaction::ring_output::{RingSink, WriteRing};
 use crate::error::{Error, Result};
 use crate::options::CompactionMode;
 
@@ -42,108 +40,155 @@ fn uring_err(what: &str) -> impl FnOnce(resystance_traces::KernelError) -> Error
 /// Where a [`UringSource`] reads to.
 #[derive(Clone, Copy, Debug)]
 enum Target {
-    /// A staging buffer of its own, copied into host windows.
+    /// The ring's staging buffer, copied into host windows.
     Staging,
     /// The machine's windows region, read into directly.
     Region(MemId),
 }
 
-/// A job's input blocks read through one io_uring: a window per submission.
-pub struct UringSource {
+/// The read side of the io_uring executors: a ring whose registered buffer 0 is where input
+/// blocks land — the compaction program's window pool, or a staging buffer of one window
+/// copied into the twin's windows. Set up by a database's first compaction and kept for the
+/// next ones (closed, and the staging buffer freed, when dropped): no job pays for a ring.
+pub struct ReadRing {
     kernel: Arc<dyn Kernel>,
-    inputs: InputRuns,
-    ring: Option<RingId>,
+    ring: RingId,
     target: Target,
-    /// Staging buffer (host mode), freed after the ring is closed.
+    /// The staging buffer (host windows), freed after the ring is closed.
     staging: Option<MemId>,
-    /// Fixed-file index of each input table, by file number.
-    files: BTreeMap<u64, u32>,
-    cqes: Vec<Cqe>,
 }
 
-impl std::fmt::Debug for UringSource {
+impl std::fmt::Debug for ReadRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UringSource")
+        f.debug_struct("ReadRing")
             .field("ring", &self.ring)
             .field("target", &self.target)
             .finish_non_exhaustive()
     }
 }
 
-impl UringSource {
-    fn open(job: &CompactionJob, env: &JobEnv<'_>, target: Target) -> Result<Self> {
-        let kernel = Arc::clone(&env.kernel);
-        let inputs = InputRuns::open(job, env)?;
+impl ReadRing {
+    /// A ring reading into `region` (the window pool), or, when `None`, into a staging
+    /// buffer of the largest window.
+    pub fn open(kernel: &Arc<dyn Kernel>, region: Option<MemId>, sqpoll: bool) -> Result<Self> {
         let ring = kernel
             .uring_setup(&UringParams {
                 sq_entries: QUEUE_DEPTH,
-                sqpoll: env.uring_sqpoll,
+                sqpoll,
                 ..UringParams::default()
             })
             .map_err(uring_err("setup"))?;
-        let mut source = UringSource {
-            kernel,
-            inputs,
-            ring: Some(ring),
-            target,
+        // From here on, dropping `partial` releases whatever was set up.
+        let mut partial = ReadRing {
+            kernel: Arc::clone(kernel),
+            ring,
+            target: Target::Staging,
             staging: None,
-            files: BTreeMap::new(),
-            cqes: Vec::with_capacity(QUEUE_DEPTH as usize),
         };
-        let buffer = match target {
-            Target::Region(region) => region,
-            Target::Staging => {
-                // One window of the job's size (a direct read's aligned end stays inside it):
-                // the merge's windows are host buffers, filled from here.
-                let window_bytes = job_params(job)?.window_bytes as usize;
-                let staging = source
-                    .kernel
-                    .mem_alloc(window_bytes)
+        let buffer = match region {
+            Some(region) => {
+                partial.target = Target::Region(region);
+                region
+            }
+            None => {
+                // One window of the largest size (a direct read's aligned end stays inside
+                // it): the merge's windows are host buffers, filled from here.
+                let staging = kernel
+                    .mem_alloc(WINDOW_BYTES_MAX)
                     .map_err(uring_err("staging buffer"))?;
-                source.staging = Some(staging);
+                partial.staging = Some(staging);
                 staging
             }
         };
-        source
-            .kernel
+        kernel
             .uring_register_buffers(ring, &[buffer])
             .map_err(uring_err("registering the window buffer"))?;
-        // The descriptors reads go through: the `O_DIRECT` ones with direct reads.
-        let mut fds = Vec::new();
-        for (number, fd) in source.inputs.read_fds() {
-            let index = u32::try_from(fds.len()).expect("fewer than 2^32 inputs");
-            source.files.insert(number, index);
-            fds.push(fd);
-        }
-        source
-            .kernel
-            .uring_register_files(ring, &fds)
-            .map_err(uring_err("registering the input files"))?;
-        Ok(source)
+        Ok(partial)
+    }
+
+    /// Makes later calls go through `kernel`, another view of the same kernel (a compaction
+    /// job's accounted view), so each job counts its own calls.
+    pub fn rebind(&mut self, kernel: Arc<dyn Kernel>) {
+        self.kernel = kernel;
     }
 }
 
-impl Drop for UringSource {
+impl Drop for ReadRing {
     fn drop(&mut self) {
-        // Closing drains whatever is in flight before the buffers may be freed.
-        if let Some(ring) = self.ring.take() {
-            let _ = self.kernel.uring_close(ring);
-        }
+        // Closing drains whatever is in flight before the buffer may be freed.
+        let _ = self.kernel.uring_close(self.ring);
         if let Some(staging) = self.staging.take() {
             let _ = self.kernel.mem_free(staging);
         }
     }
 }
 
-impl BlockSource for UringSource {
+/// A job's input blocks read through a [`ReadRing`]: a window per submission.
+pub struct UringSource<'r> {
+    kernel: Arc<dyn Kernel>,
+    inputs: InputRuns,
+    ring: &'r ReadRing,
+    /// SQEs queued and not yet reaped: a failed job waits for them, so that nothing reads
+    /// into the windows after it (the ring serves the next job).
+    inflight: usize,
+    cqes: Vec<Cqe>,
+}
+
+impl std::fmt::Debug for UringSource<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringSource")
+            .field("ring", &self.ring)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'r> UringSource<'r> {
+    fn open(job: &CompactionJob, env: &JobEnv<'_>, ring: &'r ReadRing) -> Result<Self> {
+        Ok(UringSource {
+            kernel: Arc::clone(&env.kernel),
+            inputs: InputRuns::open(job, env)?,
+            ring,
+            inflight: 0,
+            cqes: Vec::with_capacity(QUEUE_DEPTH as usize),
+        })
+    }
+}
+
+impl Drop for UringSource<'_> {
+    fn drop(&mut self) {
+        // Only a job that failed inside a fill leaves reads in flight.
+        let mut tries = 0;
+        while self.inflight > 0 && tries < SHORT_READ_ROUNDS_MAX {
+            tries += 1;
+            let want = u32::try_from(self.inflight).unwrap_or(u32::MAX);
+            if self
+                .kernel
+                .uring_submit_and_wait(self.ring.ring, want)
+                .is_err()
+            {
+                break;
+            }
+            self.cqes.clear();
+            match self
+                .kernel
+                .uring_reap(self.ring.ring, &mut self.cqes, self.inflight)
+            {
+                Ok(n) => self.inflight -= n.min(self.inflight),
+                Err(_) => break,
+            }
+        }
+    }
+}
+
+impl BlockSource for UringSource<'_> {
     fn fill(
         &mut self,
         run: usize,
         window: Window<'_>,
         block_len: &mut [u32; WINDOW_BLOCKS_MAX],
     ) -> std::result::Result<WindowFill, BoxError> {
-        let ring = self.ring.expect("open ring");
-        let base = match (self.target, &window) {
+        let ring = self.ring.ring;
+        let base = match (self.ring.target, &window) {
             (
                 Target::Region(region),
                 Window::Region {
@@ -190,14 +235,10 @@ impl BlockSource for UringSource {
                 }
                 for &i in &todo {
                     let span = &chunk[i];
-                    let number = *self
-                        .files
-                        .get(&span.number)
-                        .ok_or("a span's table is not among the registered inputs")?;
                     let from = done[i] - done[i] % align;
                     asked[i] = from;
                     let read = SqeOp::ReadFixed {
-                        file: SqeFile::Fixed(number),
+                        file: SqeFile::Fd(span.fd),
                         buf_index: 0,
                         buf_offset: base + span.window_at + from,
                         len: u32::try_from(span.len - from).expect("a span fits a window"),
@@ -207,6 +248,7 @@ impl BlockSource for UringSource {
                     self.kernel
                         .uring_queue(ring, &sqe)
                         .map_err(uring_err("queue"))?;
+                    self.inflight += 1;
                 }
                 let n = u32::try_from(todo.len()).expect("at most QUEUE_DEPTH");
                 self.kernel
@@ -219,6 +261,7 @@ impl BlockSource for UringSource {
                         .kernel
                         .uring_reap(ring, &mut self.cqes, want)
                         .map_err(uring_err("reap"))?;
+                    self.inflight -= got;
                     if got == 0 {
                         self.kernel
                             .uring_submit_and_wait(ring, u32::try_from(want).expect("small"))
@@ -261,8 +304,8 @@ impl BlockSource for UringSource {
                     .unwrap_or(0),
             );
         }
-        if let (Target::Staging, Window::Host { bytes, .. }) = (self.target, window) {
-            let staging = self.staging.expect("staging buffer in host mode");
+        if let (Target::Staging, Window::Host { bytes, .. }) = (self.ring.target, window) {
+            let staging = self.ring.staging.expect("staging buffer in host mode");
             self.kernel
                 .mem_read(staging, 0, &mut bytes[..total])
                 .map_err(uring_err("copying the staging buffer"))?;
@@ -271,7 +314,7 @@ impl BlockSource for UringSource {
     }
 }
 
-impl InputSource for UringSource {
+impl InputSource for UringSource<'_> {
     fn inputs(&self) -> &InputRuns {
         &self.inputs
     }
@@ -281,9 +324,62 @@ impl InputSource for UringSource {
     }
 }
 
-/// io_uring reads, the merge in user space (the twin).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct UringExecutor;
+/// The rings a database's io_uring compactions share.
+#[derive(Debug)]
+struct Rings {
+    reads: ReadRing,
+    writes: WriteRing,
+}
+
+impl Rings {
+    /// The rings, set up by the first job (`window_region` and `output_region`: the
+    /// program's maps, `None` for staging buffers) and rebound to each later job's kernel.
+    fn for_job<'s>(
+        slot: &'s mut Option<Rings>,
+        env: &JobEnv<'_>,
+        window_region: Option<MemId>,
+        output_region: Option<MemId>,
+    ) -> Result<&'s mut Rings> {
+        if let Some(rings) = slot {
+            rings.reads.rebind(Arc::clone(&env.kernel));
+            rings.writes.rebind(Arc::clone(&env.kernel));
+        } else {
+            let reads = ReadRing::open(&env.kernel, window_region, env.uring_sqpoll)?;
+            let writes = WriteRing::open(
+                &env.kernel,
+                output_region,
+                OUTPUT_VALUE_BYTES,
+                env.uring_sqpoll,
+            )?;
+            *slot = Some(Rings { reads, writes });
+        }
+        Ok(slot.as_mut().expect("set up above"))
+    }
+
+    fn run(
+        &self,
+        machine: &mut dyn Machine,
+        job: &CompactionJob,
+        env: &JobEnv<'_>,
+    ) -> Result<JobOutput> {
+        let mut source = UringSource::open(job, env, &self.reads)?;
+        let sink = RingSink::new(
+            Arc::clone(&env.kernel),
+            &self.writes,
+            env.dir,
+            env.new_file_number,
+            job.table_options.clone(),
+        );
+        run_job_into(machine, job, env, &mut source, sink, RingSink::finish)
+    }
+}
+
+/// io_uring reads and writes, the merge in user space (the twin).
+#[derive(Debug, Default)]
+pub struct UringExecutor {
+    /// Set up by the first job, kept for the next ones.
+    rings: Mutex<Option<Rings>>,
+}
 
 impl CompactionExecutor for UringExecutor {
     fn mode(&self) -> CompactionMode {
@@ -300,16 +396,25 @@ impl CompactionExecutor for UringExecutor {
     fn run(&self, job: &CompactionJob, env: &JobEnv<'_>) -> Result<JobOutput> {
         let mut twin =
             crate::compaction::machines::UserTwin::new(job.runs.len(), Arc::clone(&env.kernel));
-        let mut source = UringSource::open(job, env, Target::Staging)?;
-        run_job_with(&mut twin, job, env, &mut source)
+        let mut slot = self.rings.lock().expect("rings lock");
+        let rings = Rings::for_job(&mut slot, env, None, None)?;
+        rings.run(&mut twin, job, env)
     }
 }
 
-/// io_uring reads into the program's maps, the merge in the kernel.
+/// The program loaded once and the rings it reads and writes through.
+struct ResystanceState {
+    /// Dropped (closed) before the machine's maps they read into and write from.
+    rings: Option<Rings>,
+    machine: KernelMachine,
+}
+
+/// io_uring reads into the program's maps, the merge in the kernel, io_uring writes from its
+/// output map.
 #[derive(Default)]
 pub struct ResystanceExecutor {
     /// Loaded once (maps created, the verifier run), then reused by every job.
-    machine: Mutex<Option<KernelMachine>>,
+    state: Mutex<Option<ResystanceState>>,
 }
 
 impl std::fmt::Debug for ResystanceExecutor {
@@ -319,14 +424,18 @@ impl std::fmt::Debug for ResystanceExecutor {
 }
 
 impl ResystanceExecutor {
-    fn load(kernel: &Arc<dyn Kernel>) -> Result<KernelMachine> {
-        KernelMachine::new(Arc::clone(kernel), resystance_programs::abi::RUNS_MAX)
-            .map(KernelMachine::with_direct_windows)
+    fn load(kernel: &Arc<dyn Kernel>) -> Result<ResystanceState> {
+        let machine = KernelMachine::new(Arc::clone(kernel), resystance_programs::abi::RUNS_MAX)
+            .map(|m| m.with_direct_windows().with_direct_output())
             .map_err(|e| {
                 Error::NotSupported(format!(
                     "compaction mode `resystance` could not load the compaction program: {e}"
                 ))
-            })
+            })?;
+        Ok(ResystanceState {
+            rings: None,
+            machine,
+        })
     }
 }
 
@@ -336,23 +445,25 @@ impl CompactionExecutor for ResystanceExecutor {
     }
 
     fn prepare(&self, kernel: &Arc<dyn Kernel>) -> Result<()> {
-        let mut machine = self.machine.lock().expect("machine lock");
-        if machine.is_none() {
-            *machine = Some(Self::load(kernel)?);
+        let mut state = self.state.lock().expect("machine lock");
+        if state.is_none() {
+            *state = Some(Self::load(kernel)?);
         }
         Ok(())
     }
 
     fn run(&self, job: &CompactionJob, env: &JobEnv<'_>) -> Result<JobOutput> {
-        let mut guard = self.machine.lock().expect("machine lock");
-        let machine = match guard.as_mut() {
-            Some(m) => {
-                m.rebind(Arc::clone(&env.kernel));
-                m
+        let mut guard = self.state.lock().expect("machine lock");
+        let state = match guard.as_mut() {
+            Some(s) => {
+                s.machine.rebind(Arc::clone(&env.kernel));
+                s
             }
             None => guard.insert(Self::load(&env.kernel)?),
         };
-        let mut source = UringSource::open(job, env, Target::Region(machine.windows_region()))?;
-        run_job_with(machine, job, env, &mut source)
+        let windows = state.machine.windows_region();
+        let output = state.machine.output_region();
+        let rings = Rings::for_job(&mut state.rings, env, Some(windows), Some(output))?;
+        rings.run(&mut state.machine, job, env)
     }
 }

@@ -173,10 +173,6 @@ impl<W: Sink> TableBuilder<W> {
     pub fn add_data_block(&mut self, block: &[u8], meta: &DataBlockMeta<'_>) -> Result<()> {
         self.check_healthy()?;
         assert!(
-            self.data_block.is_empty(),
-            "TableBuilder::add_data_block: entries added one by one are pending"
-        );
-        assert!(
             block.len() > BLOCK_TRAILER_LEN,
             "TableBuilder::add_data_block: block of {} bytes has no contents",
             block.len()
@@ -191,6 +187,36 @@ impl<W: Sink> TableBuilder<W> {
             block_trailer(contents),
             "TableBuilder::add_data_block: bad block checksum"
         );
+        self.account_data_block(block.len(), meta);
+        self.emit_data_block(block)
+    }
+
+    /// [`TableBuilder::add_data_block`] for a block of `block_len` bytes (contents and
+    /// trailer) that the caller writes to the file itself, at the returned offset (e.g.
+    /// through io_uring straight from the memory the compaction program encoded it in): the
+    /// sink gets no bytes for it; the index entry, offsets and properties are the same.
+    ///
+    /// Panics on the broken caller invariants [`TableBuilder::add_data_block`] panics on
+    /// (except those about the bytes, which this never sees).
+    pub fn place_data_block(&mut self, block_len: usize, meta: &DataBlockMeta<'_>) -> Result<u64> {
+        self.check_healthy()?;
+        assert!(
+            block_len > BLOCK_TRAILER_LEN,
+            "TableBuilder::place_data_block: block of {block_len} bytes has no contents"
+        );
+        self.account_data_block(block_len, meta);
+        let offset = self.offset;
+        self.index_data_block(block_len);
+        Ok(offset)
+    }
+
+    /// Checks `meta` against what came before and counts its entries into the properties.
+    fn account_data_block(&mut self, block_len: usize, meta: &DataBlockMeta<'_>) {
+        assert!(
+            self.data_block.is_empty(),
+            "TableBuilder::add_data_block: entries added one by one are pending"
+        );
+        debug_assert!(block_len > BLOCK_TRAILER_LEN);
         assert!(meta.entries > 0, "TableBuilder::add_data_block: no entries");
         assert!(meta.deletions <= meta.entries);
         assert!(
@@ -224,7 +250,6 @@ impl<W: Sink> TableBuilder<W> {
         self.props.num_deletions += meta.deletions;
         self.props.raw_key_size += meta.raw_key_bytes;
         self.props.raw_value_size += meta.raw_value_bytes;
-        self.emit_data_block(block)
     }
 
     /// Whether no entry added through [`TableBuilder::add`] awaits its data block.
@@ -351,18 +376,24 @@ impl<W: Sink> TableBuilder<W> {
     /// caller counts the block's entries; this counts the block.
     fn emit_data_block(&mut self, block: &[u8]) -> Result<()> {
         debug_assert!(block.len() > BLOCK_TRAILER_LEN);
-        let handle = BlockHandle::new(self.offset, (block.len() - BLOCK_TRAILER_LEN) as u64);
         if let Err(e) = self.sink.append(block) {
             self.failed = Some(e.clone());
             return Err(e);
         }
-        self.offset += block.len() as u64;
+        self.index_data_block(block.len());
+        Ok(())
+    }
+
+    /// Indexes a data block of `block_len` bytes (contents and trailer) at the current offset
+    /// under `self.last_key`, and moves the offset past it.
+    fn index_data_block(&mut self, block_len: usize) {
+        let handle = BlockHandle::new(self.offset, (block_len - BLOCK_TRAILER_LEN) as u64);
+        self.offset += block_len as u64;
         self.handle_scratch.clear();
         handle.encode_to(&mut self.handle_scratch);
         self.index_block.add(&self.last_key, &self.handle_scratch);
         self.props.num_data_blocks += 1;
-        self.props.data_size += block.len() as u64;
-        Ok(())
+        self.props.data_size += block_len as u64;
     }
 }
 

@@ -35,6 +35,8 @@ impl Errno {
     pub const E2BIG: Errno = Errno(7);
     /// Device or resource busy (io_uring: completion queue overflow).
     pub const EBUSY: Errno = Errno(16);
+    /// Operation canceled (io_uring: a linked SQE after one that failed or came back short).
+    pub const ECANCELED: Errno = Errno(125);
 
     /// The symbolic name, when it is one we know.
     pub fn name(self) -> Option<&'static str> {
@@ -52,6 +54,7 @@ impl Errno {
             22 => "EINVAL",
             28 => "ENOSPC",
             38 => "ENOSYS",
+            125 => "ECANCELED",
             _ => return None,
         })
     }
