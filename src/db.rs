@@ -1281,6 +1281,7 @@ impl DbInner {
             new_file_number: &alloc,
             direct_reads: self.options.use_direct_reads,
             uring_sqpoll: self.options.uring_sqpoll,
+            uring_queue_depth: self.options.uring_queue_depth,
         };
         let t0 = self.kernel.now_ns();
         let result = self.executor.run(&job, &env).and_then(|out| {

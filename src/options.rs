@@ -140,6 +140,12 @@ pub enum BackgroundMode {
     Virtual,
 }
 
+/// Default [`Options::uring_queue_depth`].
+pub const URING_QUEUE_DEPTH_DEFAULT: u32 = 64;
+/// Largest [`Options::uring_queue_depth`]: Linux's `IORING_MAX_ENTRIES` is 32768; windows
+/// hold at most 512 blocks, so deeper queues would stay empty.
+pub const URING_QUEUE_DEPTH_MAX: u32 = 4096;
+
 /// Engine options. [`Options::default`] gives RocksDB's defaults.
 #[derive(Clone, Debug)]
 pub struct Options {
@@ -174,6 +180,9 @@ pub struct Options {
     /// The io_uring compaction modes set their rings up with `IORING_SETUP_SQPOLL`: a kernel
     /// thread takes submissions, so no `io_uring_enter` is needed while it is awake.
     pub uring_sqpoll: bool,
+    /// Submission-queue entries of the io_uring compaction modes' rings: the most reads of
+    /// one window, or writes and syncs, in flight at once (1..=[`URING_QUEUE_DEPTH_MAX`]).
+    pub uring_queue_depth: u32,
     /// Create the database if it does not exist.
     pub create_if_missing: bool,
     /// `fdatasync` the WAL after every write (RocksDB: off; writes survive a process crash,
@@ -204,6 +213,7 @@ impl Default for Options {
             compaction_mode: CompactionMode::Baseline,
             use_direct_reads: false,
             uring_sqpoll: false,
+            uring_queue_depth: URING_QUEUE_DEPTH_DEFAULT,
             create_if_missing: true,
             sync_wal: false,
             wal_recovery_mode: WalRecoveryMode::PointInTimeRecovery,
@@ -246,6 +256,12 @@ impl Options {
                 self.level0_stop_writes_trigger,
                 self.max_write_buffer_number,
                 resystance_programs::abi::RUNS_MAX
+            ));
+        }
+        if !(1..=URING_QUEUE_DEPTH_MAX).contains(&self.uring_queue_depth) {
+            return Err(format!(
+                "uring_queue_depth {} outside 1..={URING_QUEUE_DEPTH_MAX}",
+                self.uring_queue_depth
             ));
         }
         if !(2..=64).contains(&self.num_levels) {

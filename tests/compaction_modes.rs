@@ -27,6 +27,7 @@ fn options(mode: CompactionMode, direct: bool) -> Options {
         use_direct_reads: direct,
         // O_DIRECT runs also poll their rings' submissions with SQPOLL (a third read path).
         uring_sqpoll: direct,
+        uring_queue_depth: resystance::options::URING_QUEUE_DEPTH_DEFAULT,
         write_buffer_size: 64 << 10,
         target_file_size_base: 64 << 10,
         max_bytes_for_level_base: 256 << 10,

@@ -185,6 +185,11 @@ pub struct BenchArgs {
           default_value_t = false, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub sqpoll: bool,
 
+    /// Submission-queue entries of the io_uring compaction modes' rings: reads of one window,
+    /// or output writes and syncs, in flight at once
+    #[arg(long = "uring_queue_depth", default_value_t = crate::options::URING_QUEUE_DEPTH_DEFAULT)]
+    pub uring_queue_depth: u32,
+
     /// Which kernel runs the engine
     #[arg(long = "backend", value_enum, default_value_t = Backend::Sim)]
     pub backend: Backend,

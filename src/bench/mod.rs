@@ -215,7 +215,13 @@ fn header(
             (true, false) => ", inputs read with O_DIRECT",
             (false, true) => ", SQPOLL rings",
             (false, false) => "",
-        },
+        }
+        .to_string()
+            + &if args.uring_queue_depth == crate::options::URING_QUEUE_DEPTH_DEFAULT {
+                String::new()
+            } else {
+                format!(", io_uring queue depth {}", args.uring_queue_depth)
+            },
     )
 }
 

@@ -60,6 +60,9 @@ pub struct JobEnv<'a> {
     pub direct_reads: bool,
     /// Set rings up with SQPOLL ([`crate::options::Options::uring_sqpoll`]).
     pub uring_sqpoll: bool,
+    /// Submission-queue entries of the io_uring modes' rings
+    /// ([`crate::options::Options::uring_queue_depth`]).
+    pub uring_queue_depth: u32,
 }
 
 impl std::fmt::Debug for JobEnv<'_> {

@@ -36,9 +36,6 @@ use crate::key;
 use crate::sst::{DataBlockMeta, Table, TableBuilder, TableOptions, TableSummary, TableTail};
 use crate::version::{remove_file, FileMeta};
 
-/// Submission-queue entries of the write ring, and the most writes and syncs in flight.
-pub const WRITE_QUEUE_DEPTH: u32 = 64;
-
 /// Bytes of the staging region table tails are written from. A tail that does not fit goes
 /// out with one `pwrite` (a table of ~30,000 4 KiB blocks has a 1 MiB index).
 pub const TAIL_STAGING_BYTES: usize = 1 << 20;
@@ -56,6 +53,8 @@ fn ring_err(what: &'static str) -> impl FnOnce(KernelError) -> Error {
 /// first compaction and kept for the next ones (closed, and the regions freed, when dropped).
 pub struct WriteRing {
     kernel: Arc<dyn Kernel>,
+    /// Submission-queue entries of each ring: the most SQEs in flight on it.
+    depth: u32,
     /// Data blocks: every submission awaited in full (the region is reused at once).
     ring: RingId,
     /// Table tails and syncs, the directory's sync: submitted as tables finish, awaited in
@@ -88,11 +87,17 @@ impl WriteRing {
         kernel: &Arc<dyn Kernel>,
         blocks: Option<MemId>,
         staging_bytes: usize,
+        depth: u32,
         sqpoll: bool,
     ) -> Result<WriteRing> {
+        // A finished table queues its tail write and sync together.
+        assert!(
+            depth >= 2,
+            "a write ring needs room for a tail and its sync"
+        );
         let ring = kernel
             .uring_setup(&UringParams {
-                sq_entries: WRITE_QUEUE_DEPTH,
+                sq_entries: depth,
                 sqpoll,
                 ..UringParams::default()
             })
@@ -100,6 +105,7 @@ impl WriteRing {
         // From here on, dropping `partial` releases whatever was set up.
         let mut partial = WriteRing {
             kernel: Arc::clone(kernel),
+            depth,
             ring,
             syncs: RingId(u32::MAX),
             blocks: MemId(u32::MAX),
@@ -108,7 +114,7 @@ impl WriteRing {
         };
         partial.syncs = kernel
             .uring_setup(&UringParams {
-                sq_entries: WRITE_QUEUE_DEPTH,
+                sq_entries: depth,
                 sqpoll,
                 ..UringParams::default()
             })
@@ -289,7 +295,7 @@ impl<'a> RingSink<'a> {
             next_user_data: 0,
             tail_cursor: 0,
             failed: None,
-            cqes: Vec::with_capacity(2 * WRITE_QUEUE_DEPTH as usize),
+            cqes: Vec::with_capacity(2 * ring.depth as usize),
             peek: vec![0; 15 + KEY_BYTES_MAX],
         }
     }
@@ -330,7 +336,7 @@ impl<'a> RingSink<'a> {
     /// Makes room for `n` more SQEs on ring `which`: waits for all it has in flight when
     /// they would not fit.
     fn make_room(&mut self, which: Which, n: usize) -> Result<()> {
-        let depth = WRITE_QUEUE_DEPTH as usize;
+        let depth = self.ring.depth as usize;
         assert!(n <= depth, "{n} SQEs at once on a ring of {depth}");
         if self.queue_of(which).inflight.len() + n > depth {
             self.wait_all(which)?;
@@ -360,7 +366,7 @@ impl<'a> RingSink<'a> {
             }
             let ring = q.ring;
             self.kernel
-                .uring_submit_and_wait(ring, u32::try_from(n).expect("at most 2 * 64"))
+                .uring_submit_and_wait(ring, u32::try_from(n).expect("at most twice the depth"))
                 .map_err(ring_err("submit"))?;
         }
     }

@@ -6,10 +6,13 @@
 //! * `resystance`: io_uring reads land straight in the compaction program's mmapped
 //!   `cj_windows` map (the window pool, one registered buffer; each run's window at its
 //!   offset), and the program runs in the kernel over them
-//!   (`BPF_PROG_TEST_RUN`); user space only moves windows and writes the finished blocks,
-//!   index blocks, properties and footers.
+//!   (`BPF_PROG_TEST_RUN`); user space only moves windows and has the finished blocks,
+//!   index blocks, properties and footers written.
 //!
-//! Outputs are written as in `baseline` (1 MiB buffered `pwrite`s, `fdatasync` per file).
+//! Both write their outputs through io_uring too ([`crate::compaction::ring_output`]): blocks
+//! with `WRITE_FIXED` from the region they were encoded in (resystance: the program's
+//! `cj_output` map), table tails and syncs on a second ring awaited when the job ends. The
+//! rings are set up by a database's first compaction and kept for the next ones.
 
 use std::sync::{Arc, Mutex};
 
@@ -25,9 +28,6 @@ use crate::compaction::program_io::{run_job_into, InputRuns, InputSource, DIRECT
 use crate::compaction::ring_output::{RingSink, WriteRing};
 use crate::error::{Error, Result};
 use crate::options::CompactionMode;
-
-/// Submission-queue entries of a compaction's ring: reads of one window in flight at once.
-pub const QUEUE_DEPTH: u32 = 64;
 
 /// Rounds of SQEs a window's spans may take when reads come back short: far more than any
 /// kernel needs, so only a file that keeps shrinking meets it.
@@ -53,6 +53,8 @@ enum Target {
 pub struct ReadRing {
     kernel: Arc<dyn Kernel>,
     ring: RingId,
+    /// Submission-queue entries: reads in flight at once.
+    depth: u32,
     target: Target,
     /// The staging buffer (host windows), freed after the ring is closed.
     staging: Option<MemId>,
@@ -70,10 +72,16 @@ impl std::fmt::Debug for ReadRing {
 impl ReadRing {
     /// A ring reading into `region` (the window pool), or, when `None`, into a staging
     /// buffer of the largest window.
-    pub fn open(kernel: &Arc<dyn Kernel>, region: Option<MemId>, sqpoll: bool) -> Result<Self> {
+    pub fn open(
+        kernel: &Arc<dyn Kernel>,
+        region: Option<MemId>,
+        depth: u32,
+        sqpoll: bool,
+    ) -> Result<Self> {
+        assert!(depth > 0, "a ring needs room for a read");
         let ring = kernel
             .uring_setup(&UringParams {
-                sq_entries: QUEUE_DEPTH,
+                sq_entries: depth,
                 sqpoll,
                 ..UringParams::default()
             })
@@ -82,6 +90,7 @@ impl ReadRing {
         let mut partial = ReadRing {
             kernel: Arc::clone(kernel),
             ring,
+            depth,
             target: Target::Staging,
             staging: None,
         };
@@ -149,7 +158,7 @@ impl<'r> UringSource<'r> {
             inputs: InputRuns::open(job, env)?,
             ring,
             inflight: 0,
-            cqes: Vec::with_capacity(QUEUE_DEPTH as usize),
+            cqes: Vec::with_capacity(ring.depth as usize),
         })
     }
 }
@@ -210,7 +219,7 @@ impl BlockSource for UringSource<'_> {
             1
         };
         let mut total = 0usize;
-        for chunk in spans.chunks(QUEUE_DEPTH as usize) {
+        for chunk in spans.chunks(self.ring.depth as usize) {
             // Bytes of each span read so far: a short read goes on where it stopped (Linux may
             // return less than asked), in another round of SQEs.
             let mut done = vec![0usize; chunk.len()];
@@ -250,7 +259,7 @@ impl BlockSource for UringSource<'_> {
                         .map_err(uring_err("queue"))?;
                     self.inflight += 1;
                 }
-                let n = u32::try_from(todo.len()).expect("at most QUEUE_DEPTH");
+                let n = u32::try_from(todo.len()).expect("at most the ring's depth");
                 self.kernel
                     .uring_submit_and_wait(ring, n)
                     .map_err(uring_err("submit"))?;
@@ -344,11 +353,14 @@ impl Rings {
             rings.reads.rebind(Arc::clone(&env.kernel));
             rings.writes.rebind(Arc::clone(&env.kernel));
         } else {
-            let reads = ReadRing::open(&env.kernel, window_region, env.uring_sqpoll)?;
+            let depth = env.uring_queue_depth;
+            let reads = ReadRing::open(&env.kernel, window_region, depth, env.uring_sqpoll)?;
             let writes = WriteRing::open(
                 &env.kernel,
                 output_region,
                 OUTPUT_VALUE_BYTES,
+                // A finished table queues its tail write and sync together.
+                depth.max(2),
                 env.uring_sqpoll,
             )?;
             *slot = Some(Rings { reads, writes });
