@@ -6,7 +6,8 @@
 //! values, 4 KiB blocks, restart interval 16), 96,000 entries, ~12.7 MB of data blocks; one
 //! key in 8 has older versions in other runs, one in 16 is a deletion. Windows hold as many
 //! blocks as fit (the engine's `window_bytes` for 4 runs: 2 MiB per run), and the output is
-//! drained every 1 MiB, as the resystance executor would. Every mode's output is checked equal to the twin's before timing.
+//! drained whenever the program's 4 MiB output region fills (`OUTPUT_FULL`), as the resystance
+//! executor would. Every mode's output is checked equal to the twin's before timing.
 //!
 //! Run: `cargo bench --bench compaction_program` (root for the Linux row; without it that
 //! row is skipped with one line). Besides criterion's wall times (which include copying the

@@ -122,3 +122,71 @@ fn a_store_into_rodata_is_refused_by_the_vm_and_by_linux() {
         "run_maps.o's .rodata is frozen before the load, as libbpf does"
     );
 }
+
+/// Map sizes on each side of Linux's limits at `BPF_MAP_CREATE`: the sim (the vm's maps) and
+/// Linux create the same maps and refuse the same ones with the same errno. Array values over
+/// 4 MiB (the compaction program's 4 MiB + 4 KiB output region among them) are created; the
+/// largest array value Linux takes, `INT_MAX`, is left out: Linux allocates 2 GiB for it, the
+/// vm refuses it for its own budget (`vm/tests/maps.rs` checks that side).
+#[test]
+fn map_size_limits_are_the_same_in_the_vm_and_in_linux() {
+    use resystance_sim::SimKernel;
+    use resystance_traces::{MapSpec, MapType};
+    use resystance_vm::maps::{HASH_KEY_VALUE_BYTES_MAX, MAP_VALUE_BYTES_MAX};
+
+    let real = RealKernel::new();
+    if let Some(why) = real.bpf_unavailable() {
+        let _ = writeln!(
+            std::io::stdout().lock(),
+            "SKIP map_size_limits_are_the_same_in_the_vm_and_in_linux: {why}"
+        );
+        return;
+    }
+    const MMAPABLE: u32 = 1 << 10;
+    let hash_sum = u32::try_from(HASH_KEY_VALUE_BYTES_MAX).unwrap();
+    let cases: &[(MapType, u32, u32, u32)] = &[
+        (MapType::Array, 4, 4 << 20, 0),
+        (MapType::Array, 4, (4 << 20) + 1, 0),
+        (MapType::Array, 4, (4 << 20) + 4096, MMAPABLE),
+        (MapType::Array, 4, 8 << 20, MMAPABLE),
+        (MapType::Array, 4, MAP_VALUE_BYTES_MAX + 1, 0),
+        (MapType::Array, 4, MAP_VALUE_BYTES_MAX + 1, MMAPABLE),
+        (MapType::Array, 4, u32::MAX, 0),
+        (MapType::PercpuArray, 4, 32 << 10, 0),
+        (MapType::PercpuArray, 4, (32 << 10) + 1, 0),
+        (MapType::Hash, 4, hash_sum - 4, 0),
+        (MapType::Hash, 4, hash_sum - 3, 0),
+        (MapType::Hash, 64, hash_sum - 64, 0),
+        (MapType::Hash, 64, hash_sum - 63, 0),
+        (MapType::Hash, 513, 8, 0),
+        (MapType::Hash, u32::MAX, 1, 0),
+    ];
+    let sim = SimKernel::new(1);
+    let kernels: [(&str, &dyn Kernel); 2] = [("vm", &sim), ("Linux", &real)];
+    for &(map_type, key_size, value_size, flags) in cases {
+        let spec = MapSpec {
+            name: "limit".to_string(),
+            map_type,
+            key_size,
+            value_size,
+            max_entries: 1,
+            flags,
+        };
+        let outcomes = kernels.map(|(name, kernel)| match kernel.bpf_map_create(&spec) {
+            Ok(map) => {
+                kernel.close(map.0).unwrap();
+                (name, "created".to_string())
+            }
+            Err(e) => (name, format!("{:?}", e.errno())),
+        });
+        assert_eq!(
+            outcomes[0].1, outcomes[1].1,
+            "{map_type:?} key {key_size} value {value_size} flags {flags:#x}: {outcomes:?}"
+        );
+    }
+    let _ = writeln!(
+        std::io::stdout().lock(),
+        "vm vs Linux: {} map sizes around the creation limits, same answers",
+        cases.len()
+    );
+}

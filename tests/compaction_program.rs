@@ -4,8 +4,8 @@
 //! the smallest windows), windows of every valid size (the smallest, the largest the pool holds for the run
 //! count, and between), keys with long shared prefixes, many
 //! versions per key, deletions, snapshots, empty runs, tiny and large blocks, values up to
-//! 5 KB, file cuts, windows of one block to many, output drained often, small per-call
-//! budgets. Each case is encoded into input data blocks with the engine's block builder and:
+//! 5 KB, file cuts, windows of one block to many, small per-call budgets. Each case is
+//! encoded into input data blocks with the engine's block builder and:
 //!
 //! 1. the twin's output files must equal the data blocks the engine's own path writes
 //!    (merge → `VersionFilter` → output cut rule → `TableBuilder`), byte for byte;
@@ -13,6 +13,10 @@
 //!    output block and record, the final counters — on the vm's native tier, and on every
 //!    `INTERPRETER_EVERY`-th case also on its interpreter, with the same instruction count;
 //! 3. the program on Linux (root; one SKIP line otherwise) likewise.
+//!
+//! Generated cases are too small to fill the output region (none did in 10,000, with ABI 2's
+//! 1 MiB region either; the summary line counts `OUTPUT_FULL`), so two built cases fill it, by
+//! records and by bytes, and drain it mid-job (same three checks).
 //!
 //! `PROGRAM_CASES` sets the number of cases (default 10,000); `PROGRAM_CASES_KERNEL` the
 //! number that also run on Linux (default: all). Damaged inputs are tested in
@@ -29,7 +33,7 @@ use resystance::key::{compare_internal, internal_key, user_key, ValueType};
 use resystance::sst::block::BlockBuilder;
 use resystance::sst::format::block_trailer;
 use resystance::sst::{TableBuilder, TableOptions};
-use resystance_programs::abi::{JobParams, RUNS_MAX};
+use resystance_programs::abi::{window_bytes_for, JobParams, OUTPUT_BYTES, RECORDS_MAX, RUNS_MAX};
 use resystance_programs::driver::{Machine, TwinMachine};
 use resystance_vm::exec::Tier;
 
@@ -355,7 +359,7 @@ fn twin_vm_and_linux_agree_with_the_engine_on_generated_compactions() {
         failure_persistence: None,
         ..Config::default()
     });
-    let stats = RefCell::new((0u64, 0u64, 0u64, 0u64, 0u64, Duration::ZERO));
+    let stats = RefCell::new((0u64, 0u64, 0u64, 0u64, 0u64, Duration::ZERO, 0u64));
     let started = Instant::now();
     runner
         .run(&raw_strategy(), |raw| {
@@ -388,18 +392,20 @@ fn twin_vm_and_linux_agree_with_the_engine_on_generated_compactions() {
             st.2 += summary.calls;
             st.3 += summary.blocks_in;
             st.4 += t.files.len() as u64;
+            st.6 += summary.output_full;
             Ok(())
         })
         .unwrap();
     let st = stats.borrow();
     let m = machines.borrow();
     say!(
-        "compaction program: {} generated compactions ({} entries, {} input blocks, {} output files, {} program runs per machine) — twin = vm native tier (= vm interpreter on {}){} = engine; vm executed {} instructions; {:.1} s",
+        "compaction program: {} generated compactions ({} entries, {} input blocks, {} output files, {} program runs per machine, {} of them OUTPUT_FULL) — twin = vm native tier (= vm interpreter on {}){} = engine; vm executed {} instructions; {:.1} s",
         st.0,
         st.1,
         st.3,
         st.4,
         st.2,
+        st.6,
         st.0.div_ceil(INTERPRETER_EVERY),
         if ran_kernel {
             format!(" = Linux (on {})", st.0.min(kernel_cases))
@@ -409,4 +415,91 @@ fn twin_vm_and_linux_agree_with_the_engine_on_generated_compactions() {
         m.vm.insns_executed,
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Two runs of `entries` entries each with `value_len`-byte values, distinct user keys
+/// interleaved between the runs (every entry is kept), one input block per `input_block_size`.
+fn filling_case(entries: usize, value_len: usize, block_size: u32, target_file_size: u64) -> Case {
+    let runs = (0..2u64)
+        .map(|r| {
+            (0..entries as u64)
+                .map(|i| {
+                    let n = 2 * i + r;
+                    let user = format!("key{n:013}");
+                    let value = (0..value_len).map(|j| (n as usize + j) as u8).collect();
+                    (
+                        internal_key(user.as_bytes(), n + 1, ValueType::Value),
+                        value,
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    Case {
+        runs,
+        input_block_size: 4096,
+        input_restart_interval: 16,
+        params: JobParams {
+            num_runs: 2,
+            block_size,
+            restart_interval: 16,
+            target_file_size,
+            bottommost: false,
+            snapshots: Vec::new(),
+            entries_per_call: 1 << 20,
+            window_bytes: window_bytes_for(2).expect("the pool holds 2 runs"),
+        },
+        blocks_per_window: usize::MAX,
+        first_offset: 0,
+    }
+}
+
+/// The output region fills, by records and by bytes, and is drained (`OUTPUT_FULL`) mid-job:
+/// twin = vm (both tiers) = Linux = engine. The generated cases above are too small to fill
+/// the 4 MiB region or its 1024 records, so these two do it on purpose.
+#[test]
+fn the_output_region_fills_by_records_and_by_bytes_alike_everywhere() {
+    let mut machines = Machines {
+        twin: TwinMachine::new(RUNS_MAX),
+        vm: VmMachine::with_tier(Tier::Native).expect("the vm loads compact.bpf.o"),
+        vm_interpreter: VmMachine::with_tier(Tier::Interpreter)
+            .expect("the vm loads compact.bpf.o"),
+        kernel: kernel_machine("the output-region tests"),
+    };
+    // Records: block_size 1 makes every entry a block of its own, 3,000 blocks in all.
+    let by_records = filling_case(1500, 8, 1, u64::MAX);
+    // Each drain and the final one take at most RECORDS_MAX records (OUTPUT_BYTES bytes).
+    let records_full = 3000usize.div_ceil(RECORDS_MAX) - 1;
+    // Bytes: 800 entries of 30,000-byte values, 24 MB (blocks of 64 KiB cut after three); the
+    // region is full once it has less than one largest block free. Files of 1 MiB, so new
+    // files start between drains.
+    let by_bytes = filling_case(400, 30_000, 65_536, 1 << 20);
+    let bytes_full = 24_000_000usize.div_ceil(OUTPUT_BYTES) - 1;
+    for (name, case, full_min) in [
+        ("records", &by_records, records_full),
+        ("bytes", &by_bytes, bytes_full),
+    ] {
+        let blocks = encode_runs(case);
+        let t = check(&mut machines, case, &blocks, true, true)
+            .unwrap_or_else(|e| panic!("filling by {name}: {e}"));
+        let summary = t.result.as_ref().expect("a valid compaction");
+        let files: Vec<Vec<u8>> = t.files.iter().map(|f| f.0.clone()).collect();
+        assert_eq!(
+            files,
+            reference_files(case),
+            "by {name}: twin differs from the engine"
+        );
+        assert!(
+            summary.output_full >= full_min as u64,
+            "by {name}: {} OUTPUT_FULL, expected at least {full_min}",
+            summary.output_full
+        );
+        say!(
+            "output region filled by {name}: {} output blocks in {} files, {} OUTPUT_FULL drains; twin = vm (both tiers){} = engine",
+            summary.blocks_out,
+            files.len(),
+            summary.output_full,
+            if machines.kernel.is_some() { " = Linux" } else { "" }
+        );
+    }
 }

@@ -29,7 +29,8 @@
 #ifndef RESYSTANCE_COMPACT_ABI_H
 #define RESYSTANCE_COMPACT_ABI_H
 
-#define CJ_ABI_VERSION 2 /* 2: one window pool, windows sized per job (window_bytes) */
+#define CJ_ABI_VERSION 3 /* 2: one window pool, windows sized per job (window_bytes);
+                          * 3: a 4 MiB output region and 1024 records (was 1 MiB, 256) */
 
 /* Limits. Sizes are bytes; the power-of-two ones are used as masks by the program. */
 #define CJ_RUNS_MAX 64                   /* input sorted runs per job (power of two, <= 64) */
@@ -48,9 +49,10 @@
 #define CJ_RESTART_INTERVAL_MAX 1024     /* largest restart_interval parameter */
 #define CJ_RESTARTS_MAX 8192             /* restart points of one output block */
 #define CJ_SNAPSHOTS_MAX 128             /* live snapshots */
-#define CJ_OUTPUT_BYTES 1048576          /* output region (power of two) */
+#define CJ_OUTPUT_BYTES 4194304          /* output region (power of two) */
 #define CJ_OUTPUT_SLACK_BYTES 4096       /* room for 8-byte over-writes */
-#define CJ_RECORDS_MAX 256               /* output block records before CJ_OUTPUT_FULL */
+#define CJ_RECORDS_MAX 1024              /* output block records before CJ_OUTPUT_FULL: one per
+                                          * 4 KiB block of the output region (power of two) */
 #define CJ_ENTRIES_PER_CALL_MAX 1048576  /* largest entries_per_call parameter */
 #define CJ_BLOCK_TRAILER_BYTES 5         /* compression type byte + masked CRC32c */
 /* Bytes of the largest entry: three varint32 headers (at most 5 bytes each), key, value. */
@@ -203,8 +205,9 @@ struct cj_job {
  * a window never straddles two chunks; the slack lets the program mask every access with
  * CJ_CHUNK_BYTES - 1 and still read a few words past the mask (words past a window's blocks
  * are read only to be discarded). In the mmapped map, chunk c starts at
- * c * (CJ_CHUNK_BYTES + CJ_CHUNK_SLACK_BYTES). (Chunks, not one 16 MiB value: the vm, like
- * older kernels, refuses array values over KMALLOC_MAX_SIZE, 4 MiB; Linux 6.18 allows them.) */
+ * c * (CJ_CHUNK_BYTES + CJ_CHUNK_SLACK_BYTES). (Chunks, not one 16 MiB value: when the pool
+ * was laid out the vm, like older kernels, refused array values over KMALLOC_MAX_SIZE, 4 MiB.
+ * Linux 6.18, and now the vm, take values up to INT_MAX; the chunks stay as the ABI.) */
 struct cj_window_chunk {
 	__u8 bytes[CJ_CHUNK_BYTES + CJ_CHUNK_SLACK_BYTES];
 };

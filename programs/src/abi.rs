@@ -3,8 +3,9 @@
 //! the BTF of the compiled object, field by field.
 #![allow(missing_docs)] // every field is documented in compact_abi.h, the single source
 
-/// ABI version the program accepts in [`Job::abi_version`].
-pub const ABI_VERSION: u32 = 2;
+/// ABI version the program accepts in [`Job::abi_version`]. 2: one window pool, windows
+/// sized per job; 3: a 4 MiB output region and 1024 records (were 1 MiB and 256).
+pub const ABI_VERSION: u32 = 3;
 
 pub const RUNS_MAX: usize = 64;
 pub const CHUNK_BYTES: usize = 2_097_152;
@@ -21,9 +22,9 @@ pub const BLOCK_SIZE_MAX: usize = 65_536;
 pub const RESTART_INTERVAL_MAX: usize = 1024;
 pub const RESTARTS_MAX: usize = 8192;
 pub const SNAPSHOTS_MAX: usize = 128;
-pub const OUTPUT_BYTES: usize = 1_048_576;
+pub const OUTPUT_BYTES: usize = 4_194_304;
 pub const OUTPUT_SLACK_BYTES: usize = 4096;
-pub const RECORDS_MAX: usize = 256;
+pub const RECORDS_MAX: usize = 1024;
 pub const ENTRIES_PER_CALL_MAX: usize = 1_048_576;
 pub const BLOCK_TRAILER_BYTES: usize = 5;
 pub const ENTRY_BYTES_MAX: usize = 15 + KEY_BYTES_MAX + VALUE_BYTES_MAX;

@@ -74,12 +74,24 @@ const BPF_F_ACCESS_MASK: u32 = (1 << 3) | (1 << 4) | BPF_F_RDONLY_PROG | (1 << 8
 /// `BPF_F_ZERO_SEED`: accepted for hash maps (our hash order is already deterministic).
 const BPF_F_ZERO_SEED: u32 = 1 << 6;
 
-/// Largest single value: the kernel's `KMALLOC_MAX_SIZE` (4 MiB with 4 KiB pages), above
-/// which `array_map_alloc_check` returns E2BIG.
-pub const MAP_VALUE_BYTES_MAX: u32 = 4 << 20;
-/// Largest key of a hash map: `MAX_BPF_STACK` (the key must fit on the program's stack;
-/// `htab_map_alloc_check` returns E2BIG above it).
-pub const MAP_KEY_BYTES_MAX: u32 = 512;
+/// Largest value of an array map: `INT_MAX`. Linux 6.18's `array_map_alloc_check` returns
+/// E2BIG above it ("avoid overflow on round_up(map->value_size)"); older kernels refused values
+/// over `KMALLOC_MAX_SIZE` (4 MiB), as the vm did. Measured with a `BPF_MAP_CREATE` probe
+/// (Linux 6.18, x86-64, 4 KiB pages), plain and `BPF_F_MMAPABLE`, one entry: 4 MiB + 1,
+/// 8 MiB, 1 GiB and 2^31 − 1 bytes created, 2^31 and 2^32 − 1 refused with E2BIG. The vm
+/// itself holds at most [`MAP_VALUES_BYTES_MAX`] of values per map, so it refuses (E2BIG,
+/// saying why) array values over 1 GiB that Linux creates when memory allows.
+pub const MAP_VALUE_BYTES_MAX: u32 = i32::MAX as u32;
+/// Largest `round_up(value_size, 8)` of a per-CPU array: `PCPU_MIN_UNIT_SIZE`, 32 KiB
+/// (`array_map_alloc_check`, E2BIG above; measured: 32,767 created, 32,769 refused).
+pub const PERCPU_VALUE_BYTES_MAX: u32 = 32 << 10;
+/// Largest `key_size + value_size` of a hash map: `htab_map_alloc_check` returns E2BIG when
+/// the sum reaches `KMALLOC_MAX_SIZE − sizeof(struct htab_elem)`. Measured (Linux 6.18,
+/// x86-64): key 4 + value 4,194,251 created, value 4,194,252 refused; key 64 and key
+/// 4 MiB − 56 meet the same bound, so `sizeof(struct htab_elem)` is 48 there. The key alone
+/// has no bound of its own (keys of 513 and 4,096 bytes are created; kernels before the sum
+/// rule refused keys over `MAX_BPF_STACK`, 512).
+pub const HASH_KEY_VALUE_BYTES_MAX: u64 = (4 << 20) - 48 - 1;
 /// Largest values buffer of one map in the vm (a VM region is at most 2 GiB; we stay far
 /// below so a typo in `max_entries` fails at creation, not by exhausting host memory).
 pub const MAP_VALUES_BYTES_MAX: u64 = 1 << 30;
@@ -197,6 +209,24 @@ impl MapState {
                         format!("flags {flags:#x} not allowed for this array type"),
                     );
                 }
+                if spec.value_size > MAP_VALUE_BYTES_MAX {
+                    return fail(
+                        errno::E2BIG,
+                        format!(
+                            "value_size {} exceeds {MAP_VALUE_BYTES_MAX} bytes",
+                            spec.value_size
+                        ),
+                    );
+                }
+                if percpu && spec.value_size.next_multiple_of(8) > PERCPU_VALUE_BYTES_MAX {
+                    return fail(
+                        errno::E2BIG,
+                        format!(
+                            "per-CPU value_size {} exceeds {PERCPU_VALUE_BYTES_MAX} bytes",
+                            spec.value_size
+                        ),
+                    );
+                }
                 Kind::Array
             }
             MapType::Hash => {
@@ -207,20 +237,21 @@ impl MapState {
                         "hash needs non-zero key_size, value_size and max_entries".to_string(),
                     );
                 }
-                if spec.key_size > MAP_KEY_BYTES_MAX {
-                    return fail(
-                        errno::E2BIG,
-                        format!(
-                            "key_size {} exceeds {MAP_KEY_BYTES_MAX} bytes",
-                            spec.key_size
-                        ),
-                    );
-                }
                 let allowed = BPF_F_NO_PREALLOC | BPF_F_ACCESS_MASK | BPF_F_ZERO_SEED;
                 if flags & !allowed != 0 {
                     return fail(
                         errno::EINVAL,
                         format!("flags {flags:#x} not allowed for a hash map"),
+                    );
+                }
+                let elem = u64::from(spec.key_size) + u64::from(spec.value_size);
+                if elem > HASH_KEY_VALUE_BYTES_MAX {
+                    return fail(
+                        errno::E2BIG,
+                        format!(
+                            "key_size {} + value_size {} exceeds {HASH_KEY_VALUE_BYTES_MAX} bytes",
+                            spec.key_size, spec.value_size
+                        ),
                     );
                 }
                 Kind::Hash(HashState::new(spec.max_entries))
@@ -233,15 +264,6 @@ impl MapState {
                 )
             }
         };
-        if spec.value_size > MAP_VALUE_BYTES_MAX {
-            return fail(
-                errno::E2BIG,
-                format!(
-                    "value_size {} exceeds {MAP_VALUE_BYTES_MAX} bytes",
-                    spec.value_size
-                ),
-            );
-        }
         let values_len = match &kind {
             Kind::Array | Kind::Hash(_) => spec.value_stride() as u64 * u64::from(spec.max_entries),
             Kind::Ringbuf(_) => 2 * u64::from(spec.max_entries),

@@ -240,8 +240,9 @@ impl Object {
     }
 }
 
-/// Largest global-data section: Linux refuses array values above `KMALLOC_MAX_SIZE` (4 MiB
-/// with 4 KiB pages), and bounding it keeps a corrupt `.bss` size from allocating gigabytes.
+/// Largest global-data section: 4 MiB (`KMALLOC_MAX_SIZE`, the array-value limit of older
+/// kernels). Linux 6.18 takes array values up to `INT_MAX` (`maps::MAP_VALUE_BYTES_MAX`);
+/// the vm keeps this bound so a corrupt `.bss` size cannot allocate gigabytes.
 const GLOBAL_DATA_SIZE_MAX: u64 = 4 << 20;
 const _: () = assert!(GLOBAL_DATA_SIZE_MAX <= u32::MAX as u64);
 
@@ -469,7 +470,7 @@ fn read_global_data(
                 map: section.name.clone(),
                 section: section.name.clone(),
                 reason: format!(
-                    "{} bytes exceed the {GLOBAL_DATA_SIZE_MAX}-byte limit of one array map value",
+                    "{} bytes exceed the vm's {GLOBAL_DATA_SIZE_MAX}-byte limit of a global-data section",
                     section.size
                 ),
             });
