@@ -5,14 +5,15 @@
 //! Input: a db_bench-like compaction of 4 overlapping runs (16-byte decimal keys, 100-byte
 //! values, 4 KiB blocks, restart interval 16), 96,000 entries, ~12.7 MB of data blocks; one
 //! key in 8 has older versions in other runs, one in 16 is a deletion. Windows hold as many
-//! blocks as fit (the engine's `window_bytes` for 4 runs: 2 MiB per run), and the output is
+//! blocks as fit (the engine's `window_bytes` for 4 runs: 4 MiB per run), and the output is
 //! drained whenever the program's 4 MiB output region fills (`OUTPUT_FULL`), as the resystance
 //! executor would. Every mode's output is checked equal to the twin's before timing.
 //!
 //! Run: `cargo bench --bench compaction_program` (root for the Linux row; without it that
 //! row is skipped with one line). Besides criterion's wall times (which include copying the
-//! 118 KiB job to and from the maps per run), it prints the throughput over the kernel's own
-//! `BPF_PROG_TEST_RUN` time and each vm tier's instructions per second.
+//! job to and from the maps: all 582 KiB at a job's first run, its ~35 KiB header later), it
+//! prints the throughput over the kernel's own `BPF_PROG_TEST_RUN` time and each vm tier's
+//! instructions per second.
 //! rbpf's JIT cannot run this program: it has BPF-to-BPF calls and `may_goto`, which rbpf
 //! 0.4.1's JIT does not translate (`resystance_vm::jit` refuses them by name).
 

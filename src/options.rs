@@ -142,8 +142,9 @@ pub enum BackgroundMode {
 
 /// Default [`Options::uring_queue_depth`].
 pub const URING_QUEUE_DEPTH_DEFAULT: u32 = 64;
-/// Largest [`Options::uring_queue_depth`]: Linux's `IORING_MAX_ENTRIES` is 32768; windows
-/// hold at most 512 blocks, so deeper queues would stay empty.
+/// Largest [`Options::uring_queue_depth`]: Linux's `IORING_MAX_ENTRIES` is 32768; a window is
+/// read in at most one SQE per block (2048, `WINDOW_BLOCKS_MAX`) and usually far fewer (one per
+/// run of consecutive blocks), so deeper queues would stay empty.
 pub const URING_QUEUE_DEPTH_MAX: u32 = 4096;
 
 /// Engine options. [`Options::default`] gives RocksDB's defaults.

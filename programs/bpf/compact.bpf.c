@@ -78,6 +78,8 @@ _Static_assert((CJ_WINDOW_BYTES_MIN & (CJ_WINDOW_BYTES_MIN - 1)) == 0 &&
 _Static_assert(CJ_WINDOW_BYTES_MAX <= CJ_CHUNK_BYTES, "a window lies in one chunk");
 _Static_assert(CJ_RUNS_MAX * CJ_WINDOW_BYTES_MIN <= CJ_POOL_BYTES,
 	       "the pool holds every run's smallest window");
+_Static_assert((unsigned long long)CJ_RUNS_MAX * CJ_WINDOW_BYTES_MAX <= 0xffffffffULL,
+	       "a run's place in the pool, r * window_bytes, fits 32 bits");
 _Static_assert(CJ_CHUNK_SLACK_BYTES >= 64, "value copies read 64 bytes past a masked offset");
 _Static_assert((CJ_OUTPUT_BYTES & OUT_MASK) == 0, "output: power of two");
 _Static_assert((CJ_KEY_BYTES_MAX & KEY_MASK) == 0, "key: power of two");

@@ -4,17 +4,19 @@
 #![allow(missing_docs)] // every field is documented in compact_abi.h, the single source
 
 /// ABI version the program accepts in [`Job::abi_version`]. 2: one window pool, windows
-/// sized per job; 3: a 4 MiB output region and 1024 records (were 1 MiB and 256).
-pub const ABI_VERSION: u32 = 3;
+/// sized per job; 3: a 4 MiB output region and 1024 records (were 1 MiB and 256); 4: windows
+/// up to 8 MiB of up to 2048 blocks (were 2 MiB and 512), the pool 2 chunks of 8 MiB (was 8
+/// of 2 MiB).
+pub const ABI_VERSION: u32 = 4;
 
 pub const RUNS_MAX: usize = 64;
-pub const CHUNK_BYTES: usize = 2_097_152;
+pub const CHUNK_BYTES: usize = 8_388_608;
 pub const CHUNK_SLACK_BYTES: usize = 4096;
-pub const POOL_CHUNKS: usize = 8;
+pub const POOL_CHUNKS: usize = 2;
 pub const POOL_BYTES: usize = POOL_CHUNKS * CHUNK_BYTES;
 pub const WINDOW_BYTES_MIN: usize = 262_144;
 pub const WINDOW_BYTES_MAX: usize = CHUNK_BYTES;
-pub const WINDOW_BLOCKS_MAX: usize = 512;
+pub const WINDOW_BLOCKS_MAX: usize = 2048;
 pub const KEY_BYTES_MAX: usize = 512;
 pub const KEY_BUF_BYTES: usize = KEY_BYTES_MAX + 8;
 pub const VALUE_BYTES_MAX: usize = 65_536;
@@ -43,6 +45,10 @@ const _: () = assert!(CHUNK_BYTES.is_power_of_two() && KEY_BYTES_MAX.is_power_of
 const _: () = assert!(WINDOW_BYTES_MIN.is_power_of_two() && WINDOW_BYTES_MAX.is_power_of_two());
 const _: () = assert!(WINDOW_BYTES_MAX <= CHUNK_BYTES); // a window lies in one chunk
 const _: () = assert!(RUNS_MAX * WINDOW_BYTES_MIN <= POOL_BYTES); // every run fits
+const _: () = assert!(RUNS_MAX * WINDOW_BYTES_MAX <= u32::MAX as usize); // r * window_bytes: u32
+const _: () = assert!(WINDOW_BLOCKS_MAX.is_power_of_two()); // the program masks block indexes
+                                                            // The largest window holds a block per 4 KiB (the engine's default block size).
+const _: () = assert!(WINDOW_BLOCKS_MAX * 4096 >= WINDOW_BYTES_MAX);
 const _: () = assert!(OUTPUT_BYTES.is_power_of_two());
 const _: () = assert!(BLOCK_BYTES_MAX <= WINDOW_BYTES_MIN && BLOCK_BYTES_MAX <= OUTPUT_BYTES);
 const _: () = assert!(CHUNK_SLACK_BYTES >= 64 && OUTPUT_SLACK_BYTES >= 8);
@@ -374,7 +380,7 @@ unsafe impl Pod for Run {}
 // SAFETY: as above.
 unsafe impl Pod for Record {}
 
-/// A zeroed value, on the heap (a [`Job`] is over 100 KiB).
+/// A zeroed value, on the heap (a [`Job`] is 582 KiB).
 pub fn boxed_zeroed<T: Pod>() -> Box<T> {
     let layout = std::alloc::Layout::new::<T>();
     assert!(layout.size() > 0);
@@ -451,17 +457,37 @@ mod tests {
         assert_eq!(size_of::<Record>(), record_fields);
         assert_eq!(offset_of!(Job, runs) % 8, 0);
         assert_eq!(size_of::<Job>() % 8, 0);
+        // What a job weighs (programs/README.md): 35,112 bytes before the runs, then 64 runs of
+        // 8,760 (ABI 3, with 512 block lengths per run: 2,616, 202,536 in all).
+        assert_eq!(size_of::<Run>(), 8_760);
+        assert_eq!(offset_of!(Job, runs), 35_112);
+        assert_eq!(size_of::<Job>(), 595_752);
     }
 
     #[test]
     fn window_bytes_rule_follows_the_pool() {
         let min = WINDOW_BYTES_MIN as u32;
         let max = WINDOW_BYTES_MAX as u32;
-        assert_eq!(window_bytes_for(1), Some(max));
-        assert_eq!(window_bytes_for(8), Some(max));
-        assert_eq!(window_bytes_for(9), Some(max / 2));
-        assert_eq!(window_bytes_for(17), Some(max / 4));
-        assert_eq!(window_bytes_for(33), Some(min));
+        const MIB: u32 = 1 << 20;
+        assert_eq!(max, 8 * MIB);
+        // Every run count's window, written out: 8 MiB for the 1-2-run jobs (L1→L2) that are
+        // the rule, halving as runs double, the smallest from 33 runs on.
+        for (runs, w) in [
+            (1, 8 * MIB),
+            (2, 8 * MIB),
+            (3, 4 * MIB),
+            (4, 4 * MIB),
+            (5, 2 * MIB),
+            (8, 2 * MIB),
+            (9, MIB),
+            (16, MIB),
+            (17, MIB / 2),
+            (32, MIB / 2),
+            (33, MIB / 4),
+        ] {
+            assert_eq!(window_bytes_for(runs), Some(w), "{runs} runs");
+        }
+        assert_eq!(min, MIB / 4);
         assert_eq!(window_bytes_for(RUNS_MAX as u32), Some(min));
         assert_eq!(window_bytes_for(RUNS_MAX as u32 + 1), None);
         assert_eq!(window_bytes_for(0), None);
@@ -491,6 +517,10 @@ mod tests {
         assert!(!window_bytes_valid(1, min + 4096));
         assert!(!window_bytes_valid(1, max * 2));
         assert!(!window_bytes_valid(1, 0));
-        assert!(!window_bytes_valid(9, max));
+        assert!(!window_bytes_valid(3, max));
+        assert!(!window_bytes_valid(9, max / 4));
+        assert!(window_bytes_valid(2, max) && window_bytes_valid(RUNS_MAX as u32, min));
+        // Run 1 of a 2-run job: the second chunk's start, past the first chunk's slack.
+        assert_eq!(window_offset(1, max as usize), CHUNK_VALUE_BYTES);
     }
 }

@@ -7,7 +7,7 @@
 //! * **mmap aliases the map**: a region made by `bpf_map_mmap` holds no bytes of its own; its
 //!   reads and writes (user space, io_uring) go straight to the map's values buffer in the
 //!   subsystem, which is what a program run sees. Nothing is copied or synchronised, so a
-//!   17 MiB map (the compaction program's windows) costs nothing per run. This is why the
+//!   16 MiB map (the compaction program's windows) costs nothing per run. This is why the
 //!   subsystem lives inside [`crate::mem::Regions`].
 //! * A mapping holds the map (as Linux's `vm_area` holds a map reference): closing the map's
 //!   fd while it is mapped drops the map only at the last `munmap`. A mapping is writable
