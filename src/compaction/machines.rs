@@ -3,16 +3,17 @@
 //! (`bpf(2)` + `BPF_PROG_TEST_RUN` over mmapped maps). The twin is
 //! [`resystance_programs::driver::TwinMachine`].
 //!
-//! Both keep a host copy of the job that the driver edits between runs and write it into the
-//! program's map before each run (118 KiB; small next to a window's work), and read it back
-//! after. Windows are written only when the source touched them.
+//! Both keep a host copy of the job that the driver edits between runs: all of it (582 KiB)
+//! crosses into the program's map before a job's first run, later only its header and the
+//! refilled runs' window fields, and only the header comes back after a run
+//! (`job_ranges_to_write`). Windows are written only when the source touched them.
 //!
-//! The windows live in one pool (`cj_windows`, one value): run `r`'s window starts at
-//! [`window_offset`]`(r, window_bytes)`, `window_bytes` being the job's parameter.
-
-use std::sync::Arc;
+//! The windows live in one pool (`cj_windows`, its chunks back to back): run `r`'s window
+//! starts at [`window_offset`]`(r, window_bytes)`, `window_bytes` being the job's parameter.
 
 use std::mem::offset_of;
+use std::ops::Range;
+use std::sync::Arc;
 
 use resystance_programs::abi::{
     bytes_of, phase, status, window_bytes_valid, window_offset, Job, Record, Run,
@@ -34,6 +35,29 @@ const JOB_HEADER_BYTES: usize = offset_of!(Job, in_last_key);
 /// Bytes of a [`Run`]'s window fields (`window_first`, `window_blocks`, `more`).
 const RUN_WINDOW_FIELDS_BYTES: usize = offset_of!(Run, state);
 const _: () = assert!(offset_of!(Run, window_first) == 0);
+
+/// The byte ranges of the host job that must cross into the program's map before a run.
+/// Before a job's first run, all of it. After that, only what the driver writes between runs:
+/// the header (status, output counters) and, for each run in `refilled`, its window fields and
+/// the block lengths it set. The rest — cursors, head keys, the block being built — is the
+/// program's and stays in the map (the job is 582 KiB; a run's crossing is then ~35 KiB plus
+/// 4 bytes per refilled block).
+fn job_ranges_to_write(job: &Job, refilled: &[bool]) -> Vec<Range<usize>> {
+    let mut ranges = Vec::with_capacity(1 + 2 * refilled.len());
+    if job.phase == phase::START {
+        ranges.push(0..size_of::<Job>());
+        return ranges;
+    }
+    ranges.push(0..JOB_HEADER_BYTES);
+    for (r, _) in refilled.iter().enumerate().filter(|(_, &f)| f) {
+        let run = offset_of!(Job, runs) + r * size_of::<Run>();
+        ranges.push(run..run + RUN_WINDOW_FIELDS_BYTES);
+        let blocks = (job.runs[r].window_blocks as usize).min(WINDOW_BLOCKS_MAX);
+        let lens = run + offset_of!(Run, block_len);
+        ranges.push(lens..lens + 4 * blocks);
+    }
+    ranges
+}
 
 /// Instructions one vm run may execute: far above what `entries_per_call` allows a run to do,
 /// so only a runaway program meets it.
@@ -64,11 +88,13 @@ fn records_from(bytes: &[u8], n: usize, out: &mut [Record]) {
     }
 }
 
-/// The program on the vm's interpreter.
+/// The program on the vm (its native tier or its interpreter).
 pub struct VmMachine {
     loaded: LoadedProgram,
     job: Box<Job>,
     records: Vec<Record>,
+    /// Runs whose window fields the driver may have set since the last run.
+    refilled: Vec<bool>,
     /// Instructions executed by all runs so far.
     pub insns_executed: u64,
 }
@@ -109,6 +135,7 @@ impl VmMachine {
             loaded,
             job: resystance_programs::abi::boxed_zeroed(),
             records: vec![*resystance_programs::abi::boxed_zeroed::<Record>(); RECORDS_MAX],
+            refilled: vec![false; RUNS_MAX],
             insns_executed: 0,
         })
     }
@@ -121,6 +148,7 @@ impl Machine for VmMachine {
 
     fn window(&mut self, run: usize) -> Window<'_> {
         assert!(run < RUNS_MAX);
+        self.refilled[run] = true;
         let window_bytes = checked_window_bytes(&self.job);
         let pool = self
             .loaded
@@ -144,11 +172,19 @@ impl Machine for VmMachine {
     }
 
     fn run(&mut self) -> Result<u32, BoxError> {
-        let job_bytes = self.loaded.map_mmap_mut(maps::JOB)?;
-        job_bytes[..size_of::<Job>()].copy_from_slice(bytes_of(self.job.as_ref()));
+        // What crosses is what crosses into the kernel machine's map (the same rule), so the
+        // vm's transcripts check that rule against the twin's too.
+        let map = self.loaded.map_mmap_mut(maps::JOB)?;
+        let host = bytes_of(self.job.as_ref());
+        for range in job_ranges_to_write(&self.job, &self.refilled) {
+            map[range.clone()].copy_from_slice(&host[range]);
+        }
+        self.refilled.fill(false);
         let result = self.loaded.run(&mut [])?;
         self.insns_executed += result.insns_executed;
-        self.job = read_pod(self.loaded.map_mmap(maps::JOB)?);
+        let map = self.loaded.map_mmap(maps::JOB)?;
+        resystance_programs::abi::bytes_of_mut(self.job.as_mut())[..JOB_HEADER_BYTES]
+            .copy_from_slice(&map[..JOB_HEADER_BYTES]);
         let rc = u32::try_from(result.r0).map_err(|_| format!("r0 {:#x}", result.r0))?;
         if rc == status::OUTPUT_FULL || rc == status::DONE {
             let n = (self.job.num_records as usize).min(RECORDS_MAX);
@@ -306,7 +342,7 @@ impl Machine for KernelMachine {
         for (run, dirty) in self.dirty.iter_mut().enumerate() {
             if std::mem::take(dirty) {
                 // The program reads (other than words it discards) only the blocks the window
-                // fields name: copy the window up to their end, not the whole (up to 2 MiB)
+                // fields name: copy the window up to their end, not the whole (up to 8 MiB)
                 // window, so the map equals the host window wherever the program looks.
                 let r = &self.job.runs[run];
                 let blocks = (r.window_blocks as usize).min(WINDOW_BLOCKS_MAX);
@@ -323,28 +359,13 @@ impl Machine for KernelMachine {
                 )?;
             }
         }
-        // The job is 200 KiB, but between runs the driver reads and writes only its header
-        // (status, output counters) and the window fields of the runs it refilled: only those
-        // cross, except before a job's first run, when all of it does.
+        // The job is 582 KiB, but between runs the driver reads and writes only its header
+        // and the window fields of the runs it refilled: only those cross, except before a
+        // job's first run, when all of it does; only the header comes back.
         let job_bytes = bytes_of(self.job.as_ref());
-        if self.job.phase == phase::START {
-            self.kernel.mem_write(self.job_mem, 0, job_bytes)?;
-        } else {
+        for range in job_ranges_to_write(&self.job, &self.refilled) {
             self.kernel
-                .mem_write(self.job_mem, 0, &job_bytes[..JOB_HEADER_BYTES])?;
-            for (r, refilled) in self.refilled.iter().enumerate() {
-                if !refilled {
-                    continue;
-                }
-                let run = offset_of!(Job, runs) + r * size_of::<Run>();
-                let window = run..run + RUN_WINDOW_FIELDS_BYTES;
-                self.kernel
-                    .mem_write(self.job_mem, window.start, &job_bytes[window])?;
-                let blocks = (self.job.runs[r].window_blocks as usize).min(WINDOW_BLOCKS_MAX);
-                let lens = run + offset_of!(Run, block_len);
-                self.kernel
-                    .mem_write(self.job_mem, lens, &job_bytes[lens..lens + 4 * blocks])?;
-            }
+                .mem_write(self.job_mem, range.start, &job_bytes[range])?;
         }
         self.refilled.fill(false);
         let result = self.program.test_run(&mut [])?;
