@@ -129,3 +129,119 @@ fn baseline_uring_and_resystance_write_identical_tables() {
     }
     say!("compaction modes: baseline/buffered ({base_preads} preads) = {line}");
 }
+
+/// Two L0 tables of ~2,700 blocks of 4 KiB (~11 MB each) compacted into L1: one job of two
+/// runs, whose windows (8 MiB, `window_bytes_for(2)`) hold ~2,000 blocks each — past ABI 3's
+/// 2 MiB and 512 blocks. Returns the tables, the data, the blocks read and the program runs.
+fn run_large_windows(
+    mode: CompactionMode,
+    direct: bool,
+    dir: &Path,
+) -> (Tables, BTreeMap<Vec<u8>, Vec<u8>>, u64, u64) {
+    let kernel: Arc<dyn Kernel> = Arc::new(RealKernel::new());
+    let mut o = options(mode, direct);
+    o.write_buffer_size = 64 << 20;
+    o.target_file_size_base = 64 << 20;
+    o.max_bytes_for_level_base = 256 << 20;
+    o.level0_file_num_compaction_trigger = 4;
+    o.table.block_size_bytes = 4096;
+    let db = Db::open(Arc::clone(&kernel), dir, o).expect("open");
+    // Two overlapping batches (every third key of the second updates one of the first), one
+    // L0 table each.
+    for batch in 0..2u32 {
+        for i in 0..100_000u32 {
+            let n = if batch == 1 && i % 3 == 0 {
+                2 * i
+            } else {
+                2 * i + batch
+            };
+            let key = format!("key{n:09}");
+            let value: Vec<u8> = (0..100u32)
+                .map(|j| (n * 31 + j * 7 + batch) as u8)
+                .collect();
+            db.put(key.as_bytes(), &value).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    db.compact_all().unwrap();
+    let stats = db.stats().compaction;
+    assert_eq!(stats.jobs, 1, "one L0→L1 job");
+    assert_eq!(stats.input_files, 2, "of two runs");
+    let data = db
+        .iter(None, None)
+        .collect::<resystance::Result<BTreeMap<_, _>>>()
+        .unwrap();
+    db.close().unwrap();
+    let mut tables = Tables::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if name.ends_with(".sst") {
+            tables.insert(name, std::fs::read(entry.path()).unwrap());
+        }
+    }
+    (
+        tables,
+        data,
+        stats.data_blocks_read,
+        stats.syscalls.get(SyscallKind::BpfProgTestRun),
+    )
+}
+
+/// Windows past 2 MiB and 512 blocks in the engine: the largest window for a 2-run job is
+/// 8 MiB and holds ~2,000 blocks of 4 KiB, in every mode, buffered and `O_DIRECT`; the tables
+/// are byte-identical to baseline's, and resystance's program runs show the windows' size.
+#[test]
+fn two_run_compactions_use_8_mib_windows_in_every_mode() {
+    assert_eq!(
+        resystance_programs::abi::window_bytes_for(2),
+        Some(8 << 20),
+        "a 2-run job's window"
+    );
+    let missing = RealKernel::new().bpf_unavailable();
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let (base, base_data, base_blocks, _) =
+        run_large_windows(CompactionMode::Baseline, false, dirs[0].path());
+    assert!(base_blocks > 5000, "{base_blocks} input blocks");
+    let mut line = format!(
+        "{base_blocks} input blocks, {} tables byte-identical in",
+        base.len()
+    );
+    for (i, (mode, direct)) in [
+        (CompactionMode::Uring, false),
+        (CompactionMode::Uring, true),
+        (CompactionMode::Resystance, false),
+        (CompactionMode::Resystance, true),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let reads = if direct { "O_DIRECT" } else { "buffered" };
+        if mode == CompactionMode::Resystance {
+            if let Some(why) = &missing {
+                say!("SKIP the resystance mode ({reads}) of the 8 MiB windows: {why}");
+                continue;
+            }
+        }
+        let (tables, data, blocks, runs) = run_large_windows(mode, direct, dirs[i + 1].path());
+        assert_eq!(blocks, base_blocks, "{mode}, {reads}: other input blocks");
+        assert_eq!(data, base_data, "{mode}, {reads} reads: other data");
+        assert!(
+            tables == base,
+            "{mode}, {reads}: tables differ from baseline's"
+        );
+        if mode == CompactionMode::Resystance {
+            // Both runs' first windows are filled before the first program run and each later
+            // window costs a run (NEED_INPUT), so windows of at most 512 blocks would take at
+            // least blocks / 512 - 1 runs.
+            assert!(
+                (runs + 1) * 512 < blocks,
+                "{mode}, {reads}: {runs} program runs for {blocks} blocks"
+            );
+            line += &format!(" {mode}/{reads} ({runs} program runs);");
+        } else {
+            line += &format!(" {mode}/{reads};");
+        }
+    }
+    say!("8 MiB windows: baseline = {line}");
+}

@@ -33,7 +33,10 @@ use resystance::key::{compare_internal, internal_key, user_key, ValueType};
 use resystance::sst::block::BlockBuilder;
 use resystance::sst::format::block_trailer;
 use resystance::sst::{TableBuilder, TableOptions};
-use resystance_programs::abi::{window_bytes_for, JobParams, OUTPUT_BYTES, RECORDS_MAX, RUNS_MAX};
+use resystance_programs::abi::{
+    window_bytes_for, JobParams, OUTPUT_BYTES, RECORDS_MAX, RUNS_MAX, WINDOW_BLOCKS_MAX,
+    WINDOW_BYTES_MAX,
+};
 use resystance_programs::driver::{Machine, TwinMachine};
 use resystance_vm::exec::Tier;
 
@@ -418,8 +421,15 @@ fn twin_vm_and_linux_agree_with_the_engine_on_generated_compactions() {
 }
 
 /// Two runs of `entries` entries each with `value_len`-byte values, distinct user keys
-/// interleaved between the runs (every entry is kept), one input block per `input_block_size`.
-fn filling_case(entries: usize, value_len: usize, block_size: u32, target_file_size: u64) -> Case {
+/// interleaved between the runs (every entry is kept), input blocks cut at
+/// `input_block_size`, windows the largest the pool holds for 2 runs.
+fn filling_case(
+    entries: usize,
+    value_len: usize,
+    input_block_size: usize,
+    block_size: u32,
+    target_file_size: u64,
+) -> Case {
     let runs = (0..2u64)
         .map(|r| {
             (0..entries as u64)
@@ -437,7 +447,7 @@ fn filling_case(entries: usize, value_len: usize, block_size: u32, target_file_s
         .collect();
     Case {
         runs,
-        input_block_size: 4096,
+        input_block_size,
         input_restart_interval: 16,
         params: JobParams {
             num_runs: 2,
@@ -467,13 +477,13 @@ fn the_output_region_fills_by_records_and_by_bytes_alike_everywhere() {
         kernel: kernel_machine("the output-region tests"),
     };
     // Records: block_size 1 makes every entry a block of its own, 3,000 blocks in all.
-    let by_records = filling_case(1500, 8, 1, u64::MAX);
+    let by_records = filling_case(1500, 8, 4096, 1, u64::MAX);
     // Each drain and the final one take at most RECORDS_MAX records (OUTPUT_BYTES bytes).
     let records_full = 3000usize.div_ceil(RECORDS_MAX) - 1;
     // Bytes: 800 entries of 30,000-byte values, 24 MB (blocks of 64 KiB cut after three); the
     // region is full once it has less than one largest block free. Files of 1 MiB, so new
     // files start between drains.
-    let by_bytes = filling_case(400, 30_000, 65_536, 1 << 20);
+    let by_bytes = filling_case(400, 30_000, 4096, 65_536, 1 << 20);
     let bytes_full = 24_000_000usize.div_ceil(OUTPUT_BYTES) - 1;
     for (name, case, full_min) in [
         ("records", &by_records, records_full),
@@ -499,6 +509,81 @@ fn the_output_region_fills_by_records_and_by_bytes_alike_everywhere() {
             summary.blocks_out,
             files.len(),
             summary.output_full,
+            if machines.kernel.is_some() { " = Linux" } else { "" }
+        );
+    }
+}
+
+/// Windows `MemorySource` fills for `blocks` (one run's, contents + trailer) in windows of
+/// `window_bytes`: as many blocks as fit, at most `WINDOW_BLOCKS_MAX`.
+fn windows_needed(blocks: &[Vec<u8>], window_bytes: usize) -> u64 {
+    let (mut windows, mut count, mut bytes) = (0u64, 0usize, 0usize);
+    for b in blocks {
+        if count == 0 || count == WINDOW_BLOCKS_MAX || bytes + b.len() > window_bytes {
+            windows += 1;
+            count = 0;
+            bytes = 0;
+        }
+        count += 1;
+        bytes += b.len();
+    }
+    windows
+}
+
+/// The largest windows, full: a 2-run job's 8 MiB windows (ABI 3: 2 MiB) filled by bytes with
+/// ~2,040 blocks of 4 KiB, and by block count with `WINDOW_BLOCKS_MAX` (2,048; ABI 3: 512)
+/// blocks of 1 KiB — twin = vm (both tiers) = Linux = engine, and as few windows (refills) as
+/// those sizes allow.
+#[test]
+fn the_largest_windows_hold_8_mib_and_2048_blocks_alike_everywhere() {
+    let mut machines = Machines {
+        twin: TwinMachine::new(RUNS_MAX),
+        vm: VmMachine::with_tier(Tier::Native).expect("the vm loads compact.bpf.o"),
+        vm_interpreter: VmMachine::with_tier(Tier::Interpreter)
+            .expect("the vm loads compact.bpf.o"),
+        kernel: kernel_machine("the largest-window tests"),
+    };
+    // ~12 MB per run in 4 KiB blocks: each run's first window ends where 8 MiB does.
+    let by_bytes = filling_case(105_000, 100, 4096, 4096, 4 << 20);
+    // ~3 MB per run in 1 KiB blocks: each run's first window ends at its 2,048th block.
+    let by_blocks = filling_case(27_000, 100, 1024, 4096, 4 << 20);
+    for (name, case) in [("bytes", &by_bytes), ("blocks", &by_blocks)] {
+        let window_bytes = case.params.window_bytes as usize;
+        assert_eq!(window_bytes, WINDOW_BYTES_MAX, "a 2-run job's window");
+        let blocks = encode_runs(case);
+        let windows: u64 = blocks
+            .iter()
+            .map(|run| windows_needed(run, window_bytes))
+            .sum();
+        let t = check(&mut machines, case, &blocks, true, true)
+            .unwrap_or_else(|e| panic!("windows full by {name}: {e}"));
+        let summary = t.result.as_ref().expect("a valid compaction");
+        let files: Vec<Vec<u8>> = t.files.iter().map(|f| f.0.clone()).collect();
+        assert_eq!(
+            files,
+            reference_files(case),
+            "by {name}: twin differs from the engine"
+        );
+        assert_eq!(summary.windows, windows, "by {name}: windows filled");
+        // On average past ABI 3's limits, so some window is too.
+        let blocks_per_window = summary.blocks_in / summary.windows;
+        let bytes_per_window = summary.bytes_in / summary.windows;
+        assert!(
+            blocks_per_window > 512,
+            "by {name}: {blocks_per_window} blocks a window"
+        );
+        if name == "bytes" {
+            assert!(
+                bytes_per_window > 2 << 20,
+                "by {name}: {bytes_per_window} B a window"
+            );
+        }
+        say!(
+            "largest windows full by {name}: {} input blocks ({} B) in {} windows of 8 MiB, {} program runs; twin = vm (both tiers){} = engine",
+            summary.blocks_in,
+            summary.bytes_in,
+            summary.windows,
+            summary.calls,
             if machines.kernel.is_some() { " = Linux" } else { "" }
         );
     }
