@@ -5,7 +5,9 @@
 //! snapshots and deletions), run with background work inline so every mode sees the same jobs
 //! in the same order; then every `.sst` file of the three databases must be byte-identical, and
 //! each database must read back the same data. `uring` needs io_uring and `resystance` needs
-//! `bpf(2)` (root): without them, one SKIP line names what is missing.
+//! `bpf(2)` (root): without them, one SKIP line names what is missing. The io_uring modes
+//! must write and sync their outputs through io_uring only (no `pwrite`, `fdatasync` or
+//! `fsync` during compaction).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -79,9 +81,24 @@ fn run(
             tables.insert(name, std::fs::read(entry.path()).unwrap());
         }
     }
-    let preads = stats.syscalls.get(SyscallKind::Pread);
-    let enters = stats.syscalls.get(SyscallKind::IoUringEnter)
-        + stats.syscalls.get(SyscallKind::BpfProgTestRun);
+    let c = &stats.syscalls;
+    let preads = c.get(SyscallKind::Pread);
+    let enters = c.get(SyscallKind::IoUringEnter) + c.get(SyscallKind::BpfProgTestRun);
+    // Outputs: baseline writes and syncs with system calls of its own; the io_uring modes
+    // write blocks and tails and sync tables and the directory through their rings.
+    let (writes, syncs) = (
+        c.get(SyscallKind::Pwrite),
+        c.get(SyscallKind::Fdatasync) + c.get(SyscallKind::Fsync),
+    );
+    if mode == CompactionMode::Baseline {
+        assert!(writes > 0 && syncs > 0, "{mode}: {c:?}");
+    } else {
+        assert_eq!(
+            (writes, syncs),
+            (0, 0),
+            "{mode}: compaction output written or synced outside io_uring: {c:?}"
+        );
+    }
     (tables, data, preads, enters)
 }
 

@@ -410,7 +410,12 @@ impl CompactionExecutor for UringExecutor {
             crate::compaction::machines::UserTwin::new(job.runs.len(), Arc::clone(&env.kernel));
         let mut slot = self.rings.lock().expect("rings lock");
         let rings = Rings::for_job(&mut slot, env, None, None)?;
-        rings.run(&mut twin, job, env)
+        let result = rings.run(&mut twin, job, env);
+        if result.is_err() {
+            // A failed call may have left SQEs queued: the next job starts on fresh rings.
+            *slot = None;
+        }
+        result
     }
 }
 
@@ -476,6 +481,11 @@ impl CompactionExecutor for ResystanceExecutor {
         let windows = state.machine.windows_region();
         let output = state.machine.output_region();
         let rings = Rings::for_job(&mut state.rings, env, Some(windows), Some(output))?;
-        rings.run(&mut state.machine, job, env)
+        let result = rings.run(&mut state.machine, job, env);
+        if result.is_err() {
+            // A failed call may have left SQEs queued: the next job starts on fresh rings.
+            state.rings = None;
+        }
+        result
     }
 }
