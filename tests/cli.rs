@@ -306,3 +306,51 @@ fn bad_flags_are_usage_errors() {
     assert_eq!(out.status.code(), Some(2));
     assert!(text(&out.stderr).contains("compact"));
 }
+
+/// `--uring_queue_depth` sizes the io_uring modes' rings: one SQE at a time takes more
+/// `io_uring_enter` calls than 64 (a window's spans and a drain's writes go one per round), the
+/// header names a depth other than the default, and a depth outside 1..=4096 is refused.
+#[test]
+fn the_uring_queue_depth_is_a_flag() {
+    let enters = |depth: &str| {
+        let out = resystance(&[
+            "bench",
+            "--compaction_mode=uring",
+            "--benchmarks=fillrandom",
+            "--num=20000",
+            "--write_buffer_size=65536",
+            "--target_file_size_base=65536",
+            "--max_bytes_for_level_base=262144",
+            &format!("--uring_queue_depth={depth}"),
+        ]);
+        let stdout = text(&out.stdout);
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("Compaction syscalls:"))
+            .unwrap_or_else(|| panic!("no compaction syscalls in:\n{stdout}"));
+        let n: u64 = line
+            .split("io_uring_enter ")
+            .nth(1)
+            .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no io_uring_enter count in {line:?}"));
+        (stdout, n)
+    };
+    let (one, enters_one) = enters("1");
+    let (deep, enters_deep) = enters("64");
+    assert!(one.contains("io_uring queue depth 1"), "{one}");
+    assert!(!deep.contains("io_uring queue depth"), "{deep}");
+    assert!(
+        enters_deep > 0 && enters_one > enters_deep,
+        "depth 1: {enters_one} enters, depth 64: {enters_deep}"
+    );
+    let out = resystance(&["bench", "--num=10", "--uring_queue_depth=0"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("uring_queue_depth 0 outside 1..=4096"),
+        "{}",
+        text(&out.stderr)
+    );
+    say!("--uring_queue_depth: 1 -> {enters_one} io_uring_enter, 64 -> {enters_deep}");
+}
