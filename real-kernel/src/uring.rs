@@ -116,6 +116,11 @@ pub(crate) struct Ring {
     /// SQEs queued since the last `submit_and_wait` (an SQPOLL thread may already have taken
     /// some of them: they were handed over when queued).
     queued: u32,
+    /// Linked SQEs whose chain has not ended yet, written into the ring with the SQE that ends
+    /// it: an SQPOLL thread takes what is published, and Linux ends a chain at the end of
+    /// what it took, so a chain published piece by piece could lose its links (a sync would
+    /// no longer wait for the write before it).
+    held: Vec<squeue::Entry>,
     /// Entries the completion ring holds (the kernel's rounded-up size).
     cq_entries: u32,
     /// Indexed by the `user_data` the kernel sees; `UringParams::in_flight_max` long.
@@ -216,6 +221,7 @@ impl Ring {
             buffers: Vec::new(),
             files: 0,
             queued: 0,
+            held: Vec::new(),
             cq_entries,
             slots: vec![None; in_flight_max as usize],
             free_slots: (0..in_flight_max).rev().collect(),
@@ -342,7 +348,11 @@ impl Ring {
     pub(crate) fn queue(&mut self, sqe: &Sqe, mappings: &Mappings) -> KernelResult<()> {
         let call = SyscallKind::IoUringEnter;
         let files = self.files;
-        let sq_full = self.uring(call)?.submission().is_full();
+        let held = self.held.len();
+        let sq_full = {
+            let sq = self.uring(call)?.submission();
+            sq.len() + held >= sq.capacity()
+        };
         if sq_full || self.free_slots.is_empty() {
             return Err(refuse(libc::EBUSY));
         }
@@ -391,11 +401,27 @@ impl Ring {
         });
         drop(maps);
         self.queued += 1;
+        self.held.push(entry);
+        if !sqe.link {
+            self.publish_held(call)?;
+        }
+        Ok(())
+    }
+
+    /// Writes the held SQEs (a chain, ended or not) into the submission ring and publishes
+    /// them.
+    fn publish_held(&mut self, call: SyscallKind) -> KernelResult<()> {
+        if self.held.is_empty() {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut self.held);
         let mut sq = self.uring(call)?.submission();
-        // SAFETY: the entry's buffer (if any) is inside a live region that stays pinned until
-        // its completion is reaped or the ring is closed, which first waits for it.
-        unsafe { sq.push(&entry) }.expect("checked not full above, under the ring's lock");
-        // Dropping `sq` publishes the new tail: an SQPOLL thread may take the SQE from here on.
+        for entry in &held {
+            // SAFETY: the entry's buffer (if any) is inside a live region that stays pinned
+            // until its completion is reaped or the ring is closed, which first waits for it.
+            unsafe { sq.push(entry) }.expect("room checked when each was queued");
+        }
+        // Dropping `sq` publishes the new tail: an SQPOLL thread may take the SQEs from here on.
         drop(sq);
         Ok(())
     }
@@ -408,6 +434,8 @@ impl Ring {
         now_ns: impl Fn() -> u64,
     ) -> KernelResult<Submitted> {
         let call = SyscallKind::IoUringEnter;
+        // A chain still open ends here, as Linux ends one at the end of a submission.
+        self.publish_held(call)?;
         let in_flight = self.in_flight();
         let sqpoll = self.sqpoll;
         let queued = self.queued;

@@ -306,3 +306,67 @@ fn sqpoll_submits_without_entering_while_the_poller_is_awake() {
     k.mem_free(mem).unwrap();
     k.close(fd).unwrap();
 }
+
+/// A linked chain queued one SQE at a time on an SQPOLL ring whose poller is awake stays one
+/// chain: a write that fails (a descriptor open read-only) cancels the sync linked after it,
+/// however long the caller takes between the two `uring_queue` calls (the poller takes what
+/// is published, and Linux ends a chain at the end of what it took).
+#[test]
+fn sqpoll_keeps_a_chain_queued_piece_by_piece_whole() {
+    let test = "sqpoll_keeps_a_chain_queued_piece_by_piece_whole";
+    let Some(k) = uring_kernel(test) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("read-only");
+    write_file(&k, &path, &pattern(PAGE, 9));
+    let fd = k.open(&path, OpenFlags::READ).unwrap();
+    let mem = k.mem_alloc(PAGE).unwrap();
+    let params = UringParams {
+        sqpoll: true,
+        sq_thread_idle_ms: 1000,
+        ..UringParams::default()
+    };
+    let ring = match k.uring_setup(&params) {
+        Ok(ring) => ring,
+        Err(e) => {
+            writeln!(std::io::stdout().lock(), "SKIP {test}: SQPOLL: {e}").unwrap();
+            return;
+        }
+    };
+    // Wake the poller and keep it awake (idle 1 s) with a NOP.
+    k.uring_queue(ring, &Sqe::new(SqeOp::Nop, 100)).unwrap();
+    assert_eq!(complete(&k, ring, 1)[0].res, 0);
+    let rounds = 20u64;
+    for round in 0..rounds {
+        let write = SqeOp::Write {
+            file: SqeFile::Fd(fd),
+            mem,
+            mem_offset: 0,
+            len: PAGE as u32,
+            offset: 0,
+        };
+        k.uring_queue(ring, &Sqe::linked(write, 2 * round)).unwrap();
+        // Time for an awake poller to take whatever was published.
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let sync = SqeOp::Fsync {
+            file: SqeFile::Fd(fd),
+            datasync: true,
+        };
+        k.uring_queue(ring, &Sqe::new(sync, 2 * round + 1)).unwrap();
+        let cqes = complete(&k, ring, 2);
+        assert_eq!(
+            (cqes[0].res, cqes[1].res),
+            (-Errno::EBADF.0, -Errno::ECANCELED.0),
+            "round {round}: the failed write's linked sync ran on its own"
+        );
+    }
+    k.uring_close(ring).unwrap();
+    k.close(fd).unwrap();
+    k.mem_free(mem).unwrap();
+    writeln!(
+        std::io::stdout().lock(),
+        "SQPOLL: {rounds} chains queued piece by piece, each sync cancelled by its failed write"
+    )
+    .unwrap();
+}
