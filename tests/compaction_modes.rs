@@ -44,6 +44,24 @@ fn options(mode: CompactionMode, direct: bool) -> Options {
 
 type Tables = BTreeMap<String, Vec<u8>>;
 
+/// Every key of `db`, then, once it is closed, the bytes of every table in `dir`.
+fn close_and_read(db: Db, dir: &Path) -> (Tables, BTreeMap<Vec<u8>, Vec<u8>>) {
+    let data = db
+        .iter(None, None)
+        .collect::<resystance::Result<BTreeMap<_, _>>>()
+        .unwrap();
+    db.close().unwrap();
+    let mut tables = Tables::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let entry = entry.unwrap();
+        let name = entry.file_name().into_string().unwrap();
+        if name.ends_with(".sst") {
+            tables.insert(name, std::fs::read(entry.path()).unwrap());
+        }
+    }
+    (tables, data)
+}
+
 fn run(
     mode: CompactionMode,
     direct: bool,
@@ -68,19 +86,7 @@ fn run(
     drop(snapshot);
     db.compact_all().unwrap();
     let stats = db.stats().compaction;
-    let data = db
-        .iter(None, None)
-        .collect::<resystance::Result<BTreeMap<_, _>>>()
-        .unwrap();
-    db.close().unwrap();
-    let mut tables = Tables::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().into_string().unwrap();
-        if name.ends_with(".sst") {
-            tables.insert(name, std::fs::read(entry.path()).unwrap());
-        }
-    }
+    let (tables, data) = close_and_read(db, dir);
     let c = &stats.syscalls;
     let preads = c.get(SyscallKind::Pread);
     let enters = c.get(SyscallKind::IoUringEnter) + c.get(SyscallKind::BpfProgTestRun);
@@ -184,19 +190,7 @@ fn run_large_windows(
     let stats = db.stats().compaction;
     assert_eq!(stats.jobs, 1, "one L0→L1 job");
     assert_eq!(stats.input_files, 2, "of two runs");
-    let data = db
-        .iter(None, None)
-        .collect::<resystance::Result<BTreeMap<_, _>>>()
-        .unwrap();
-    db.close().unwrap();
-    let mut tables = Tables::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let entry = entry.unwrap();
-        let name = entry.file_name().into_string().unwrap();
-        if name.ends_with(".sst") {
-            tables.insert(name, std::fs::read(entry.path()).unwrap());
-        }
-    }
+    let (tables, data) = close_and_read(db, dir);
     (
         tables,
         data,
