@@ -143,11 +143,6 @@ impl WriteRing {
     pub fn rebind(&mut self, kernel: Arc<dyn Kernel>) {
         self.kernel = kernel;
     }
-
-    /// The region blocks are written from (registered buffer 0).
-    pub fn blocks_region(&self) -> MemId {
-        self.blocks
-    }
 }
 
 impl Drop for WriteRing {
