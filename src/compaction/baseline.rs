@@ -3,6 +3,8 @@
 //! windows, output region and records the eBPF program uses — and outputs go through a 1 MiB
 //! buffered writer and are synced.
 
+use std::sync::Mutex;
+
 use crate::compaction::job::{CompactionExecutor, CompactionJob, JobEnv, JobOutput};
 use crate::compaction::machines::UserTwin;
 use crate::compaction::program_io::run_job;
@@ -13,8 +15,12 @@ use crate::options::CompactionMode;
 const BLOCKS_PER_READ: usize = 1;
 
 /// RocksDB-style compaction: one `pread` per data block, the merge in user space.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct BaselineExecutor;
+#[derive(Debug, Default)]
+pub struct BaselineExecutor {
+    /// The twin, made by the first job and kept: its windows (up to 8 MiB each) and output
+    /// region are allocated once, not zeroed again for every job.
+    twin: Mutex<Option<UserTwin>>,
+}
 
 impl CompactionExecutor for BaselineExecutor {
     fn mode(&self) -> CompactionMode {
@@ -22,7 +28,8 @@ impl CompactionExecutor for BaselineExecutor {
     }
 
     fn run(&self, job: &CompactionJob, env: &JobEnv<'_>) -> Result<JobOutput> {
-        let mut twin = UserTwin::new(job.runs.len(), std::sync::Arc::clone(&env.kernel));
-        run_job(&mut twin, job, env, BLOCKS_PER_READ)
+        let mut slot = self.twin.lock().expect("twin lock");
+        let twin = UserTwin::for_job(&mut slot, &env.kernel);
+        run_job(twin, job, env, BLOCKS_PER_READ)
     }
 }

@@ -414,6 +414,19 @@ impl UserTwin {
             kernel,
         }
     }
+
+    /// The twin kept in `slot` for every job (made by the first, for up to
+    /// [`RUNS_MAX`] runs), reporting to `kernel` (the job's view): its windows and output
+    /// region are allocated once, not zeroed again for every job (the driver resets the job
+    /// itself, and stale window bytes past a window's blocks are never read).
+    pub fn for_job<'s>(
+        slot: &'s mut Option<UserTwin>,
+        kernel: &Arc<dyn Kernel>,
+    ) -> &'s mut UserTwin {
+        let twin = slot.get_or_insert_with(|| UserTwin::new(RUNS_MAX, Arc::clone(kernel)));
+        twin.kernel = Arc::clone(kernel);
+        twin
+    }
 }
 
 impl Machine for UserTwin {

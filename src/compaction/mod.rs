@@ -30,7 +30,7 @@ use crate::options::CompactionMode;
 /// The executor for `mode`.
 pub fn executor_for(mode: CompactionMode) -> Result<Box<dyn CompactionExecutor>> {
     Ok(match mode {
-        CompactionMode::Baseline => Box::new(BaselineExecutor),
+        CompactionMode::Baseline => Box::new(BaselineExecutor::default()),
         CompactionMode::Uring => Box::new(uring::UringExecutor::default()),
         CompactionMode::Resystance => Box::new(uring::ResystanceExecutor::default()),
     })

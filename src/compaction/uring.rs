@@ -23,7 +23,7 @@ use resystance_traces::{
 };
 
 use crate::compaction::job::{CompactionExecutor, CompactionJob, JobEnv, JobOutput};
-use crate::compaction::machines::KernelMachine;
+use crate::compaction::machines::{KernelMachine, UserTwin};
 use crate::compaction::program_io::{run_job_into, InputRuns, InputSource, DIRECT_ALIGN_BYTES};
 use crate::compaction::ring_output::{RingSink, WriteRing};
 use crate::error::{Error, Result};
@@ -389,8 +389,9 @@ impl Rings {
 /// io_uring reads and writes, the merge in user space (the twin).
 #[derive(Debug, Default)]
 pub struct UringExecutor {
-    /// Set up by the first job, kept for the next ones.
-    rings: Mutex<Option<Rings>>,
+    /// Set up by the first job, kept for the next ones: the rings, and the twin (its windows
+    /// and output region allocated once).
+    state: Mutex<(Option<Rings>, Option<UserTwin>)>,
 }
 
 impl CompactionExecutor for UringExecutor {
@@ -406,14 +407,13 @@ impl CompactionExecutor for UringExecutor {
     }
 
     fn run(&self, job: &CompactionJob, env: &JobEnv<'_>) -> Result<JobOutput> {
-        let mut twin =
-            crate::compaction::machines::UserTwin::new(job.runs.len(), Arc::clone(&env.kernel));
-        let mut slot = self.rings.lock().expect("rings lock");
-        let rings = Rings::for_job(&mut slot, env, None, None)?;
-        let result = rings.run(&mut twin, job, env);
+        let mut state = self.state.lock().expect("uring executor lock");
+        let (rings, twin) = &mut *state;
+        let twin = UserTwin::for_job(twin, &env.kernel);
+        let result = Rings::for_job(rings, env, None, None)?.run(twin, job, env);
         if result.is_err() {
             // A failed call may have left SQEs queued: the next job starts on fresh rings.
-            *slot = None;
+            *rings = None;
         }
         result
     }
