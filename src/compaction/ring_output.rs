@@ -790,39 +790,30 @@ fn advance(op: &SqeOp, res: i32) -> (u32, Option<SqeOp>) {
         return (op_len(op), None);
     };
     let mut rest = *op;
-    match &mut rest {
+    // Where in memory, how much and where in the file: the same fields of either write.
+    let (mem_at, len, offset) = match &mut rest {
         SqeOp::Write {
             mem_offset,
             len,
             offset,
             ..
-        } => {
-            let full = *len;
-            if done == 0 || done >= full {
-                return (full, None);
-            }
-            *mem_offset += done as usize;
-            *len -= done;
-            *offset += u64::from(done);
-            (full, Some(rest))
-        }
+        } => (mem_offset, len, offset),
         SqeOp::WriteFixed {
             buf_offset,
             len,
             offset,
             ..
-        } => {
-            let full = *len;
-            if done == 0 || done >= full {
-                return (full, None);
-            }
-            *buf_offset += done as usize;
-            *len -= done;
-            *offset += u64::from(done);
-            (full, Some(rest))
-        }
-        _ => (0, None),
+        } => (buf_offset, len, offset),
+        _ => return (0, None),
+    };
+    let full = *len;
+    if done == 0 || done >= full {
+        return (full, None);
     }
+    *mem_at += done as usize;
+    *len -= done;
+    *offset += u64::from(done);
+    (full, Some(rest))
 }
 
 fn op_len(op: &SqeOp) -> u32 {
