@@ -354,3 +354,118 @@ fn the_uring_queue_depth_is_a_flag() {
     );
     say!("--uring_queue_depth: 1 -> {enters_one} io_uring_enter, 64 -> {enters_deep}");
 }
+
+/// `--repeat` runs the mode list in rounds, each round starting with the next mode; on the
+/// simulator every round gives the same figures (each mode runs on a fresh machine with the
+/// same seed), so the medians and every round's ratios equal a single round's, and the JSON
+/// report carries each run's round and place and the comparison.
+#[test]
+fn repeat_runs_rounds_in_rotating_order_and_compares_medians() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("report.json");
+    let args = [
+        "bench",
+        "--compaction_mode=baseline,resystance",
+        "--benchmarks=fillrandom",
+        "--num=20000",
+        "--write_buffer_size=65536",
+        "--target_file_size_base=65536",
+        "--max_bytes_for_level_base=262144",
+    ];
+    let once = resystance(&args);
+    assert!(once.status.success(), "{}", text(&once.stderr));
+    let once = text(&once.stdout);
+    let mut repeated_args = args.to_vec();
+    let json_flag = flag("json", &json);
+    repeated_args.extend(["--repeat=3", &json_flag]);
+    let out = resystance(&repeated_args);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+
+    // Runs in order: round 1 baseline, resystance; round 2 resystance, baseline; round 3 as 1.
+    let order: Vec<(&str, &str)> = stdout
+        .lines()
+        .filter(|l| l.starts_with("Compaction: ") && !l.contains("jobs"))
+        .zip(stdout.lines().filter(|l| l.starts_with("Round:")))
+        .map(|(mode, round)| (mode.trim_start_matches("Compaction: "), round))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("baseline", "Round:      1 of 3"),
+            ("resystance", "Round:      1 of 3"),
+            ("resystance", "Round:      2 of 3"),
+            ("baseline", "Round:      2 of 3"),
+            ("baseline", "Round:      3 of 3"),
+            ("resystance", "Round:      3 of 3"),
+        ],
+        "{stdout}"
+    );
+    assert!(!once.contains("Round:"), "{once}");
+
+    let rows = |text: &str| -> Vec<String> {
+        let table = text
+            .split("Comparison, fillrandom")
+            .nth(1)
+            .unwrap_or_else(|| panic!("no comparison in:\n{text}"));
+        table.lines().skip(2).take(2).map(str::to_string).collect()
+    };
+    assert!(
+        stdout.contains("Comparison, fillrandom: medians of 3 rounds, the first mode rotating"),
+        "{stdout}"
+    );
+    assert_eq!(rows(&stdout), rows(&once), "medians of identical rounds");
+    assert!(
+        stdout.contains("Rounds (1: baseline first, 2: resystance first, 3: baseline first):"),
+        "{stdout}"
+    );
+    let ratio_line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with("x ms/MB"))
+        .unwrap_or_else(|| panic!("no per-round ratios in:\n{stdout}"));
+    let ratios: Vec<&str> = ratio_line.split_whitespace().skip(3).collect();
+    let single = rows(&once)[1].split_whitespace().nth(9).unwrap().to_string();
+    assert_eq!(ratios, [single.as_str(); 3], "{ratio_line}");
+
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    let placed: Vec<(u64, u64, &str)> = runs
+        .iter()
+        .map(|r| {
+            (
+                r["round"].as_u64().unwrap(),
+                r["position"].as_u64().unwrap(),
+                r["compaction_mode"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        placed,
+        [
+            (1, 0, "baseline"),
+            (1, 1, "resystance"),
+            (2, 0, "resystance"),
+            (2, 1, "baseline"),
+            (3, 0, "baseline"),
+            (3, 1, "resystance"),
+        ]
+    );
+    let cmp = &report["comparison"][0];
+    assert_eq!(cmp["rounds"], 3);
+    assert_eq!(cmp["reference"], "baseline");
+    let second = &cmp["modes"][1];
+    assert_eq!(second["compaction_mode"], "resystance");
+    assert_eq!(second["ran_first_in"], serde_json::json!([2]));
+    assert_eq!(
+        second["ratios"]["compaction_ms_per_mb"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+
+    let out = resystance(&["bench", "--num=10", "--repeat=0"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    say!("--repeat=3: {ratio_line}");
+}

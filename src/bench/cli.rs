@@ -13,6 +13,9 @@ use resystance_programs::abi::{
     USER_KEY_BYTES_MAX as KEY_SIZE_MAX_BYTES, VALUE_BYTES_MAX as VALUE_SIZE_MAX_BYTES,
 };
 
+/// Most rounds `--repeat` runs (each is a full pass over every mode and benchmark).
+pub const REPEAT_MAX: u32 = 1000;
+
 /// The seed used when `--seed` is 0 (db_bench would take the time; we stay reproducible).
 pub const DEFAULT_SEED: u64 = 1;
 
@@ -189,6 +192,11 @@ pub struct BenchArgs {
     /// or output writes and syncs, in flight at once
     #[arg(long = "uring_queue_depth", default_value_t = crate::options::URING_QUEUE_DEPTH_DEFAULT)]
     pub uring_queue_depth: u32,
+
+    /// Rounds of the whole mode list: round r starts with the (r mod modes)-th mode, so each runs first equally often; the comparison gives medians and every round's ratios
+    #[arg(long = "repeat", default_value_t = 1,
+          value_parser = RangedU64ValueParser::<u32>::new().range(1..=u64::from(REPEAT_MAX)))]
+    pub repeat: u32,
 
     /// Which kernel runs the engine
     #[arg(long = "backend", value_enum, default_value_t = Backend::Sim)]

@@ -2,8 +2,9 @@
 
 use std::fmt::Write as _;
 
+use super::compare::{Comparison, ModeComparison};
 use super::latency::LatencySummary;
-use super::results::{BenchmarkResult, ModeRun, Rates, GB, MB};
+use super::results::{BenchmarkResult, Rates, GB, MB};
 use crate::stats::DbStats;
 
 /// db_bench 7.8's result line (`Stats::Report`): name, µs/op, ops/sec, seconds, operations,
@@ -164,38 +165,32 @@ fn syscalls_line(label: &str, counts: &resystance_traces::SyscallCounts) -> Stri
 /// The side-by-side table of a multi-mode run: per benchmark, one row per compaction mode
 /// with throughput, write latency, compaction time (total and per MB read), compaction
 /// syscalls and stall time, and ratios against the first mode (baseline when given first);
-/// compaction time and syscalls are compared per MB compacted.
-/// Empty for a single mode.
-pub fn comparison_table(runs: &[ModeRun]) -> String {
-    let Some(first) = runs.first() else {
-        return String::new();
-    };
-    if runs.len() < 2 {
-        return String::new();
-    }
+/// compaction time and syscalls are compared per MB compacted. Over several rounds
+/// (`--repeat`) the figures are medians, the ratios medians of each round's ratio, and every
+/// round's order and ratios follow the table. Empty for a single mode.
+pub fn comparison_table(comparisons: &[Comparison]) -> String {
     // No ratio against nothing (a benchmark that ran no compaction): a dash.
-    let ratio = |x: f64, base: f64, digits: usize| {
-        if base > 0.0 {
-            format!("{:.digits$}", x / base)
-        } else {
-            "-".to_string()
-        }
+    let ratio = |r: Option<f64>, digits: usize| {
+        r.map_or_else(|| "-".to_string(), |r| format!("{r:.digits$}"))
     };
     let mut out = String::new();
-    for (i, base) in first.benchmarks.iter().enumerate() {
-        let rows: Vec<&BenchmarkResult> = runs
-            .iter()
-            .filter_map(|r| r.benchmarks.get(i).filter(|b| b.name == base.name))
-            .collect();
-        if rows.len() != runs.len() {
-            continue;
+    for cmp in comparisons {
+        if cmp.rounds > 1 {
+            let _ = writeln!(
+                out,
+                "Comparison, {}: medians of {} rounds, the first mode rotating (ratios: the median of each round's ratio against {} in that round; compaction figures since the database opened):",
+                cmp.benchmark.name(),
+                cmp.rounds,
+                cmp.reference
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "Comparison, {} (ratios against {}; compaction figures since the database opened):",
+                cmp.benchmark.name(),
+                cmp.reference
+            );
         }
-        let _ = writeln!(
-            out,
-            "Comparison, {} (ratios against {}; compaction figures since the database opened):",
-            base.name.name(),
-            first.compaction_mode
-        );
         let _ = writeln!(
             out,
             "{:<11} {:>12} {:>6} {:>8} {:>8} {:>9} {:>6} {:>11} {:>8} {:>8} {:>10} {:>9} {:>8}",
@@ -213,46 +208,68 @@ pub fn comparison_table(runs: &[ModeRun]) -> String {
             "x sys/MB",
             "stall s"
         );
-        let base_c = &base.db_stats.compaction;
-        // Modes may compact different amounts (a slower mode stalls writes, which changes the
-        // tree), so compaction time and syscalls are compared per MB compacted.
-        let per_mb = |c: &crate::stats::CompactionStats| {
-            if c.bytes_read == 0 {
-                0.0
-            } else {
-                secs(c.time_ns) * 1e3 / (c.bytes_read as f64 / MB)
-            }
-        };
-        let syscalls_per_mb = |c: &crate::stats::CompactionStats| {
-            if c.bytes_read == 0 {
-                0.0
-            } else {
-                c.syscalls.total() as f64 / (c.bytes_read as f64 / MB)
-            }
-        };
-        for (run, b) in runs.iter().zip(&rows) {
-            let c = &b.db_stats.compaction;
-            let stall = &b.db_stats.stall;
+        for m in &cmp.modes {
+            let f = &m.median;
+            let r = &m.median_ratio;
             let _ = writeln!(
                 out,
-                "{:<11} {:>12.0} {:>6} {:>8.2} {:>8.2} {:>9.2} {:>6} {:>11.3} {:>8.3} {:>8} {:>10} {:>9} {:>8.3}",
-                run.compaction_mode.to_string(),
-                b.ops_per_sec,
-                ratio(b.ops_per_sec, base.ops_per_sec, 2),
-                b.latency.p50_us,
-                b.latency.p99_us,
-                b.latency.p999_us,
-                ratio(b.latency.p99_us, base.latency.p99_us, 2),
-                secs(c.time_ns),
-                per_mb(c),
-                ratio(per_mb(c), per_mb(base_c), 2),
-                c.syscalls.total(),
-                ratio(syscalls_per_mb(c), syscalls_per_mb(base_c), 3),
-                secs(stall.stop_ns + stall.delay_ns),
+                "{:<11} {:>12.0} {:>6} {:>8.2} {:>8.2} {:>9.2} {:>6} {:>11.3} {:>8.3} {:>8} {:>10.0} {:>9} {:>8.3}",
+                m.compaction_mode.to_string(),
+                f.ops_per_sec,
+                ratio(r.ops_per_sec, 2),
+                f.p50_us,
+                f.p99_us,
+                f.p999_us,
+                ratio(r.p99, 2),
+                f.compaction_s,
+                f.compaction_ms_per_mb,
+                ratio(r.compaction_ms_per_mb, 2),
+                f.compaction_syscalls,
+                ratio(r.compaction_syscalls_per_mb, 3),
+                f.stall_s,
             );
+        }
+        if cmp.rounds > 1 {
+            out.push_str(&rounds_lines(cmp));
         }
         out.push('\n');
     }
+    out
+}
+
+/// Under a comparison of several rounds: the order each round ran in, then every round's
+/// ratios against the reference mode, one line per figure and mode.
+fn rounds_lines(cmp: &Comparison) -> String {
+    let mut out = String::new();
+    let orders: Vec<String> = (1..=cmp.rounds)
+        .map(|round| {
+            let first = cmp
+                .modes
+                .iter()
+                .find(|m| m.ran_first_in.contains(&round))
+                .expect("some mode ran first in every round");
+            format!("{round}: {} first", first.compaction_mode)
+        })
+        .collect();
+    let _ = writeln!(out, "Rounds ({}):", orders.join(", "));
+    let per_round =
+        |label: &str, pick: fn(&ModeComparison) -> &Vec<Option<f64>>, out: &mut String| {
+            for m in cmp.modes.iter().skip(1) {
+                let values: Vec<String> = pick(m)
+                    .iter()
+                    .map(|r| r.map_or_else(|| "-".to_string(), |r| format!("{r:.2}")))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "  {label:<10} {:<11} {}",
+                    m.compaction_mode.to_string(),
+                    values.join(" ")
+                );
+            }
+        };
+    per_round("x ops/sec", |m| &m.ratios.ops_per_sec, &mut out);
+    per_round("x P99", |m| &m.ratios.p99, &mut out);
+    per_round("x ms/MB", |m| &m.ratios.compaction_ms_per_mb, &mut out);
     out
 }
 
@@ -262,7 +279,9 @@ mod tests {
 
     use super::*;
     use crate::bench::cli::Benchmark;
-    use crate::bench::results::Measured;
+    use crate::bench::compare::{compare, median, round_order};
+    use crate::bench::results::{Measured, ModeRun};
+    use crate::options::CompactionMode;
     use crate::stats::LevelStats;
 
     #[test]
@@ -411,63 +430,159 @@ mod tests {
         ), "{text}");
     }
 
+    fn mode_run(
+        mode: CompactionMode,
+        round: u32,
+        ops: u64,
+        compaction_ns: u64,
+        preads: u64,
+    ) -> ModeRun {
+        let mut stats = sample_stats();
+        stats.compaction.time_ns = compaction_ns;
+        stats.compaction.bytes_read = 100 << 20;
+        stats.compaction.syscalls = Default::default();
+        stats.compaction.syscalls.add(SyscallKind::Pread, preads);
+        ModeRun {
+            compaction_mode: mode,
+            round,
+            position: 0,
+            benchmarks: vec![BenchmarkResult::new(Measured {
+                name: Benchmark::FillRandom,
+                ops,
+                found: None,
+                bytes: ops * 116,
+                elapsed_ns: 1_000_000_000,
+                latency: LatencySummary::default(),
+                db_uptime_ns: 1_000_000_000,
+                db_stats: stats,
+                syscalls: Default::default(),
+            })],
+            skipped: Vec::new(),
+        }
+    }
+
+    fn table(runs: &[ModeRun]) -> String {
+        let mut modes: Vec<CompactionMode> = Vec::new();
+        for r in runs {
+            if !modes.contains(&r.compaction_mode) {
+                modes.push(r.compaction_mode);
+            }
+        }
+        comparison_table(&compare(runs, &modes))
+    }
+
     #[test]
     fn comparison_table_gives_ratios_against_the_first_mode() {
-        use crate::bench::results::ModeRun;
-        use crate::options::CompactionMode;
-        let run = |mode, ops: u64, compaction_ns: u64, preads: u64| {
-            let mut stats = sample_stats();
-            stats.compaction.time_ns = compaction_ns;
-            stats.compaction.bytes_read = 100 << 20;
-            stats.compaction.syscalls = Default::default();
-            stats.compaction.syscalls.add(SyscallKind::Pread, preads);
-            ModeRun {
-                compaction_mode: mode,
-                benchmarks: vec![BenchmarkResult::new(Measured {
-                    name: Benchmark::FillRandom,
-                    ops,
-                    found: None,
-                    bytes: ops * 116,
-                    elapsed_ns: 1_000_000_000,
-                    latency: LatencySummary::default(),
-                    db_uptime_ns: 1_000_000_000,
-                    db_stats: stats,
-                    syscalls: Default::default(),
-                })],
-                skipped: Vec::new(),
-            }
-        };
-        assert_eq!(
-            comparison_table(&[run(CompactionMode::Baseline, 1000, 1, 1)]),
-            ""
-        );
-        let table = comparison_table(&[
-            run(CompactionMode::Baseline, 1000, 2_000_000_000, 1000),
-            run(CompactionMode::Uring, 1500, 1_000_000_000, 10),
+        use CompactionMode::{Baseline, Resystance, Uring};
+        assert_eq!(table(&[mode_run(Baseline, 1, 1000, 1, 1)]), "");
+        let text = table(&[
+            mode_run(Baseline, 1, 1000, 2_000_000_000, 1000),
+            mode_run(Uring, 1, 1500, 1_000_000_000, 10),
         ]);
-        let lines: Vec<&str> = table.lines().collect();
+        let lines: Vec<&str> = text.lines().collect();
         assert!(
             lines[0].starts_with("Comparison, fillrandom (ratios against baseline"),
-            "{table}"
+            "{text}"
         );
         let uring: Vec<&str> = lines[3].split_whitespace().collect();
         assert_eq!(uring[0], "uring");
-        assert_eq!(uring[2], "1.50", "ops/sec ratio: {table}");
-        assert_eq!(uring[9], "0.50", "compaction time ratio: {table}");
-        assert_eq!(uring[10], "10", "{table}");
-        assert_eq!(uring[11], "0.010", "syscall ratio: {table}");
+        assert_eq!(uring[2], "1.50", "ops/sec ratio: {text}");
+        assert_eq!(uring[9], "0.50", "compaction time ratio: {text}");
+        assert_eq!(uring[10], "10", "{text}");
+        assert_eq!(uring[11], "0.010", "syscall ratio: {text}");
+        assert_eq!(
+            lines.len(),
+            5,
+            "one round: the table and a blank line, no per-round lines: {text}"
+        );
 
         // A mode that compacted twice the bytes in the same time is twice as fast per MB.
-        let mut more = run(CompactionMode::Resystance, 1500, 2_000_000_000, 1000);
+        let mut more = mode_run(Resystance, 1, 1500, 2_000_000_000, 1000);
         more.benchmarks[0].db_stats.compaction.bytes_read = 200 << 20;
-        let table = comparison_table(&[
-            run(CompactionMode::Baseline, 1000, 2_000_000_000, 1000),
-            more,
-        ]);
-        let row: Vec<&str> = table.lines().nth(3).unwrap().split_whitespace().collect();
+        let text = table(&[mode_run(Baseline, 1, 1000, 2_000_000_000, 1000), more]);
+        let row: Vec<&str> = text.lines().nth(3).unwrap().split_whitespace().collect();
         assert_eq!(row[0], "resystance");
-        assert_eq!(row[8], "10.000", "ms per MB: {table}");
-        assert_eq!(row[9], "0.50", "per-MB compaction time ratio: {table}");
-        assert_eq!(row[11], "0.500", "per-MB syscall ratio: {table}");
+        assert_eq!(row[8], "10.000", "ms per MB: {text}");
+        assert_eq!(row[9], "0.50", "per-MB compaction time ratio: {text}");
+        assert_eq!(row[11], "0.500", "per-MB syscall ratio: {text}");
+    }
+
+    #[test]
+    fn rounds_give_medians_and_the_median_of_each_rounds_ratio() {
+        use CompactionMode::{Baseline, Uring};
+        // Round 2 is twice as slow for both modes: the ratio of each round is what counts,
+        // not the ratio of the medians.
+        let mut runs = vec![
+            mode_run(Baseline, 1, 1000, 2_000_000_000, 1000),
+            mode_run(Uring, 1, 1200, 1_000_000_000, 10),
+            mode_run(Uring, 2, 600, 3_000_000_000, 10),
+            mode_run(Baseline, 2, 500, 4_000_000_000, 1000),
+            mode_run(Baseline, 3, 1100, 2_000_000_000, 1000),
+            mode_run(Uring, 3, 1100, 1_600_000_000, 10),
+        ];
+        runs[1].position = 1;
+        runs[3].position = 1;
+        runs[5].position = 1;
+        let text = table(&runs);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[0].starts_with(
+                "Comparison, fillrandom: medians of 3 rounds, the first mode rotating"
+            ),
+            "{text}"
+        );
+        let base: Vec<&str> = lines[2].split_whitespace().collect();
+        assert_eq!(
+            (base[0], base[1], base[2]),
+            ("baseline", "1000", "1.00"),
+            "{text}"
+        );
+        // Median of 2.0, 4.0, 2.0 s over 100 MB.
+        assert_eq!(base[7], "2.000", "{text}");
+        let uring: Vec<&str> = lines[3].split_whitespace().collect();
+        assert_eq!(uring[0], "uring");
+        assert_eq!(uring[1], "1100", "median ops/sec: {text}");
+        // Rounds' ratios: 1.2, 1.2, 1.0 -> 1.20 (the ratio of medians would be 1.10).
+        assert_eq!(uring[2], "1.20", "{text}");
+        // Time ratios 0.5, 0.75, 0.8 -> 0.75.
+        assert_eq!(uring[9], "0.75", "{text}");
+        assert_eq!(
+            lines[4],
+            "Rounds (1: baseline first, 2: uring first, 3: baseline first):"
+        );
+        assert_eq!(
+            lines[5].split_whitespace().collect::<Vec<_>>(),
+            ["x", "ops/sec", "uring", "1.20", "1.20", "1.00"]
+        );
+        assert_eq!(
+            lines[7].split_whitespace().collect::<Vec<_>>(),
+            ["x", "ms/MB", "uring", "0.50", "0.75", "0.80"]
+        );
+
+        let cmp = &compare(&runs, &[Baseline, Uring])[0];
+        assert_eq!(cmp.modes[1].ran_first_in, vec![2]);
+        assert_eq!(cmp.modes[0].ran_first_in, vec![1, 3]);
+        assert_eq!(
+            cmp.modes[1].median_ratio.compaction_syscalls_per_mb,
+            Some(0.01)
+        );
+    }
+
+    #[test]
+    fn medians() {
+        assert_eq!(median(&[]), None);
+        assert_eq!(median(&[3.0]), Some(3.0));
+        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), Some(2.5));
+    }
+
+    #[test]
+    fn rounds_rotate_the_first_mode() {
+        use CompactionMode::{Baseline, Resystance, Uring};
+        let all = [Baseline, Uring, Resystance];
+        assert_eq!(round_order(&all, 0), all.to_vec());
+        assert_eq!(round_order(&all, 1), vec![Uring, Resystance, Baseline]);
+        assert_eq!(round_order(&all, 2), vec![Resystance, Baseline, Uring]);
+        assert_eq!(round_order(&all, 3), all.to_vec());
     }
 }

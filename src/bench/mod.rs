@@ -6,6 +6,7 @@
 //! host's, so the same harness measures virtual time on the simulated kernel.
 
 pub mod cli;
+pub mod compare;
 pub mod error;
 pub mod format;
 pub mod host;
@@ -140,20 +141,27 @@ pub fn run_with(
             .and_then(|executor| executor.prepare(kernel))
             .map_err(|e| BenchError::engine(format!("compaction_mode={mode}"), e))?;
     }
-    let mut runs = Vec::with_capacity(args.compaction_mode.len());
-    for &mode in &args.compaction_mode {
-        // Each mode gets a fresh machine of its own on the simulator (the same seed: the same
-        // device, the same jitter; not the one the checks above ran on), so a mode's figures
-        // do not depend on which other modes were listed.
-        let kernel = if args.backend == Backend::Sim {
-            kernel_for(args)?
-        } else {
-            kernel.clone()
-        };
-        write!(out, "{}", header(args, &host, mode)).map_err(BenchError::stdout)?;
-        runs.push(runner::Runner::new(kernel, args, &db_path, out).run_mode(mode)?);
+    let modes = &args.compaction_mode;
+    let mut runs = Vec::with_capacity(modes.len() * args.repeat as usize);
+    for round in 0..args.repeat {
+        for (position, mode) in compare::round_order(modes, round).into_iter().enumerate() {
+            // Each mode gets a fresh machine of its own on the simulator (the same seed: the
+            // same device, the same jitter; not the one the checks above ran on), so a mode's
+            // figures do not depend on which other modes were listed, or on the round.
+            let kernel = if args.backend == Backend::Sim {
+                kernel_for(args)?
+            } else {
+                kernel.clone()
+            };
+            write!(out, "{}", header(args, &host, mode, round)).map_err(BenchError::stdout)?;
+            let mut run = runner::Runner::new(kernel, args, &db_path, out).run_mode(mode)?;
+            run.round = round + 1;
+            run.position = u32::try_from(position).expect("at most a few modes");
+            runs.push(run);
+        }
     }
-    write!(out, "{}", format::comparison_table(&runs)).map_err(BenchError::stdout)?;
+    let comparison = compare::compare(&runs, modes);
+    write!(out, "{}", format::comparison_table(&comparison)).map_err(BenchError::stdout)?;
     Ok(BenchReport {
         tool: "resystance bench",
         version: env!("CARGO_PKG_VERSION"),
@@ -172,6 +180,7 @@ pub fn run_with(
             }),
         },
         runs,
+        comparison,
         kernel_syscalls: (args.backend == Backend::Real).then(|| kernel.syscall_counts()),
     })
 }
@@ -181,6 +190,7 @@ fn header(
     args: &BenchArgs,
     host: &host::HostFacts,
     mode: crate::options::CompactionMode,
+    round: u32,
 ) -> String {
     let (cpu, kernel) = match args.backend {
         Backend::Real => (
@@ -204,7 +214,7 @@ fn header(
         ),
     };
     format!(
-        "resystance: version {}\nCPU:        {cpu}\nKernel:     {kernel}\nKeys:       {} bytes each\nValues:     {} bytes each\nEntries:    {}\nSeed:       {}\nCompaction: {mode}{}\n------------------------------------------------\n",
+        "resystance: version {}\nCPU:        {cpu}\nKernel:     {kernel}\nKeys:       {} bytes each\nValues:     {} bytes each\nEntries:    {}\nSeed:       {}\nCompaction: {mode}{}\n{}------------------------------------------------\n",
         env!("CARGO_PKG_VERSION"),
         args.key_size,
         args.value_size,
@@ -222,6 +232,11 @@ fn header(
             } else {
                 format!(", io_uring queue depth {}", args.uring_queue_depth)
             },
+        if args.repeat > 1 {
+            format!("Round:      {} of {}\n", round + 1, args.repeat)
+        } else {
+            String::new()
+        },
     )
 }
 

@@ -37,8 +37,11 @@ pub struct BenchReport {
     /// figures were computed from.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sim: Option<SimFacts>,
-    /// One entry per `--compaction_mode`, in flag order.
+    /// One entry per `--compaction_mode` and round, in the order they ran.
     pub runs: Vec<ModeRun>,
+    /// Per benchmark, the modes side by side: medians over the rounds, every round's ratio
+    /// against the first mode, and their medians (empty for a single mode).
+    pub comparison: Vec<super::compare::Comparison>,
     /// `--backend=real`: every system call the engine made through the kernel during the
     /// whole invocation (checks, every mode, opening, closing), by kind — what `strace -f -c`
     /// sees of those calls (`tests/strace_cross_check.rs`).
@@ -64,6 +67,11 @@ pub struct SimFacts {
 pub struct ModeRun {
     /// How compactions moved their bytes.
     pub compaction_mode: CompactionMode,
+    /// The round (`--repeat`) this pass belongs to, from 1.
+    pub round: u32,
+    /// Its place in the round's order, from 0 (the modes rotate: round `r` starts with the
+    /// `(r - 1) mod M`-th mode).
+    pub position: u32,
     /// The benchmarks that ran, in order.
     pub benchmarks: Vec<BenchmarkResult>,
     /// Benchmarks skipped because they need a fresh database and `--use_existing_db` was set.

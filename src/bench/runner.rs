@@ -94,7 +94,8 @@ impl<'a> Runner<'a> {
         }
     }
 
-    /// Runs every benchmark in order under `mode` and closes the database.
+    /// Runs every benchmark in order under `mode` and closes the database (the result names
+    /// round 1, position 0; a caller running rounds sets its own).
     ///
     /// As db_bench does: unless `--use_existing_db`, the database is destroyed first; fillseq
     /// and fillrandom each start from a destroyed database (and are skipped under
@@ -149,6 +150,8 @@ impl<'a> Runner<'a> {
         self.close(db)?;
         Ok(ModeRun {
             compaction_mode: mode,
+            round: 1,
+            position: 0,
             benchmarks,
             skipped,
         })
