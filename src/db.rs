@@ -391,7 +391,7 @@ impl Db {
 
     /// Sets `key` to `value`.
     pub fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
-        let mut b = WriteBatch::new();
+        let mut b = WriteBatch::with_capacity(WriteBatch::put_bytes_max(key, value));
         b.put(key, value);
         self.write(b)
     }

@@ -73,10 +73,13 @@ impl Memtable {
         let ikey = IKey(key::internal_key(user_key, sequence, t).into_boxed_slice());
         let charge = ikey.0.len() + value.len() + ENTRY_OVERHEAD_BYTES;
         let mut map = self.map.write().expect("memtable lock");
-        if map.contains_key(&ikey) {
-            return false;
+        // One search, not a lookup and then an insert.
+        match map.entry(ikey) {
+            std::collections::btree_map::Entry::Occupied(_) => return false,
+            std::collections::btree_map::Entry::Vacant(slot) => {
+                slot.insert(value.into());
+            }
         }
-        map.insert(ikey, value.into());
         drop(map);
         self.bytes.fetch_add(charge, AtomicOrdering::Relaxed);
         true

@@ -29,6 +29,19 @@ impl WriteBatch {
         }
     }
 
+    /// An empty batch with room for `bytes` of records (no reallocation while they fit).
+    pub fn with_capacity(bytes: usize) -> Self {
+        let mut rep = Vec::with_capacity(HEADER_LEN + bytes);
+        rep.resize(HEADER_LEN, 0);
+        WriteBatch { rep, user_bytes: 0 }
+    }
+
+    /// Bytes a put of `key` and `value` adds to a batch: the type byte, two varint32 lengths
+    /// (at most 5 bytes each) and the bytes.
+    pub fn put_bytes_max(key: &[u8], value: &[u8]) -> usize {
+        1 + 5 + key.len() + 5 + value.len()
+    }
+
     /// Adds a put.
     pub fn put(&mut self, key: &[u8], value: &[u8]) {
         self.rep.push(ValueType::Value as u8);

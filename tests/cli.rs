@@ -424,7 +424,11 @@ fn repeat_runs_rounds_in_rotating_order_and_compares_medians() {
         .find(|l| l.trim_start().starts_with("x ms/MB"))
         .unwrap_or_else(|| panic!("no per-round ratios in:\n{stdout}"));
     let ratios: Vec<&str> = ratio_line.split_whitespace().skip(3).collect();
-    let single = rows(&once)[1].split_whitespace().nth(9).unwrap().to_string();
+    let single = rows(&once)[1]
+        .split_whitespace()
+        .nth(9)
+        .unwrap()
+        .to_string();
     assert_eq!(ratios, [single.as_str(); 3], "{ratio_line}");
 
     let report: serde_json::Value =
