@@ -724,18 +724,17 @@ fn flush_memtable(
         u64::MAX,
     );
     let mut filter = VersionFilter::new(snapshots.to_vec(), false);
-    let mut it = mem.iter();
-    it.seek_to_first();
     let (mut entries, mut bytes) = (0u64, 0u64);
-    while it.valid() {
-        if filter.keep(it.key()) {
-            out.add(it.key(), it.value())?;
+    // Nothing adds to a memtable being flushed (an immutable one, or recovery's own): read it
+    // in place rather than through an iterator that copies every entry out.
+    mem.for_each(|key, value| {
+        if filter.keep(key) {
+            out.add(key, value)?;
             entries += 1;
-            bytes += (it.key().len() + it.value().len()) as u64;
+            bytes += (key.len() + value.len()) as u64;
         }
-        it.next();
-    }
-    it.status()?;
+        Ok(())
+    })?;
     kernel.cpu_work(CpuWork::new(CpuWorkKind::Flush, entries, bytes));
     out.finish()
 }

@@ -117,6 +117,17 @@ impl Memtable {
     }
 
     /// An iterator over a shared memtable.
+    /// Calls `f` on every entry in order, stopping at its first error. Holds the read lock
+    /// throughout (readers go on, an `add` waits), and copies nothing: for a memtable no
+    /// writer adds to any more, such as one being flushed.
+    pub fn for_each(&self, mut f: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        let map = self.map.read().expect("memtable lock");
+        for (k, v) in map.iter() {
+            f(&k.0, v)?;
+        }
+        Ok(())
+    }
+
     pub fn iter(self: &Arc<Self>) -> MemIter {
         MemIter {
             mem: Arc::clone(self),
@@ -209,6 +220,35 @@ mod tests {
         assert_eq!(m.get(b"a", 100), Lookup::Found(b"a7".to_vec()));
         assert_eq!(m.get(b"ab", 100), Lookup::Absent);
         assert_eq!(m.get(b"b", 100), Lookup::Found(b"b2".to_vec()));
+    }
+
+    #[test]
+    fn for_each_visits_every_entry_in_order_and_stops_at_an_error() {
+        let m = Memtable::new();
+        m.add(3, ValueType::Value, b"b", b"b3");
+        m.add(1, ValueType::Value, b"a", b"a1");
+        m.add(2, ValueType::Deletion, b"a", b"");
+        let mut seen = Vec::new();
+        m.for_each(|k, v| {
+            seen.push((k.to_vec(), v.to_vec()));
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(
+            seen,
+            vec![
+                (key::internal_key(b"a", 2, ValueType::Deletion), Vec::new()),
+                (key::internal_key(b"a", 1, ValueType::Value), b"a1".to_vec()),
+                (key::internal_key(b"b", 3, ValueType::Value), b"b3".to_vec()),
+            ]
+        );
+        let mut calls = 0;
+        let err = m.for_each(|_, _| {
+            calls += 1;
+            Err(crate::error::Error::Unavailable("stop".into()))
+        });
+        assert!(err.is_err());
+        assert_eq!(calls, 1, "the first error ends the walk");
     }
 
     #[test]
