@@ -53,6 +53,7 @@ on_both_kernels!(
     an_overcommitted_cq_overflows_in_order_until_getevents_flushes_it,
     completions_queue_behind_overflowed_ones_and_a_wait_stops_at_a_full_cq,
     overcommit_is_bounded_and_refused_with_sqpoll,
+    a_drained_sqe_starts_after_everything_submitted_before_it,
 );
 
 const SIM_DIR: &str = "/tmp/uring";
@@ -251,6 +252,75 @@ fn o_direct_needs_alignment_and_says_einval_in_the_cqe(k: &dyn Kernel, dir: &Pat
     let mut got = vec![0u8; 4 * PAGE];
     k.mem_read(mem, 4 * PAGE, &mut got).unwrap();
     assert_eq!(got, data[..4 * PAGE]);
+    k.uring_close(ring).unwrap();
+    k.mem_free(mem).unwrap();
+    k.close(fd).unwrap();
+}
+
+/// `IOSQE_IO_DRAIN`: a drained SQE starts only once every SQE submitted before it completed
+/// (in an earlier enter or the same one), so a wait for the earlier SQEs' number of
+/// completions returns with exactly theirs first, whatever the drained SQE does; without the
+/// flag a NOP completes at once, ahead of a device read submitted before it.
+fn a_drained_sqe_starts_after_everything_submitted_before_it(k: &dyn Kernel, dir: &Path) {
+    let path = dir.join("drained");
+    let data = pattern(256 * PAGE, 5);
+    write_file(k, &path, &data);
+    let direct = OpenFlags {
+        direct: true,
+        ..OpenFlags::READ
+    };
+    let fd = k.open(&path, direct).unwrap();
+    let mem = k.mem_alloc(256 * PAGE).unwrap();
+    let ring = k.uring_setup(&UringParams::default()).unwrap();
+    k.uring_register_buffers(ring, &[mem]).unwrap();
+    let read = |len: usize| SqeOp::ReadFixed {
+        file: SqeFile::Fd(fd),
+        buf_index: 0,
+        buf_offset: 0,
+        len: u32::try_from(len).unwrap(),
+        offset: 0,
+    };
+    let order = |cqes: &[Cqe]| cqes.iter().map(|c| c.user_data).collect::<Vec<_>>();
+
+    // Without the flag: the NOP completes in the enter, the device read after it.
+    k.uring_queue(ring, &Sqe::new(read(256 * PAGE), 1)).unwrap();
+    k.uring_queue(ring, &Sqe::new(SqeOp::Nop, 2)).unwrap();
+    k.uring_submit_and_wait(ring, 2).unwrap();
+    let mut cqes = Vec::new();
+    assert_eq!(k.uring_reap(ring, &mut cqes, 2).unwrap(), 2);
+    assert_eq!(order(&cqes), [2, 1], "a NOP needs no device");
+
+    // Drained, in the same enter: after the read.
+    k.uring_queue(ring, &Sqe::new(read(256 * PAGE), 3)).unwrap();
+    k.uring_queue(ring, &Sqe::new(SqeOp::Nop, 4).drained())
+        .unwrap();
+    k.uring_submit_and_wait(ring, 2).unwrap();
+    let mut cqes = Vec::new();
+    assert_eq!(k.uring_reap(ring, &mut cqes, 2).unwrap(), 2);
+    assert_eq!(order(&cqes), [3, 4]);
+    assert_eq!(cqes[0].res, 256 * PAGE as i32);
+
+    // Drained behind a read submitted by an earlier enter: waiting for one completion gets
+    // the read's, in one enter, and the drained SQE and the one after it follow.
+    k.uring_queue(ring, &Sqe::new(read(256 * PAGE), 5)).unwrap();
+    k.uring_submit_and_wait(ring, 0).unwrap();
+    k.uring_queue(ring, &Sqe::new(SqeOp::Nop, 6).drained())
+        .unwrap();
+    k.uring_queue(ring, &Sqe::new(SqeOp::Nop, 7)).unwrap();
+    let before = k.syscall_counts();
+    k.uring_submit_and_wait(ring, 1).unwrap();
+    assert_eq!(delta(k, &before, SyscallKind::IoUringEnter), 1);
+    let mut cqes = Vec::new();
+    k.uring_reap(ring, &mut cqes, 3).unwrap();
+    assert_eq!(cqes[0].user_data, 5, "{cqes:?}");
+    assert_eq!(cqes[0].res, 256 * PAGE as i32);
+    k.uring_submit_and_wait(ring, u32::try_from(3 - cqes.len()).unwrap())
+        .unwrap();
+    k.uring_reap(ring, &mut cqes, 3).unwrap();
+    assert_eq!(order(&cqes), [5, 6, 7], "nothing overtakes a drained SQE");
+    let mut got = vec![0u8; 256 * PAGE];
+    k.mem_read(mem, 0, &mut got).unwrap();
+    assert_eq!(got, data);
     k.uring_close(ring).unwrap();
     k.mem_free(mem).unwrap();
     k.close(fd).unwrap();

@@ -385,11 +385,17 @@ impl Ring {
         let slot = self.free_slots.pop().expect("checked non-empty above");
         let entry = build_entry(&sqe.op, memory.map(|(_, addr)| addr))
             .user_data(u64::from(slot))
-            .flags(if sqe.link {
-                squeue::Flags::IO_LINK
-            } else {
-                squeue::Flags::empty()
-            });
+            .flags(
+                if sqe.link {
+                    squeue::Flags::IO_LINK
+                } else {
+                    squeue::Flags::empty()
+                } | if sqe.drain {
+                    squeue::Flags::IO_DRAIN
+                } else {
+                    squeue::Flags::empty()
+                },
+            );
         if let Some((mem, _)) = memory {
             maps.get_mut(&mem.0)
                 .expect("memory_of found it under the same lock")

@@ -142,6 +142,7 @@ fn read_fixed_lands_in_bpf_map_memory_and_write_fixed_writes_it_out() {
                 op,
                 user_data,
                 link: true,
+                drain: false,
             },
         )
         .unwrap();

@@ -80,6 +80,7 @@ fn closing_rings_releases_every_descriptor_and_region() {
                         op,
                         user_data: u64::from(i),
                         link: false,
+                        drain: false,
                     },
                 )
                 .unwrap();
@@ -100,6 +101,7 @@ fn closing_rings_releases_every_descriptor_and_region() {
                         op,
                         user_data: i,
                         link: false,
+                        drain: false,
                     },
                 )
                 .unwrap();
@@ -136,6 +138,7 @@ fn closing_rings_releases_every_descriptor_and_region() {
                 op,
                 user_data: 1,
                 link: false,
+                drain: false,
             },
         )
         .unwrap();

@@ -12,7 +12,10 @@
 //! * SQEs run when submitted, in submission order, against the same file system as the
 //!   synchronous calls (same page cache, `O_DIRECT` and durability rules, same errnos in
 //!   `res`). A failed or short SQE with `link` cancels the rest of its chain (`-ECANCELED`);
-//!   a linked SQE starts when its predecessor completes.
+//!   a linked SQE starts when its predecessor completes. An SQE with `drain`
+//!   (`IOSQE_IO_DRAIN`) starts once every SQE submitted before it has completed, and every
+//!   SQE submitted after it starts once it has completed (its effect still lands in
+//!   submission order, which is the order drain gives).
 //! * Each SQE gets a completion time: inline CPU work (page-cache lookups and copies) runs in
 //!   order in the submitter (or the SQPOLL thread); device requests go to the NVMe model
 //!   ([`Nvme`]) as the ring's own submitter. CQEs are posted in completion-time order (ties:
@@ -122,6 +125,8 @@ pub struct Ring {
     /// `GETEVENTS` enter moves them into `cq`.
     overflow: VecDeque<Completion>,
     seq: u64,
+    /// No SQE starts before this: the completion time of the last `IOSQE_IO_DRAIN` SQE.
+    drain_until_ns: u64,
     /// What each SQE run since the last [`Ring::take_executed`] was, for the event log.
     executed: Vec<([u64; 4], i64)>,
 }
@@ -173,6 +178,7 @@ impl Ring {
             cq: VecDeque::new(),
             overflow: VecDeque::new(),
             seq: 0,
+            drain_until_ns: 0,
             executed: Vec::new(),
         })
     }
@@ -417,7 +423,14 @@ impl Ring {
         let mut link_from: Option<u64> = None;
         let mut cancel = false;
         while let Some(q) = self.sq.pop_front() {
-            let issue = link_from.map_or(cursor, |t| t.max(cursor));
+            let mut issue = link_from.map_or(cursor, |t| t.max(cursor));
+            issue = issue.max(self.drain_until_ns);
+            if q.sqe.drain {
+                // After every SQE submitted before it (reaped ones completed before now).
+                if let Some(&(last_done, _)) = self.running.keys().next_back() {
+                    issue = issue.max(last_done);
+                }
+            }
             let (res, done) = if cancel {
                 (-ECANCELED, issue)
             } else {
@@ -441,6 +454,9 @@ impl Ring {
                 let done = done + m.faults.spike_ns(device.requests());
                 (res, done)
             };
+            if q.sqe.drain {
+                self.drain_until_ns = done;
+            }
             let args = self.exec_args(&q.sqe.op);
             self.executed.push((args, i64::from(res)));
             let failed = res < 0 || short(&q.sqe.op, res);

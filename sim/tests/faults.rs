@@ -118,6 +118,7 @@ fn run_sqes(k: &SimKernel, ops: &[SqeOp], link: bool) -> Vec<i32> {
             op: *op,
             user_data: i as u64,
             link: link && i + 1 < ops.len(),
+            drain: false,
         };
         k.uring_queue(ring, &sqe).unwrap();
     }

@@ -106,6 +106,7 @@ fn closed_loop(
             op: op(slot, i),
             user_data: slot,
             link: false,
+            drain: false,
         };
         k.uring_queue(ring, &sqe).unwrap();
     };

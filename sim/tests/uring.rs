@@ -660,6 +660,7 @@ fn a_linked_chain_takes_one_latency_per_link_and_unlinked_reads_overlap() {
                 op,
                 user_data: i,
                 link: link && i + 1 < N,
+                drain: false,
             };
             k.uring_queue(ring, &sqe).unwrap();
         }
@@ -711,6 +712,7 @@ fn completions_come_in_completion_order_unless_linked() {
                 op: slow,
                 user_data: 0,
                 link,
+                drain: false,
             },
         )
         .unwrap();

@@ -318,6 +318,7 @@ impl<'a> RingSink<'a> {
             op,
             user_data,
             link,
+            drain: false,
         };
         let kernel = Arc::clone(&self.kernel);
         let q = self.queue_of(which);

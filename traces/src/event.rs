@@ -284,6 +284,7 @@ mod tests {
                         },
                         user_data: 7,
                         link: true,
+                        drain: true,
                     },
                 },
                 ret: Ret::Unit,

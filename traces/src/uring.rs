@@ -215,6 +215,10 @@ pub struct Sqe {
     pub user_data: u64,
     /// `IOSQE_IO_LINK`: the next SQE starts only after this one succeeds.
     pub link: bool,
+    /// `IOSQE_IO_DRAIN`: this SQE starts only once every SQE submitted before it on the ring
+    /// has completed, and SQEs submitted after it start only once it has.
+    #[serde(default)]
+    pub drain: bool,
 }
 
 impl Sqe {
@@ -224,6 +228,7 @@ impl Sqe {
             op,
             user_data,
             link: false,
+            drain: false,
         }
     }
 
@@ -234,6 +239,18 @@ impl Sqe {
             op,
             user_data,
             link: true,
+            drain: false,
+        }
+    }
+
+    /// This SQE with `IOSQE_IO_DRAIN`: it starts only once every SQE submitted before it on
+    /// the ring has completed (so none of its completions can come before theirs), and later
+    /// SQEs start only once it has completed.
+    #[must_use]
+    pub fn drained(self) -> Sqe {
+        Sqe {
+            drain: true,
+            ..self
         }
     }
 }
