@@ -29,18 +29,21 @@
 #ifndef RESYSTANCE_COMPACT_ABI_H
 #define RESYSTANCE_COMPACT_ABI_H
 
-#define CJ_ABI_VERSION 4 /* 2: one window pool, windows sized per job (window_bytes);
+#define CJ_ABI_VERSION 5 /* 2: one window pool, windows sized per job (window_bytes);
                           * 3: a 4 MiB output region and 1024 records (was 1 MiB, 256);
                           * 4: windows up to 8 MiB of up to 2048 blocks (were 2 MiB, 512):
-                          *    the pool is 2 chunks of 8 MiB (was 8 of 2 MiB) */
+                          *    the pool is 2 chunks of 8 MiB (was 8 of 2 MiB);
+                          * 5: the pool is 4 chunks of 8 MiB, so that user space can read a
+                          *    run's next blocks into one half of its window while the program
+                          *    merges the other half */
 
 /* Limits. Sizes are bytes; the power-of-two ones are used as masks by the program. */
 #define CJ_RUNS_MAX 64                   /* input sorted runs per job (power of two, <= 64) */
 #define CJ_CHUNK_BYTES 8388608           /* data bytes of one pool chunk (power of two) */
 #define CJ_CHUNK_SLACK_BYTES 4096        /* after each chunk: room for over-reads past the mask;
                                           * keeps chunks page-aligned */
-#define CJ_POOL_CHUNKS 2                 /* chunks in the pool */
-#define CJ_POOL_BYTES (CJ_POOL_CHUNKS * CJ_CHUNK_BYTES) /* data bytes of the pool: 16 MiB */
+#define CJ_POOL_CHUNKS 4                 /* chunks in the pool */
+#define CJ_POOL_BYTES (CJ_POOL_CHUNKS * CJ_CHUNK_BYTES) /* data bytes of the pool: 32 MiB */
 #define CJ_WINDOW_BYTES_MIN 262144       /* smallest window_bytes: a largest block fits */
 #define CJ_WINDOW_BYTES_MAX CJ_CHUNK_BYTES /* largest window_bytes: a window lies in one chunk */
 #define CJ_WINDOW_BLOCKS_MAX 2048        /* blocks in one window: a largest window of 4 KiB
@@ -211,7 +214,7 @@ struct cj_job {
  * c * (CJ_CHUNK_BYTES + CJ_CHUNK_SLACK_BYTES). (Chunks: when the pool was laid out the vm,
  * like older kernels, refused array values over KMALLOC_MAX_SIZE, 4 MiB, so ABI 2 and 3 had
  * 8 chunks of 2 MiB. Linux 6.18, and now the vm, take values up to INT_MAX: since ABI 4 a
- * chunk is the largest window, 8 MiB, and the pool two of them.) */
+ * chunk is the largest window, 8 MiB; the pool was two of them in ABI 4, four since ABI 5.) */
 struct cj_window_chunk {
 	__u8 bytes[CJ_CHUNK_BYTES + CJ_CHUNK_SLACK_BYTES];
 };

@@ -6,13 +6,14 @@
 /// ABI version the program accepts in [`Job::abi_version`]. 2: one window pool, windows
 /// sized per job; 3: a 4 MiB output region and 1024 records (were 1 MiB and 256); 4: windows
 /// up to 8 MiB of up to 2048 blocks (were 2 MiB and 512), the pool 2 chunks of 8 MiB (was 8
-/// of 2 MiB).
-pub const ABI_VERSION: u32 = 4;
+/// of 2 MiB); 5: the pool 4 chunks of 8 MiB, so that user space can read a run's next blocks
+/// into one half of its window while the program merges the other.
+pub const ABI_VERSION: u32 = 5;
 
 pub const RUNS_MAX: usize = 64;
 pub const CHUNK_BYTES: usize = 8_388_608;
 pub const CHUNK_SLACK_BYTES: usize = 4096;
-pub const POOL_CHUNKS: usize = 2;
+pub const POOL_CHUNKS: usize = 4;
 pub const POOL_BYTES: usize = POOL_CHUNKS * CHUNK_BYTES;
 pub const WINDOW_BYTES_MIN: usize = 262_144;
 pub const WINDOW_BYTES_MAX: usize = CHUNK_BYTES;
@@ -65,6 +66,9 @@ pub fn window_bytes_valid(num_runs: u32, window_bytes: u32) -> bool {
 
 /// The largest valid `window_bytes` for a job of `num_runs` runs (1..=[`RUNS_MAX`]).
 pub fn window_bytes_for(num_runs: u32) -> Option<u32> {
+    if num_runs as usize > RUNS_MAX {
+        return None;
+    }
     let mut w = WINDOW_BYTES_MAX;
     while w >= WINDOW_BYTES_MIN {
         let w32 = u32::try_from(w).expect("WINDOW_BYTES_MAX fits u32");
@@ -470,25 +474,29 @@ mod tests {
         let max = WINDOW_BYTES_MAX as u32;
         const MIB: u32 = 1 << 20;
         assert_eq!(max, 8 * MIB);
-        // Every run count's window, written out: 8 MiB for the 1-2-run jobs (L1→L2) that are
-        // the rule, halving as runs double, the smallest from 33 runs on.
+        // Every run count's window, written out: 8 MiB for up to 4 runs, halving as runs
+        // double, 512 KiB from 33 runs on (each half of a window holds a largest block).
         for (runs, w) in [
             (1, 8 * MIB),
             (2, 8 * MIB),
-            (3, 4 * MIB),
-            (4, 4 * MIB),
-            (5, 2 * MIB),
-            (8, 2 * MIB),
-            (9, MIB),
-            (16, MIB),
-            (17, MIB / 2),
-            (32, MIB / 2),
-            (33, MIB / 4),
+            (4, 8 * MIB),
+            (5, 4 * MIB),
+            (8, 4 * MIB),
+            (9, 2 * MIB),
+            (16, 2 * MIB),
+            (17, MIB),
+            (32, MIB),
+            (33, MIB / 2),
+            (64, MIB / 2),
         ] {
             assert_eq!(window_bytes_for(runs), Some(w), "{runs} runs");
         }
         assert_eq!(min, MIB / 4);
-        assert_eq!(window_bytes_for(RUNS_MAX as u32), Some(min));
+        assert_eq!(
+            window_bytes_for(RUNS_MAX as u32),
+            Some(2 * min),
+            "64 runs share 32 MiB"
+        );
         assert_eq!(window_bytes_for(RUNS_MAX as u32 + 1), None);
         assert_eq!(window_bytes_for(0), None);
         for runs in 1..=RUNS_MAX as u32 {
@@ -517,9 +525,9 @@ mod tests {
         assert!(!window_bytes_valid(1, min + 4096));
         assert!(!window_bytes_valid(1, max * 2));
         assert!(!window_bytes_valid(1, 0));
-        assert!(!window_bytes_valid(3, max));
-        assert!(!window_bytes_valid(9, max / 4));
-        assert!(window_bytes_valid(2, max) && window_bytes_valid(RUNS_MAX as u32, min));
+        assert!(!window_bytes_valid(5, max));
+        assert!(!window_bytes_valid(17, max / 4));
+        assert!(window_bytes_valid(4, max) && window_bytes_valid(RUNS_MAX as u32, 2 * min));
         // Run 1 of a 2-run job: the second chunk's start, past the first chunk's slack.
         assert_eq!(window_offset(1, max as usize), CHUNK_VALUE_BYTES);
     }
