@@ -467,7 +467,10 @@ impl Machine for TwinMachine {
 /// its bytes: stale bytes past a window's blocks are never read).
 pub fn host_window(buffer: &mut Vec<u8>, window_bytes: usize) -> Window<'_> {
     if buffer.len() < window_bytes {
-        buffer.resize(window_bytes, 0);
+        // A fresh zeroed allocation rather than a resize: for a large buffer the allocator
+        // maps zero pages, touched only where blocks land (the old bytes are stale anyway:
+        // a source writes every byte the program reads).
+        *buffer = vec![0; window_bytes];
     }
     Window::Host {
         bytes: &mut buffer[..window_bytes],

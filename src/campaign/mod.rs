@@ -356,6 +356,22 @@ impl CampaignReport {
     }
 }
 
+/// Bytes from which the C allocator maps every allocation on its own (see below).
+const MMAP_THRESHOLD_BYTES: i32 = 1 << 20;
+
+/// Seeds open many databases, each allocating tens of MiB of zeroed memory — BPF maps on the
+/// vm, io_uring buffers on the simulated kernel, the twin's windows — of which a run touches
+/// little. glibc serves an allocation that large from fresh zero pages (`mmap`), which cost
+/// only where touched, until a free raises its threshold; from then on it reuses heap memory
+/// and must clear all of it (this made `memset` and the page faults it takes half of a
+/// campaign's CPU). A fixed threshold keeps them mapped. Process-wide, harmless elsewhere.
+fn keep_large_allocations_mapped() {
+    // SAFETY: mallopt only sets an allocator parameter; M_MMAP_THRESHOLD (-3) takes bytes.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES);
+    }
+}
+
 /// Runs every seed of `cfg` on `cfg.jobs` threads; `progress(done)` after each seed. Seeds
 /// above a failing one are skipped (the report names the lowest failing seed either way).
 pub fn run_campaign(
@@ -363,6 +379,7 @@ pub fn run_campaign(
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<CampaignReport, String> {
     use rayon::prelude::*;
+    keep_large_allocations_mapped();
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(cfg.jobs)
         .build()
