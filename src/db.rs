@@ -1280,6 +1280,7 @@ impl DbInner {
             new_file_number: &alloc,
             direct_reads: self.options.use_direct_reads,
             uring_sqpoll: self.options.uring_sqpoll,
+            uring_readahead: self.options.uring_readahead,
             uring_queue_depth: self.options.uring_queue_depth,
         };
         let t0 = self.kernel.now_ns();
@@ -1328,6 +1329,7 @@ impl DbInner {
             c.entries_out += out.entries_out;
             c.time_ns += elapsed;
             c.program_ns += out.program_ns;
+            c.readahead.add(&out.readahead);
             c.syscalls = c.syscalls.merged(&accounted.syscall_counts());
         }
         drop(st);

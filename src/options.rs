@@ -181,6 +181,10 @@ pub struct Options {
     /// The io_uring compaction modes set their rings up with `IORING_SETUP_SQPOLL`: a kernel
     /// thread takes submissions, so no `io_uring_enter` is needed while it is awake.
     pub uring_sqpoll: bool,
+    /// The io_uring compaction modes read ahead: while the program (or the twin) merges a
+    /// run's window, the run's next blocks are read into the other half of it (RocksDB's
+    /// `compaction_readahead_size`, in spirit). Off: a window is read when the merge needs it.
+    pub uring_readahead: bool,
     /// Submission-queue entries of the io_uring compaction modes' rings: the most reads of
     /// one window, or writes and syncs, in flight at once (1..=[`URING_QUEUE_DEPTH_MAX`]).
     pub uring_queue_depth: u32,
@@ -214,6 +218,7 @@ impl Default for Options {
             compaction_mode: CompactionMode::Baseline,
             use_direct_reads: false,
             uring_sqpoll: false,
+            uring_readahead: true,
             uring_queue_depth: URING_QUEUE_DEPTH_DEFAULT,
             create_if_missing: true,
             sync_wal: false,

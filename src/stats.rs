@@ -35,11 +35,38 @@ pub struct CompactionStats {
     /// `BPF_PROG_TEST_RUN` time), 0 when the merge runs in user space.
     #[serde(default)]
     pub program_ns: u64,
+    /// Input reading ahead (the io_uring modes).
+    #[serde(default)]
+    pub readahead: ReadaheadStats,
     /// System calls made by compaction jobs, by kind: input reads, output writes and syncs, the
     /// directory sync, and the opening of each output table. Inputs are already open. Not
     /// included: the MANIFEST append and fdatasync that install each job's result (done by the
     /// engine under its MANIFEST lock, one of each per job).
     pub syscalls: SyscallCounts,
+}
+
+/// How the io_uring modes' reading ahead went: a run's next blocks are read into the other
+/// half of its window while the program merges, and either had arrived when the program took
+/// them or not.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReadaheadStats {
+    /// Windows the program took from a read ahead.
+    pub windows: u64,
+    /// Of those, windows some of whose reads had not completed when the program took them.
+    pub late: u64,
+    /// `io_uring_enter` calls made only to wait for such reads (nothing else to submit):
+    /// where the reads had arrived, no call was needed. The one count of a job's calls that
+    /// depends on how fast the device (or, on the simulator, the model) was.
+    pub wait_enters: u64,
+}
+
+impl ReadaheadStats {
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &ReadaheadStats) {
+        self.windows += other.windows;
+        self.late += other.late;
+        self.wait_enters += other.wait_enters;
+    }
 }
 
 /// Totals over all memtable flushes.

@@ -188,6 +188,11 @@ pub struct BenchArgs {
           default_value_t = false, default_missing_value = "true", value_parser = BoolishValueParser::new())]
     pub sqpoll: bool,
 
+    /// The io_uring compaction modes read a run's next blocks while the merge works on its window (half-windows); false: each window when the merge needs it
+    #[arg(long = "uring_readahead", action = ArgAction::Set, num_args = 0..=1, require_equals = true,
+          default_value_t = true, default_missing_value = "true", value_parser = BoolishValueParser::new())]
+    pub uring_readahead: bool,
+
     /// Submission-queue entries of the io_uring compaction modes' rings: reads of one window,
     /// or output writes and syncs, in flight at once
     #[arg(long = "uring_queue_depth", default_value_t = crate::options::URING_QUEUE_DEPTH_DEFAULT)]

@@ -96,6 +96,13 @@ pub fn db_stats_lines(stats: &DbStats, uptime_ns: u64) -> String {
             String::new()
         },
     );
+    if c.readahead.windows > 0 {
+        let _ = writeln!(
+            out,
+            "Compaction read-ahead: {} windows read while the merge ran, {} of them late (the merge waited), {} io_uring_enter only to wait",
+            c.readahead.windows, c.readahead.late, c.readahead.wait_enters
+        );
+    }
 
     out.push_str(&syscalls_line("Compaction syscalls", &c.syscalls));
     let _ = writeln!(

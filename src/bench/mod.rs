@@ -231,6 +231,11 @@ fn header(
                 String::new()
             } else {
                 format!(", io_uring queue depth {}", args.uring_queue_depth)
+            }
+            + if args.uring_readahead {
+                ""
+            } else {
+                ", no io_uring read-ahead"
             },
         if args.repeat > 1 {
             format!("Round:      {} of {}\n", round + 1, args.repeat)

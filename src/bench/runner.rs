@@ -57,6 +57,7 @@ pub fn options_for(args: &BenchArgs, mode: CompactionMode) -> Result<Options, Be
         compaction_mode: mode,
         use_direct_reads: args.direct,
         uring_sqpoll: args.sqpoll,
+        uring_readahead: args.uring_readahead,
         uring_queue_depth: args.uring_queue_depth,
         create_if_missing: true,
         wal_recovery_mode: WalRecoveryMode::from_db_bench(u64::from(args.wal_recovery_mode))

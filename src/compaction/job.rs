@@ -60,6 +60,8 @@ pub struct JobEnv<'a> {
     pub direct_reads: bool,
     /// Set rings up with SQPOLL ([`crate::options::Options::uring_sqpoll`]).
     pub uring_sqpoll: bool,
+    /// Read ahead ([`crate::options::Options::uring_readahead`]).
+    pub uring_readahead: bool,
     /// Submission-queue entries of the io_uring modes' rings
     /// ([`crate::options::Options::uring_queue_depth`]).
     pub uring_queue_depth: u32,
@@ -92,6 +94,8 @@ pub struct JobOutput {
     pub program_ns: u64,
     /// Entries written.
     pub entries_out: u64,
+    /// How reading ahead went (io_uring modes).
+    pub readahead: crate::stats::ReadaheadStats,
 }
 
 /// Runs compaction jobs. Executors reach the OS only through `env.kernel`: no libc, no host

@@ -176,6 +176,7 @@ pub fn run_job_into<S: BlockSink>(
         entries_in: summary.entries_in,
         entries_out: summary.entries_out,
         program_ns: machine.program_ns() - program_ns_before,
+        readahead: source.readahead(),
         files,
     })
 }
@@ -334,6 +335,28 @@ impl InputRuns {
         window_bytes: usize,
         block_len: &mut [u32; WINDOW_BLOCKS_MAX],
     ) -> Result<(Vec<Span>, WindowFill)> {
+        let (spans, fill, start) = self.plan_next(run, blocks_max, window_bytes, block_len)?;
+        self.enter_window(run, start);
+        Ok((spans, fill))
+    }
+
+    /// Makes the window whose first block is block `start` of run `run` (as
+    /// [`InputRuns::plan_next`] returned it) the run's current one, which
+    /// [`InputRuns::block_at`] names blocks of.
+    pub fn enter_window(&mut self, run: usize, start: usize) {
+        self.runs[run].window_start = start;
+    }
+
+    /// [`InputRuns::plan`] for a window the program gets later (read ahead): the run's
+    /// current window stays what it was. Also returns the index in the run of the planned
+    /// window's first block.
+    pub fn plan_next(
+        &mut self,
+        run: usize,
+        blocks_max: usize,
+        window_bytes: usize,
+        block_len: &mut [u32; WINDOW_BLOCKS_MAX],
+    ) -> Result<(Vec<Span>, WindowFill, usize)> {
         assert!(
             window_bytes >= WINDOW_BYTES_MIN && window_bytes % DIRECT_ALIGN_BYTES == 0,
             "a window of {window_bytes} bytes"
@@ -347,7 +370,7 @@ impl InputRuns {
         };
         let mut planned = Vec::new();
         let r = &mut self.runs[run];
-        r.window_start = r.next;
+        let start = r.next;
         let mut at = skip;
         let mut placed = 0usize;
         while placed < blocks_max && r.next < r.blocks.len() && !(direct && placed > 0) {
@@ -437,7 +460,7 @@ impl InputRuns {
             blocks: u32::try_from(placed).expect("at most WINDOW_BLOCKS_MAX"),
             more,
         };
-        Ok((spans, fill))
+        Ok((spans, fill, start))
     }
 }
 
@@ -585,6 +608,10 @@ pub trait InputSource: BlockSource {
     fn inputs(&self) -> &InputRuns;
     /// Itself, as the driver takes it.
     fn as_block_source(&mut self) -> &mut dyn BlockSource;
+    /// How reading ahead went (nothing for sources that do not read ahead).
+    fn readahead(&self) -> crate::stats::ReadaheadStats {
+        crate::stats::ReadaheadStats::default()
+    }
 }
 
 /// Output blocks into new tables: a new file at every record marked as starting one.

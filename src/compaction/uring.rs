@@ -16,7 +16,9 @@
 
 use std::sync::{Arc, Mutex};
 
-use resystance_programs::abi::{OUTPUT_VALUE_BYTES, WINDOW_BLOCKS_MAX, WINDOW_BYTES_MAX};
+use resystance_programs::abi::{
+    window_offset, OUTPUT_VALUE_BYTES, POOL_MAP_BYTES, WINDOW_BLOCKS_MAX, WINDOW_BYTES_MIN,
+};
 use resystance_programs::driver::{BlockSource, BoxError, Machine, Window, WindowFill};
 use resystance_traces::{
     Cqe, Errno, Kernel, KernelError, MemId, RingId, Sqe, SqeFile, SqeOp, SyscallKind, UringParams,
@@ -24,10 +26,13 @@ use resystance_traces::{
 
 use crate::compaction::job::{CompactionExecutor, CompactionJob, JobEnv, JobOutput};
 use crate::compaction::machines::{KernelMachine, UserTwin};
-use crate::compaction::program_io::{run_job_into, InputRuns, InputSource, DIRECT_ALIGN_BYTES};
+use crate::compaction::program_io::{
+    run_job_into, InputRuns, InputSource, Span, DIRECT_ALIGN_BYTES,
+};
 use crate::compaction::ring_output::{RingSink, WriteRing};
 use crate::error::{Error, Result};
 use crate::options::CompactionMode;
+use crate::stats::ReadaheadStats;
 
 /// Rounds of SQEs a window's spans may take when reads come back short: far more than any
 /// kernel needs, so only a file that keeps shrinking meets it.
@@ -71,7 +76,7 @@ impl std::fmt::Debug for ReadRing {
 
 impl ReadRing {
     /// A ring reading into `region` (the window pool), or, when `None`, into a staging
-    /// buffer of the largest window.
+    /// buffer laid out like it.
     pub fn open(
         kernel: &Arc<dyn Kernel>,
         region: Option<MemId>,
@@ -100,10 +105,11 @@ impl ReadRing {
                 region
             }
             None => {
-                // One window of the largest size (a direct read's aligned end stays inside
-                // it): the merge's windows are host buffers, filled from here.
+                // Laid out like the program's pool, every run's window at its place (reads
+                // ahead of several runs are in flight at once): the merge's windows are host
+                // buffers, filled from here.
                 let staging = kernel
-                    .mem_alloc(WINDOW_BYTES_MAX)
+                    .mem_alloc(POOL_MAP_BYTES)
                     .map_err(uring_err("staging buffer"))?;
                 partial.staging = Some(staging);
                 staging
@@ -132,40 +138,369 @@ impl Drop for ReadRing {
     }
 }
 
-/// A job's input blocks read through a [`ReadRing`]: a window per submission.
+/// A window's worth of reads, planned for one run: where its blocks go and how far each read
+/// has got.
+struct Planned {
+    spans: Vec<Span>,
+    /// The fill, `first` relative to the start of the part of the window it was planned in.
+    fill: WindowFill,
+    /// Index in the run of the window's first block.
+    start: usize,
+    /// Where in the window it lies: 0, or half the window when the run reads ahead.
+    window_at: usize,
+    block_len: Box<[u32; WINDOW_BLOCKS_MAX]>,
+    /// Per span: where the last read of it started, and bytes that have arrived.
+    asked: Vec<usize>,
+    done: Vec<usize>,
+    /// Per span: SQEs submitted and not completed (0 or 1).
+    in_flight: Vec<u8>,
+    /// The first failure a completion reported, kept until the program needs the window.
+    failed: Option<Error>,
+    /// Read while the program merged the run's previous window (not a run's first window).
+    ahead: bool,
+}
+
+impl Planned {
+    fn complete(&self) -> bool {
+        self.failed.is_none()
+            && self
+                .spans
+                .iter()
+                .zip(&self.done)
+                .all(|(s, &d)| d >= s.needed)
+    }
+}
+
+/// `user_data` of a read: the run, the half of its window (0, or 1 when it reads ahead) and
+/// the span of the window planned there.
+fn read_tag(run: usize, half: usize, span: usize) -> u64 {
+    debug_assert!(half < 2 && span < 1 << 31);
+    ((run as u64) << 32) | ((half as u64) << 31) | span as u64
+}
+
+fn untag(user_data: u64) -> (usize, usize, usize) {
+    (
+        usize::try_from(user_data >> 32).expect("a run"),
+        usize::from(user_data & (1 << 31) != 0),
+        usize::try_from(user_data & 0x7fff_ffff).expect("a span"),
+    )
+}
+
+/// A job's input blocks read through a [`ReadRing`], a window per submission, reading ahead:
+/// when the program takes a run's window, the same `io_uring_enter` submits the read of the
+/// run's next blocks into the other half of its window, which arrive while the program merges
+/// (with `O_DIRECT`, the device works while the CPU does). Read-ahead windows are half the
+/// job's `window_bytes` (the pool's 32 MiB holds twice the windows ABI 4's 16 MiB did, so a
+/// half is what a whole window was, up to 4 MiB); windows too small to halve are read whole
+/// and not ahead.
+///
+/// Every enter waits for everything submitted before it (the read-ahead being
+/// `IOSQE_IO_DRAIN`, none of its completions can come first), so how many enters a job takes
+/// does not depend on when completions arrive: one per window the program takes, one more
+/// for each read that came back short, as before.
 pub struct UringSource<'r> {
     kernel: Arc<dyn Kernel>,
     inputs: InputRuns,
     ring: &'r ReadRing,
-    /// SQEs queued and not yet reaped: a failed job waits for them, so that nothing reads
-    /// into the windows after it (the ring serves the next job).
+    /// Per run and half of its window: the window planned there (being read, or read and
+    /// not yet taken by the program).
+    planned: Vec<[Option<Planned>; 2]>,
+    /// Per run: the halves holding planned windows, in the order the program takes them.
+    order: Vec<std::collections::VecDeque<usize>>,
+    /// Whether the job's first windows were planned (by the first fill, for every run).
+    started: bool,
+    /// Whether runs read ahead ([`crate::options::Options::uring_readahead`]).
+    readahead_on: bool,
+    /// Bytes a planned window may take: half the job's `window_bytes`, or all of it when
+    /// that is too small to halve (then no run reads ahead).
+    part_bytes: usize,
+    /// SQEs submitted (or queued) and not yet reaped: a failed job waits for them, so that
+    /// nothing reads into the windows after it (the ring serves the next job).
     inflight: usize,
+    /// SQEs queued since the last `io_uring_enter`.
+    queued: usize,
     cqes: Vec<Cqe>,
+    readahead: ReadaheadStats,
 }
 
 impl std::fmt::Debug for UringSource<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UringSource")
             .field("ring", &self.ring)
+            .field("inflight", &self.inflight)
             .finish_non_exhaustive()
     }
 }
 
 impl<'r> UringSource<'r> {
     fn open(job: &CompactionJob, env: &JobEnv<'_>, ring: &'r ReadRing) -> Result<Self> {
+        let runs = job.runs.len();
         Ok(UringSource {
             kernel: Arc::clone(&env.kernel),
             inputs: InputRuns::open(job, env)?,
             ring,
+            planned: (0..runs).map(|_| [None, None]).collect(),
+            order: vec![std::collections::VecDeque::new(); runs],
+            started: false,
+            readahead_on: env.uring_readahead,
+            part_bytes: 0,
             inflight: 0,
+            queued: 0,
             cqes: Vec::with_capacity(ring.depth as usize),
+            readahead: ReadaheadStats::default(),
         })
+    }
+
+    /// Plans run `run`'s next window into `bytes` bytes at window offset `window_at`.
+    fn plan(&mut self, run: usize, window_at: usize, bytes: usize, ahead: bool) -> Result<Planned> {
+        let mut block_len = Box::new([0u32; WINDOW_BLOCKS_MAX]);
+        let (spans, fill, start) =
+            self.inputs
+                .plan_next(run, WINDOW_BLOCKS_MAX, bytes, &mut block_len)?;
+        let n = spans.len();
+        Ok(Planned {
+            spans,
+            fill,
+            start,
+            window_at,
+            block_len,
+            asked: vec![0; n],
+            done: vec![0; n],
+            in_flight: vec![0; n],
+            failed: None,
+            ahead,
+        })
+    }
+
+    /// Reads of every planned window not yet taken by the program, whether queued, in flight
+    /// or done: a bound on what is in flight that depends only on the plans (so whether a
+    /// read ahead fits does not depend on how fast earlier reads completed).
+    fn outstanding_reads(&self) -> usize {
+        self.planned
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|p| p.spans.len())
+            .sum()
+    }
+
+    fn spans_of(&self, run: usize, half: usize) -> usize {
+        self.planned[run][half]
+            .as_ref()
+            .map_or(0, |p| p.spans.len())
+    }
+
+    /// Reads a newly planned window may queue: the ring's depth less the outstanding ones.
+    fn room(&self) -> usize {
+        (self.ring.depth as usize).saturating_sub(self.outstanding_reads())
+    }
+
+    /// Plans run `run`'s next window into half `half` of its window (at `window_base` in the
+    /// ring's buffer) and queues its reads if the ring has room for all of them (`drain`:
+    /// the first one drained); otherwise they are queued when the program needs the window.
+    fn plan_and_queue(
+        &mut self,
+        run: usize,
+        half: usize,
+        window_base: usize,
+        ahead: bool,
+        drain: bool,
+    ) -> Result<()> {
+        let planned = self.plan(run, half * self.part_bytes, self.part_bytes, ahead)?;
+        let reads = planned.spans.len();
+        let room = self.room();
+        self.planned[run][half] = Some(planned);
+        self.order[run].push_back(half);
+        if reads <= room {
+            self.queue_reads(run, half, window_base, drain, room)?;
+        }
+        Ok(())
+    }
+
+    /// The job's first fill: every run's first window planned and queued, then every run's
+    /// second window queued to be read ahead behind them, in one submission that waits for
+    /// the first windows only (the read-ahead drained behind them).
+    fn start(&mut self, window_bytes: usize, base_of: &dyn Fn(usize) -> usize) -> Result<()> {
+        self.started = true;
+        self.part_bytes = if self.readahead_on && window_bytes / 2 >= WINDOW_BYTES_MIN {
+            window_bytes / 2
+        } else {
+            window_bytes
+        };
+        let halves = self.part_bytes < window_bytes;
+        let runs = self.planned.len();
+        for run in 0..runs {
+            self.plan_and_queue(run, 0, base_of(run), false, false)?;
+        }
+        let first_windows = self.inflight;
+        if halves {
+            let mut drain = true;
+            for run in 0..runs {
+                let more = self.planned[run][0].as_ref().expect("planned").fill.more;
+                if more {
+                    let before = self.inflight;
+                    self.plan_and_queue(run, 1, base_of(run), true, drain)?;
+                    drain &= self.inflight == before;
+                }
+            }
+        }
+        self.submit_and_wait(first_windows)
+    }
+
+    /// Queues a read of what is missing of every span of the window planned in half `half` of
+    /// run `run`'s (at most `room` SQEs, the first one drained when `drain`); returns how many
+    /// it queued.
+    fn queue_reads(
+        &mut self,
+        run: usize,
+        half: usize,
+        window_base: usize,
+        drain: bool,
+        room: usize,
+    ) -> Result<usize> {
+        let align = if self.inputs.direct() {
+            DIRECT_ALIGN_BYTES
+        } else {
+            1
+        };
+        let ring = self.ring.ring;
+        let kernel = Arc::clone(&self.kernel);
+        let planned = self.planned[run][half].as_mut().expect("a planned window");
+        let mut queued = 0;
+        for i in 0..planned.spans.len() {
+            if queued == room {
+                break;
+            }
+            let span = &planned.spans[i];
+            if planned.in_flight[i] > 0 || planned.done[i] >= span.needed {
+                continue;
+            }
+            // A short read goes on where it stopped: a direct one from the aligned offset at
+            // or below it (O_DIRECT needs aligned offsets).
+            let from = planned.done[i] - planned.done[i] % align;
+            planned.asked[i] = from;
+            let read = SqeOp::ReadFixed {
+                file: SqeFile::Fd(span.fd),
+                buf_index: 0,
+                buf_offset: window_base + planned.window_at + span.window_at + from,
+                len: u32::try_from(span.len - from).expect("a span fits a window"),
+                offset: span.offset + from as u64,
+            };
+            let mut sqe = Sqe::new(read, read_tag(run, half, i));
+            if drain && queued == 0 {
+                sqe = sqe.drained();
+            }
+            kernel.uring_queue(ring, &sqe).map_err(uring_err("queue"))?;
+            planned.in_flight[i] = 1;
+            self.inflight += 1;
+            self.queued += 1;
+            queued += 1;
+        }
+        Ok(queued)
+    }
+
+    /// Submits what is queued and waits until the first `wait_for` of the SQEs in flight
+    /// (everything submitted before the read-ahead just queued, if any) have completed, in
+    /// one `io_uring_enter`; takes every completion there is.
+    fn submit_and_wait(&mut self, wait_for: usize) -> Result<()> {
+        let ring = self.ring.ring;
+        self.kernel
+            .uring_submit_and_wait(ring, u32::try_from(wait_for).expect("at most the depth"))
+            .map_err(uring_err("submit"))?;
+        self.queued = 0;
+        let mut reaped = 0;
+        loop {
+            self.cqes.clear();
+            let got = self
+                .kernel
+                .uring_reap(ring, &mut self.cqes, self.inflight)
+                .map_err(uring_err("reap"))?;
+            self.inflight -= got;
+            reaped += got;
+            let cqes = std::mem::take(&mut self.cqes);
+            for cqe in &cqes {
+                self.complete(cqe);
+            }
+            self.cqes = cqes;
+            if reaped >= wait_for {
+                return Ok(());
+            }
+            // The kernel woke us with fewer than asked (it should not): wait for the rest.
+            self.kernel
+                .uring_submit_and_wait(ring, u32::try_from(wait_for - reaped).expect("small"))
+                .map_err(uring_err("wait"))?;
+        }
+    }
+
+    /// Books one completion against its planned window.
+    fn complete(&mut self, cqe: &Cqe) {
+        let (run, half, i) = untag(cqe.user_data);
+        let planned = self.planned[run][half]
+            .as_mut()
+            .expect("a completion of a planned window");
+        planned.in_flight[i] = 0;
+        let span = &planned.spans[i];
+        match usize::try_from(cqe.res) {
+            Err(_) => {
+                planned.failed.get_or_insert(Error::Kernel {
+                    op: "reading input blocks through io_uring",
+                    path: span.table.path().to_path_buf(),
+                    source: KernelError::Errno {
+                        call: SyscallKind::IoUringEnter,
+                        errno: Errno(-cqe.res),
+                    },
+                });
+            }
+            Ok(n) if planned.asked[i] + n <= planned.done[i] => {
+                planned.failed.get_or_insert(Error::corruption(
+                    span.table.path(),
+                    span.offset + planned.done[i] as u64,
+                    format!(
+                        "the table ends inside a block: {} of its {} bytes read",
+                        planned.done[i], span.needed
+                    ),
+                ));
+            }
+            Ok(n) => planned.done[i] = planned.asked[i] + n,
+        }
+    }
+
+    /// Reads what is missing of the window planned in half `half` of run `run`'s, in rounds
+    /// of at most the ring's depth, each one enter that waits for everything in flight.
+    fn finish(&mut self, run: usize, half: usize, window_base: usize) -> Result<()> {
+        for round in 0.. {
+            let planned = self.planned[run][half].as_ref().expect("a planned window");
+            if let Some(e) = &planned.failed {
+                return Err(e.clone());
+            }
+            if planned.complete() {
+                return Ok(());
+            }
+            if round == SHORT_READ_ROUNDS_MAX {
+                let span = &planned.spans[0];
+                return Err(Error::corruption(
+                    span.table.path(),
+                    span.offset,
+                    format!(
+                        "io_uring reads of a window still short after {round} rounds ({} bytes in its first read)",
+                        span.len
+                    ),
+                ));
+            }
+            // The window is planned: `room` counts its spans already.
+            let room = (self.ring.depth as usize)
+                .saturating_sub(self.outstanding_reads() - self.spans_of(run, half))
+                .max(1);
+            self.queue_reads(run, half, window_base, false, room)?;
+            self.submit_and_wait(self.inflight)?;
+        }
+        unreachable!("the loop returns")
     }
 }
 
 impl Drop for UringSource<'_> {
     fn drop(&mut self) {
-        // Only a job that failed inside a fill leaves reads in flight.
+        // A job that failed, or was given up, may leave reads in flight.
         let mut tries = 0;
         while self.inflight > 0 && tries < SHORT_READ_ROUNDS_MAX {
             tries += 1;
@@ -196,7 +531,9 @@ impl BlockSource for UringSource<'_> {
         window: Window<'_>,
         block_len: &mut [u32; WINDOW_BLOCKS_MAX],
     ) -> std::result::Result<WindowFill, BoxError> {
-        let ring = self.ring.ring;
+        let window_bytes = window.window_bytes();
+        // Where the run's window lies in the ring's registered buffer: the program's pool, or
+        // the staging buffer laid out like it.
         let base = match (self.ring.target, &window) {
             (
                 Target::Region(region),
@@ -204,122 +541,93 @@ impl BlockSource for UringSource<'_> {
                     region: r, offset, ..
                 },
             ) if region.0 == *r => *offset,
-            (Target::Staging, Window::Host { .. }) => 0,
+            (Target::Staging, Window::Host { .. }) => window_offset(run, window_bytes),
             _ => return Err("the io_uring source was set up for another kind of window".into()),
         };
-        let window_bytes = window.window_bytes();
-        let (spans, fill) = self
-            .inputs
-            .plan(run, WINDOW_BLOCKS_MAX, window_bytes, block_len)?;
-        // A direct read's short read goes on from the aligned offset at or below where it
-        // stopped (O_DIRECT needs aligned offsets); a buffered one exactly where it stopped.
-        let align = if self.inputs.direct() {
-            DIRECT_ALIGN_BYTES
-        } else {
-            1
-        };
-        let mut total = 0usize;
-        for chunk in spans.chunks(self.ring.depth as usize) {
-            // Bytes of each span read so far: a short read goes on where it stopped (Linux may
-            // return less than asked), in another round of SQEs.
-            let mut done = vec![0usize; chunk.len()];
-            let mut asked = vec![0usize; chunk.len()];
-            for round in 0.. {
-                let todo: Vec<usize> = (0..chunk.len())
-                    .filter(|&i| done[i] < chunk[i].needed)
-                    .collect();
-                if todo.is_empty() {
-                    break;
-                }
-                if round == SHORT_READ_ROUNDS_MAX {
-                    let span = &chunk[todo[0]];
-                    return Err(Box::new(Error::corruption(
-                        span.table.path(),
-                        span.offset,
-                        format!(
-                            "io_uring reads of {} bytes still short after {round} rounds",
-                            span.len
-                        ),
-                    )));
-                }
-                for &i in &todo {
-                    let span = &chunk[i];
-                    let from = done[i] - done[i] % align;
-                    asked[i] = from;
-                    let read = SqeOp::ReadFixed {
-                        file: SqeFile::Fd(span.fd),
-                        buf_index: 0,
-                        buf_offset: base + span.window_at + from,
-                        len: u32::try_from(span.len - from).expect("a span fits a window"),
-                        offset: span.offset + from as u64,
-                    };
-                    let sqe = Sqe::new(read, i as u64);
-                    self.kernel
-                        .uring_queue(ring, &sqe)
-                        .map_err(uring_err("queue"))?;
-                    self.inflight += 1;
-                }
-                let n = u32::try_from(todo.len()).expect("at most the ring's depth");
-                self.kernel
-                    .uring_submit_and_wait(ring, n)
-                    .map_err(uring_err("submit"))?;
-                self.cqes.clear();
-                while self.cqes.len() < todo.len() {
-                    let want = todo.len() - self.cqes.len();
-                    let got = self
-                        .kernel
-                        .uring_reap(ring, &mut self.cqes, want)
-                        .map_err(uring_err("reap"))?;
-                    self.inflight -= got;
-                    if got == 0 {
-                        self.kernel
-                            .uring_submit_and_wait(ring, u32::try_from(want).expect("small"))
-                            .map_err(uring_err("wait"))?;
-                    }
-                }
-                for cqe in &self.cqes {
-                    let i = usize::try_from(cqe.user_data).expect("index");
-                    let span = &chunk[i];
-                    match usize::try_from(cqe.res) {
-                        Err(_) => {
-                            return Err(Box::new(Error::Kernel {
-                                op: "reading input blocks through io_uring",
-                                path: span.table.path().to_path_buf(),
-                                source: KernelError::Errno {
-                                    call: SyscallKind::IoUringEnter,
-                                    errno: Errno(-cqe.res),
-                                },
-                            }))
-                        }
-                        Ok(n) if asked[i] + n <= done[i] => {
-                            return Err(Box::new(Error::corruption(
-                                span.table.path(),
-                                span.offset + done[i] as u64,
-                                format!(
-                                    "the table ends inside a block: {} of its {} bytes read",
-                                    done[i], span.needed
-                                ),
-                            )))
-                        }
-                        Ok(n) => done[i] = asked[i] + n,
-                    }
-                }
+        if !self.started {
+            let target = self.ring.target;
+            let given = base;
+            let base_of = move |r: usize| match target {
+                // The machine lays the pool out as the ABI does; the given window checks it.
+                Target::Region(_) | Target::Staging => window_offset(r, window_bytes),
+            };
+            if base_of(run) != given {
+                return Err("a window outside the pool's layout".into());
             }
-            total = total.max(
-                chunk
-                    .iter()
-                    .map(|s| s.window_at + s.needed)
-                    .max()
-                    .unwrap_or(0),
-            );
+            self.start(window_bytes, &base_of)?;
         }
+        // The window the program takes now (planned now unless the run reads ahead), and
+        // whether the merge must wait for it.
+        if self.order[run].is_empty() {
+            self.plan_and_queue(run, 0, base, false, false)?;
+        }
+        let half = self.order[run].pop_front().expect("planned");
+        let current = self.planned[run][half].as_ref().expect("planned");
+        let complete = current.complete();
+        if current.ahead {
+            self.readahead.windows += 1;
+            let arrived = complete || {
+                let submitted = current
+                    .spans
+                    .iter()
+                    .zip(&current.done)
+                    .zip(&current.in_flight)
+                    .all(|((s, &done), &flying)| done >= s.needed || flying > 0);
+                submitted && {
+                    let cq = self
+                        .kernel
+                        .uring_cq_state(self.ring.ring)
+                        .map_err(uring_err("completion state"))?;
+                    !cq.overflow_pending && cq.ready as usize >= self.inflight
+                }
+            };
+            if !arrived {
+                self.readahead.late += 1;
+            }
+        }
+        // Wait for everything in flight unless the window is already here.
+        let wait_for = if complete { 0 } else { self.inflight };
+        // Read the run's following blocks ahead into the other half, behind everything
+        // submitted so far, once the program takes a window read ahead (the job's first
+        // fill queued each run's second window already).
+        let more = current.fill.more;
+        let halves = self.part_bytes < window_bytes;
+        if halves && more && self.order[run].is_empty() {
+            self.plan_and_queue(run, 1 - half, base, true, true)?;
+        }
+        if self.queued == 0 && wait_for > 0 {
+            // Nothing to submit, only reads to wait for: an enter only if they have not all
+            // arrived (the count that depends on the device's speed).
+            let before = self.kernel.syscall_counts().get(SyscallKind::IoUringEnter);
+            self.submit_and_wait(wait_for)?;
+            let after = self.kernel.syscall_counts().get(SyscallKind::IoUringEnter);
+            self.readahead.wait_enters += after - before;
+        } else {
+            self.submit_and_wait(wait_for)?;
+        }
+        self.finish(run, half, base)?;
+
+        let current = self.planned[run][half].take().expect("planned above");
+        self.inputs.enter_window(run, current.start);
+        let blocks = current.fill.blocks as usize;
+        block_len[..blocks].copy_from_slice(&current.block_len[..blocks]);
+        let end = current
+            .spans
+            .iter()
+            .map(|s| current.window_at + s.window_at + s.needed)
+            .max()
+            .unwrap_or(current.window_at);
         if let (Target::Staging, Window::Host { bytes, .. }) = (self.ring.target, window) {
             let staging = self.ring.staging.expect("staging buffer in host mode");
+            let from = current.window_at;
             self.kernel
-                .mem_read(staging, 0, &mut bytes[..total])
+                .mem_read(staging, base + from, &mut bytes[from..end])
                 .map_err(uring_err("copying the staging buffer"))?;
         }
-        Ok(fill)
+        Ok(WindowFill {
+            first: current.fill.first + u32::try_from(current.window_at).expect("in a window"),
+            ..current.fill
+        })
     }
 }
 
@@ -330,6 +638,10 @@ impl InputSource for UringSource<'_> {
 
     fn as_block_source(&mut self) -> &mut dyn BlockSource {
         self
+    }
+
+    fn readahead(&self) -> ReadaheadStats {
+        self.readahead
     }
 }
 
