@@ -413,12 +413,16 @@ fn compaction_run(
     );
     let counts = stats.syscalls.since(&timed);
     db.close().unwrap();
+    (read_tables(kernel, dir), counts)
+}
+
+/// Every `.sst` file in `dir` on `kernel`, by name.
+fn read_tables(kernel: &Arc<dyn Kernel>, dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut tables = BTreeMap::new();
     for name in kernel.list_dir(dir).unwrap() {
         if name.ends_with(".sst") {
-            let path = dir.join(&name);
             let fd = kernel
-                .open(&path, resystance_traces::OpenFlags::READ)
+                .open(&dir.join(&name), resystance_traces::OpenFlags::READ)
                 .unwrap();
             let len = usize::try_from(kernel.file_size(fd).unwrap()).unwrap();
             let mut bytes = vec![0u8; len];
@@ -427,7 +431,7 @@ fn compaction_run(
             tables.insert(name, bytes);
         }
     }
-    (tables, counts)
+    tables
 }
 
 #[test]
@@ -510,8 +514,8 @@ fn resystance_compaction_on_the_sim_writes_baselines_tables() {
 }
 
 /// Two L0 tables of ~2,700 blocks of 4 KiB (~11 MB each) compacted into L1 on the sim with
-/// `O_DIRECT` reads: one job of two runs, 8 MiB windows. Returns the tables, the job's virtual
-/// time, its compaction stats.
+/// `O_DIRECT` reads: one job of two runs, 8 MiB windows (the workload of
+/// `tests/compaction_modes.rs`'s large windows). Returns the tables and the compaction stats.
 fn readahead_run(
     mode: resystance::CompactionMode,
     readahead: bool,
@@ -556,20 +560,7 @@ fn readahead_run(
         "one job of two runs"
     );
     db.close().unwrap();
-    let mut tables = BTreeMap::new();
-    for name in kernel.list_dir(dir).unwrap() {
-        if name.ends_with(".sst") {
-            let fd = kernel
-                .open(&dir.join(&name), resystance_traces::OpenFlags::READ)
-                .unwrap();
-            let len = usize::try_from(kernel.file_size(fd).unwrap()).unwrap();
-            let mut bytes = vec![0u8; len];
-            assert_eq!(kernel.pread(fd, &mut bytes, 0).unwrap(), len);
-            kernel.close(fd).unwrap();
-            tables.insert(name, bytes);
-        }
-    }
-    (tables, stats)
+    (read_tables(&kernel, dir), stats)
 }
 
 /// Read-ahead in the io_uring modes: with `O_DIRECT` the device reads a run's next half-window
