@@ -545,13 +545,10 @@ impl BlockSource for UringSource<'_> {
             _ => return Err("the io_uring source was set up for another kind of window".into()),
         };
         if !self.started {
-            let target = self.ring.target;
-            let given = base;
-            let base_of = move |r: usize| match target {
-                // The machine lays the pool out as the ABI does; the given window checks it.
-                Target::Region(_) | Target::Staging => window_offset(r, window_bytes),
-            };
-            if base_of(run) != given {
+            // Every run's window where the ABI lays the pool out (the program's map, or the
+            // staging buffer laid out like it); the window given shows the machine agrees.
+            let base_of = |r: usize| window_offset(r, window_bytes);
+            if base_of(run) != base {
                 return Err("a window outside the pool's layout".into());
             }
             self.start(window_bytes, &base_of)?;
