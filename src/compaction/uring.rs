@@ -161,6 +161,15 @@ struct Planned {
 }
 
 impl Planned {
+    /// Whether every span that has not fully arrived has a read in flight.
+    fn all_submitted(&self) -> bool {
+        self.spans
+            .iter()
+            .zip(&self.done)
+            .zip(&self.in_flight)
+            .all(|((s, &done), &flying)| done >= s.needed || flying > 0)
+    }
+
     fn complete(&self) -> bool {
         self.failed.is_none()
             && self
@@ -196,8 +205,10 @@ fn untag(user_data: u64) -> (usize, usize, usize) {
 ///
 /// Every enter waits for everything submitted before it (the read-ahead being
 /// `IOSQE_IO_DRAIN`, none of its completions can come first), so how many enters a job takes
-/// does not depend on when completions arrive: one per window the program takes, one more
-/// for each read that came back short, as before.
+/// does not depend on when completions arrive — one for the job's first windows, one per
+/// window that submits a read ahead, one more for each read that came back short — except
+/// where a window has nothing to submit: then an enter is made only if its reads have not
+/// arrived, and counted ([`ReadaheadStats::wait_enters`]).
 pub struct UringSource<'r> {
     kernel: Arc<dyn Kernel>,
     inputs: InputRuns,
@@ -563,21 +574,14 @@ impl BlockSource for UringSource<'_> {
         let complete = current.complete();
         if current.ahead {
             self.readahead.windows += 1;
-            let arrived = complete || {
-                let submitted = current
-                    .spans
-                    .iter()
-                    .zip(&current.done)
-                    .zip(&current.in_flight)
-                    .all(|((s, &done), &flying)| done >= s.needed || flying > 0);
-                submitted && {
+            let arrived = complete
+                || current.all_submitted() && {
                     let cq = self
                         .kernel
                         .uring_cq_state(self.ring.ring)
                         .map_err(uring_err("completion state"))?;
                     !cq.overflow_pending && cq.ready as usize >= self.inflight
-                }
-            };
+                };
             if !arrived {
                 self.readahead.late += 1;
             }
@@ -592,15 +596,14 @@ impl BlockSource for UringSource<'_> {
         if halves && more && self.order[run].is_empty() {
             self.plan_and_queue(run, 1 - half, base, true, true)?;
         }
-        if self.queued == 0 && wait_for > 0 {
-            // Nothing to submit, only reads to wait for: an enter only if they have not all
-            // arrived (the count that depends on the device's speed).
-            let before = self.kernel.syscall_counts().get(SyscallKind::IoUringEnter);
-            self.submit_and_wait(wait_for)?;
+        // With nothing to submit and only reads to wait for, the kernel enters only if they
+        // have not all arrived: the count that depends on the device's speed.
+        let wait_only = self.queued == 0 && wait_for > 0;
+        let before = self.kernel.syscall_counts().get(SyscallKind::IoUringEnter);
+        self.submit_and_wait(wait_for)?;
+        if wait_only {
             let after = self.kernel.syscall_counts().get(SyscallKind::IoUringEnter);
             self.readahead.wait_enters += after - before;
-        } else {
-            self.submit_and_wait(wait_for)?;
         }
         self.finish(run, half, base)?;
 
